@@ -1,0 +1,1 @@
+"""Training-aware search: evaluation of candidates, the Ray Tune + Optuna search, the trainer."""

@@ -1,0 +1,49 @@
+"""The ``nas`` command: one entry point, one sub-command per module in ``nas.commands``.
+
+Each command module defines ``register(subparsers)``; heavy imports (torch, ray) happen inside the
+command, so ``nas --help`` is instant. Bad input raises :class:`~searchspace.errors.EffnasError`
+and becomes one line on stderr with exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from searchspace.errors import EffnasError
+
+#: Sub-command modules, in the order ``nas --help`` lists them.
+COMMAND_MODULES = [
+    "nas.commands.show",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nas",
+        description="effnas: training-aware neural architecture search for convnets.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except EffnasError as error:
+        message = " ".join(str(error).split())  # one line, whatever the message held
+        print(f"nas {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"nas {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

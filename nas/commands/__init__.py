@@ -1,0 +1,1 @@
+"""Sub-commands of ``nas``; each module has ``register(subparsers)``."""

@@ -1,0 +1,1 @@
+"""Compound scaling of architecture specs (placeholder until the scaling issue lands)."""
