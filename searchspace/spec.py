@@ -166,7 +166,20 @@ _STAGE_TOKEN = re.compile(
 
 @dataclass(frozen=True)
 class Lineage:
-    """Where a scaled spec came from: the base architecture's hash and the coefficients applied."""
+    """Where a scaled spec came from: the base architecture's hash and the coefficients applied.
+
+    Attributes:
+        base_hash: :attr:`ArchSpec.hash` of the base.
+        base_name: the base's name, if it had one.
+        width: channel multiplier applied (before rounding).
+        depth: repeat multiplier applied to every stage (before rounding up).
+        resolution: eval image size of the result over the base's (after any size cap).
+        variant: the preset or budget that chose the coefficients (``s``, ``params=22e6``, ...).
+        phi: EfficientNet's compound coefficient, when width, depth and resolution came from it.
+        late_depth: extra repeat multiplier given to the last ``late_stages`` stages only
+            (EfficientNetV2's rule of adding layers to the later stages); 1 when none.
+        late_stages: how many of the last stages received ``late_depth``; 0 when none.
+    """
 
     base_hash: str
     base_name: str = ""
@@ -174,6 +187,9 @@ class Lineage:
     depth: float = 1.0
     resolution: float = 1.0
     variant: str = ""
+    phi: float | None = None
+    late_depth: float = 1.0
+    late_stages: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -183,15 +199,20 @@ class Lineage:
         names = [f.name for f in fields(cls)]
         _check_keys("lineage", data, names)
         _required("lineage", data, ["base_hash"])
-        for key in ("width", "depth", "resolution"):
+        numbers = ("width", "depth", "resolution", "late_depth")
+        for key in numbers:
             if key in data:
                 _float(f"lineage.{key}", data[key], 0.0, math.inf)
+        if data.get("phi") is not None:
+            _float("lineage.phi", data["phi"], -math.inf, math.inf)
+        if "late_stages" in data:
+            _int("lineage.late_stages", data["late_stages"], minimum=0)
         for key in ("base_hash", "base_name", "variant"):
             if key in data and not isinstance(data[key], str):
                 raise SpecError(f"lineage.{key} must be a string, got {data[key]!r}")
         return cls(
             **{
-                k: (float(v) if k in ("width", "depth", "resolution") else v)
+                k: (float(v) if k in numbers or (k == "phi" and v is not None) else v)
                 for k, v in data.items()
             }
         )
