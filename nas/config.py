@@ -1,0 +1,223 @@
+"""Search configuration: one YAML file, validated, with command-line overrides.
+
+Unknown keys are errors, not ignored: a typo in a config that silently falls back to a default
+would waste a cluster's night.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from searchspace.errors import EffnasError
+from searchspace.space import SearchSpace
+
+__all__ = ["ConfigError", "SearchConfig"]
+
+OBJECTIVES = ("reward", "pareto")
+SAMPLERS = ("tpe", "nsga2", "random")
+_STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class ConfigError(EffnasError):
+    """A search config that is malformed or asks for something impossible."""
+
+
+def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _number(name: str, value: Any, minimum: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum:g}, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What each trial asks Ray for. Timing on a GPU always takes a whole GPU (never a fraction)."""
+
+    cpus: float = 1.0
+    gpus: int = 0
+
+    def __post_init__(self) -> None:
+        _number("resources.cpus", self.cpus, minimum=0.0)
+        if isinstance(self.gpus, bool) or not isinstance(self.gpus, int) or self.gpus < 0:
+            raise ConfigError(
+                f"resources.gpus must be a whole number >= 0 (a shared GPU makes step times "
+                f"meaningless), got {self.gpus!r}"
+            )
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Everything a search needs. See ``configs/quick.yaml`` for a commented example.
+
+    Attributes:
+        study: study name; the run lives in ``runs_dir/study``.
+        space: the search space.
+        dataset: dataset spec ``NAME[:PATH]`` (see ``nas.data``).
+        image_size: search image size (reduced, as in the paper).
+        batch_size: training batch size; step time is measured at this size.
+        epochs: brief-training epochs per candidate.
+        trials: number of candidates to evaluate.
+        concurrent: how many trials run at once.
+        resources: CPUs and GPUs per trial.
+        objective: ``reward`` (one objective, A * S^w * P^v) or ``pareto`` (accuracy, normalized
+            step time and parameters as three objectives).
+        reward_w, reward_v: the reward's exponents for step time and parameters.
+        sampler: ``tpe``, ``nsga2`` or ``random``.
+        early_stopping: ASHA on the reward (``reward`` mode only: Optuna's pruners and Tune's
+            schedulers need one objective).
+        storage: Optuna storage URL; default ``sqlite:///<runs_dir>/<study>/study.db``.
+        seed: seed of the sampler and of every candidate's training.
+        runs_dir: where run directories are made.
+        max_failures: how many times Tune retries a trial whose worker died.
+        evaluation: further keyword arguments of the candidate evaluation (lr, optimizer, timing
+            steps, ...), passed to ``nas.evaluate.EvalConfig``.
+    """
+
+    space: SearchSpace
+    study: str = "search"
+    dataset: str = "mnist5k"
+    image_size: int = 32
+    batch_size: int = 64
+    epochs: int = 2
+    trials: int = 12
+    concurrent: int = 1
+    resources: Resources = field(default_factory=Resources)
+    objective: str = "reward"
+    reward_w: float = -0.07
+    reward_v: float = -0.05
+    sampler: str = "tpe"
+    early_stopping: bool = True
+    storage: str | None = None
+    seed: int = 0
+    runs_dir: str = "runs"
+    max_failures: int = 1
+    evaluation: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.study, str) or not _STUDY_NAME.match(self.study):
+            raise ConfigError(
+                f"study must be a name of letters, digits, '_', '.', '-', got {self.study!r}"
+            )
+        if not isinstance(self.dataset, str) or not self.dataset:
+            raise ConfigError(f"dataset must be NAME[:PATH], got {self.dataset!r}")
+        _positive_int("image_size", self.image_size)
+        _positive_int("batch_size", self.batch_size)
+        _positive_int("epochs", self.epochs)
+        _positive_int("trials", self.trials)
+        _positive_int("concurrent", self.concurrent)
+        _positive_int("max_failures", self.max_failures, 0)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ConfigError(f"seed must be an integer, got {self.seed!r}")
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(
+                f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}"
+            )
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+        _number("reward_w", self.reward_w)
+        _number("reward_v", self.reward_v)
+        if not isinstance(self.early_stopping, bool):
+            raise ConfigError(f"early_stopping must be true or false, got {self.early_stopping!r}")
+        if self.storage is not None and (
+            not isinstance(self.storage, str) or "://" not in self.storage
+        ):
+            raise ConfigError(
+                f"storage must be a SQLAlchemy URL such as sqlite:///path.db or "
+                f"postgresql://user@host/db, got {self.storage!r}"
+            )
+        if not isinstance(self.evaluation, Mapping):
+            raise ConfigError(f"evaluation must be a mapping, got {self.evaluation!r}")
+        stride = 2 * math.prod(stage.stride for stage in self.space.stages)
+        if self.image_size < stride:
+            raise ConfigError(
+                f"image_size must be at least the space's total stride {stride}, "
+                f"got {self.image_size}"
+            )
+
+    # -- derived ----------------------------------------------------------------------------------
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.runs_dir) / self.study
+
+    @property
+    def storage_url(self) -> str:
+        if self.storage:
+            return self.storage
+        return f"sqlite:///{(self.run_dir / 'study.db').resolve()}"
+
+    @property
+    def use_asha(self) -> bool:
+        return self.early_stopping and self.objective == "reward"
+
+    def replace(self, **changes: Any) -> SearchConfig:
+        return dataclasses.replace(self, **changes)
+
+    # -- serial forms -----------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["space"] = self.space.to_dict()
+        data["resources"] = dataclasses.asdict(self.resources)
+        data["evaluation"] = dict(self.evaluation)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "config") -> SearchConfig:
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{source}: a search config must be a YAML mapping, got {data!r}")
+        allowed = [f.name for f in fields(cls)]
+        for key in data:
+            if key not in allowed:
+                raise ConfigError(f"{source}: unknown key {key!s} (allowed: {', '.join(allowed)})")
+        if "space" not in data:
+            raise ConfigError(f"{source}: space is required")
+        kwargs = dict(data)
+        try:
+            kwargs["space"] = SearchSpace.from_dict(data["space"])
+            resources = data.get("resources", {})
+            if not isinstance(resources, Mapping):
+                raise ConfigError(f"resources must be a mapping, got {resources!r}")
+            for key in resources:
+                if key not in ("cpus", "gpus"):
+                    raise ConfigError(f"unknown key resources.{key} (allowed: cpus, gpus)")
+            kwargs["resources"] = Resources(**resources)
+            if kwargs.get("evaluation") is None:
+                kwargs.pop("evaluation", None)
+            return cls(**kwargs)
+        except EffnasError as error:
+            raise ConfigError(f"{source}: {error}") from None
+
+    @classmethod
+    def load(cls, path: str | Path) -> SearchConfig:
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise ConfigError(f"config file {str(path)!r} does not exist") from None
+        except (IsADirectoryError, PermissionError, UnicodeDecodeError) as error:
+            raise ConfigError(f"config file {str(path)!r} cannot be read: {error}") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(
+                f"{path}: invalid YAML{where}: {getattr(error, 'problem', error)}"
+            ) from None
+        return cls.from_dict(data, source=str(path))
