@@ -125,6 +125,12 @@ def _check_existing_study(storage, config: SearchConfig, resume: bool) -> None:
             f"study {config.study!r} exists with objective {attrs.get('mode')!r}, "
             f"this config asks {config.objective!r}; use another --study"
         )
+    requested = attrs.get("trials_requested")
+    if resume and requested is not None and requested != config.trials:
+        raise ConfigError(
+            f"--resume: study {config.study!r} was started for {requested} trials, "
+            f"not {config.trials}; resume with the same trials"
+        )
     if not resume:
         raise ConfigError(
             f"study {config.study!r} already exists in {config.storage_url}; "
