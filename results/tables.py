@@ -1,0 +1,131 @@
+"""The Pareto front as text: what ``nas front`` prints and the search prints when it ends."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+from results.metrics import DEFAULT_OBJECTIVES, METRICS, parse_objectives
+from results.pareto import pareto_front, reward_best
+
+__all__ = ["default_objectives", "format_front", "front_records", "front_table"]
+
+#: Columns of the printed table, besides any objective that is not among them.
+TABLE_COLUMNS = (
+    "number",
+    "accuracy",
+    "step_time_ms",
+    "step_time_norm",
+    "params",
+    "flops",
+    "reward",
+    "spec",
+)
+
+
+def default_objectives(frame: pd.DataFrame) -> tuple[str, ...]:
+    """The study's own objectives when it is multi-objective and names known metrics, else the
+    paper's trade-off (accuracy, normalized step time, parameters)."""
+    names = tuple(frame.attrs.get("objectives") or ())
+    if len(names) > 1 and all(name in METRICS for name in names):
+        return names
+    return DEFAULT_OBJECTIVES
+
+
+def _missing(value: Any) -> bool:
+    """None, NaN, NA or NaT (a running trial has no end time, a failed one no accuracy)."""
+    return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
+
+
+def _cell(column: str, value: Any) -> str:
+    if _missing(value):
+        return "-"
+    if column == "accuracy":
+        return f"{100 * value:.2f}%"
+    if column in ("params", "flops"):
+        scaled = float(value)
+        for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+            if abs(scaled) >= size:
+                return f"{scaled / size:.2f}{unit}"
+        return f"{int(value)}"
+    if column == "number":
+        return f"#{int(value)}"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def front_table(front: pd.DataFrame, objectives: Sequence[str] = ()) -> str:
+    """A plain-text table of trials: number, metrics (objectives included) and the spec last."""
+    columns = [c for c in TABLE_COLUMNS if c != "spec"]
+    columns += [name for name in objectives if name not in columns]
+    columns.append("spec")
+    headers = {"number": "trial", "step_time_ms": "step ms", "step_time_norm": "step/ref"}
+    rows = [[headers.get(column, column) for column in columns]]
+    for _, trial in front.iterrows():
+        rows.append([_cell(column, trial[column]) for column in columns])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
+    lines = []
+    for index, row in enumerate(rows):
+        cells = [
+            cell.ljust(width) if column == "spec" else cell.rjust(width)
+            for cell, width, column in zip(row, widths, columns, strict=True)
+        ]
+        lines.append("  ".join(cells).rstrip())
+        if index == 0:
+            lines.append("  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def format_front(frame: pd.DataFrame, objectives: Sequence[str] | str | None = None) -> str:
+    """The study's state, its Pareto front over ``objectives`` as a table and the reward-best
+    trial: a complete text block (what ``nas front`` and the end of ``nas search`` print).
+
+    Args:
+        frame: a study frame from :func:`results.load_study_frame`.
+        objectives: metric names; default :func:`default_objectives`.
+
+    Raises:
+        ResultsError: an unknown objective name.
+    """
+    names = default_objectives(frame) if objectives is None else parse_objectives(objectives)
+    front = pareto_front(frame, names)
+    states = frame["state"].value_counts()
+    counts = ", ".join(f"{count} {state.lower()}" for state, count in states.items())
+    study = frame.attrs.get("study_name", "?")
+    mode = frame.attrs.get("mode", "?")
+    on = ", ".join(f"{name} ({'max' if METRICS[name].maximize else 'min'})" for name in names)
+    lines = [
+        f"study {study} ({mode} mode, {len(frame)} trials: {counts})",
+        f"Pareto front on {on}: {len(front)} trials",
+    ]
+    if len(front):
+        lines.append(front_table(front, names))
+    best = reward_best(frame)
+    if best is not None:
+        lines.append(
+            f"reward-best: trial #{best['number']} reward {best['reward']:.4g}, accuracy "
+            f"{_cell('accuracy', best['accuracy'])}, {_cell('step_time_ms', best['step_time_ms'])}"
+            f" ms/step, {_cell('params', best['params'])} params: {best['spec'] or '-'}"
+        )
+    return "\n".join(lines)
+
+
+def front_records(front: pd.DataFrame) -> list[dict[str, Any]]:
+    """Trials as JSON-ready dicts (``None`` for missing values, ISO 8601 times)."""
+    records = []
+    for _, trial in front.iterrows():
+        record = {}
+        for column, value in trial.items():
+            if _missing(value):
+                record[column] = None
+            elif isinstance(value, pd.Timestamp) or hasattr(value, "isoformat"):
+                record[column] = value.isoformat()
+            elif hasattr(value, "item"):  # numpy scalar
+                record[column] = value.item()
+            else:
+                record[column] = value
+        records.append(record)
+    return records
