@@ -1,0 +1,254 @@
+"""Budget scaling: the point on the compound path whose parameters, FLOPs or step time hit a target.
+
+The path is :class:`~scaling.compound.CompoundRule`'s: phi >= 0 gives width beta^phi, depth
+alpha^phi, resolution gamma^phi. Each budget is non-decreasing in phi, but rounding makes it a
+*step function*: channels move in multiples of 8, repeats jump by whole blocks (``ceil``), image
+sizes by 4 px. So the search is:
+
+1. **Bracket**: double phi from 1 until the measure reaches the target.
+2. **Bisect** phi until the bracket is narrower than 1e-4 (or a measured point is already within
+   a quarter of the tolerance). Bisection only needs monotonicity, not continuity, and ends at
+   the step that crosses the target: the last spec below it and the first at or above it.
+3. **Local check**: also measure the next distinct spec on each side of that step (stepping phi
+   outward until the rounded spec changes). For parameters and FLOPs this is a cheap guard; for a
+   *measured* step time, which is noisy and not strictly monotone (a wider layer can be faster on
+   aligned hardware), it catches a neighbour that is closer to the target.
+4. **Width refinement**: a step can be wider than the tolerance window. The widest steps are
+   depth steps: just above phi = 0 every stage gains a block at once (``ceil(r * 1.0001)``), and
+   one more block of a late stage is ~7% of B0's parameters. If no point on the path is within
+   tolerance, width alone is bisected at the depth and resolution of the two specs around the
+   step (channels move in steps of one divisor per stage, so fine). The result is then just off
+   the compound path, and its lineage says so (``phi`` is None, width is the refined one).
+
+Every distinct spec is measured once (cached by :attr:`ArchSpec.hash`), and the closest one to
+the target wins.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from scaling.compound import CompoundRule, ScalingPlan, scale_spec
+from scaling.errors import ScalingError
+from searchspace.spec import ArchSpec
+
+__all__ = ["BudgetResult", "Measure", "scale_to_budget"]
+
+#: A budget's measure: a spec in, a number out (parameters, FLOPs, milliseconds per step).
+Measure = Callable[[ArchSpec], float]
+
+_PHI_PRECISION = 1e-4
+_WIDTH_PRECISION = 1e-4
+
+
+@dataclass(frozen=True)
+class BudgetResult:
+    """The spec a budget search chose, and how close it came.
+
+    Attributes:
+        spec: the chosen spec (its lineage records the coefficients and the budget).
+        value: the measure of ``spec``.
+        target: the budget asked for.
+        metric: the measure's name (``params``, ``flops``, ``step_ms``).
+        base_value: the measure at phi = 0 (the base as the path starts).
+        on_path: whether ``spec`` lies on the compound path (False after width refinement).
+        evaluations: how many distinct specs were measured.
+    """
+
+    spec: ArchSpec
+    value: float
+    target: float
+    metric: str
+    base_value: float
+    on_path: bool
+    evaluations: int
+
+    @property
+    def relative_error(self) -> float:
+        """(value - target) / target: signed, so -0.02 means 2% under the budget."""
+        return (self.value - self.target) / self.target
+
+
+class _Search:
+    """Measured points of one search, cached by spec hash."""
+
+    def __init__(
+        self, base: ArchSpec, target: float, measure: Measure, variant: str, tolerance: float
+    ) -> None:
+        self.base = base
+        self.target = target
+        self.tolerance = tolerance
+        self.measure = measure
+        self.variant = variant
+        self.values: dict[str, float] = {}
+        self.specs: dict[str, ArchSpec] = {}
+        self.plans: dict[str, ScalingPlan] = {}
+
+    def spec(self, plan: ScalingPlan) -> ArchSpec:
+        return scale_spec(self.base, plan.replace(variant=self.variant))
+
+    def value(self, plan: ScalingPlan) -> float:
+        spec = self.spec(plan)
+        key = spec.hash
+        if key not in self.values:
+            value = float(self.measure(spec))
+            if not math.isfinite(value) or value <= 0:
+                raise ScalingError(f"the measure returned {value!r} for {spec.label}")
+            self.values[key] = value
+            self.specs[key] = spec
+            self.plans[key] = plan
+        return self.values[key]
+
+    def error(self, key: str) -> float:
+        return abs(self.values[key] - self.target) / self.target
+
+    def best(self) -> str:
+        return min(self.values, key=self.error)
+
+    def bisect(
+        self, make: Callable[[float], ScalingPlan], low: float, high: float, precision: float
+    ) -> tuple[float, float]:
+        """Narrow [low, high], with value(low) < target <= value(high), to the crossing step."""
+        good_enough = self.tolerance / 4
+        while high - low > precision * max(1.0, abs(high)):
+            middle = (low + high) / 2
+            if self.value(make(middle)) < self.target:
+                low = middle
+            else:
+                high = middle
+            if self.error(self.best()) <= good_enough:
+                break
+        return low, high
+
+    def neighbour(self, make: Callable[[float], ScalingPlan], start: float, step: float) -> None:
+        """Measure the next distinct spec from ``start`` in the direction of ``step``."""
+        here = self.spec(make(start)).hash
+        point = start
+        for _ in range(20):
+            point += step
+            if point < 0:
+                return
+            if self.spec(make(point)).hash != here:
+                self.value(make(point))
+                return
+            step *= 2
+
+
+def scale_to_budget(
+    base: ArchSpec,
+    target: float,
+    measure: Measure,
+    *,
+    metric: str = "params",
+    label: str | None = None,
+    rule: CompoundRule | None = None,
+    tolerance: float = 0.05,
+    max_phi: float = 12.0,
+    rules: Mapping[str, Any] | None = None,
+) -> BudgetResult:
+    """Grow ``base`` along the compound path until ``measure`` is within ``tolerance`` of target.
+
+    Args:
+        base: the spec to grow.
+        target: the budget, in the measure's unit (parameters, FLOPs, ms).
+        measure: spec -> number; non-decreasing along the path (parameters, FLOPs) or nearly so
+            (a measured step time).
+        metric: the budget's name, for messages.
+        label: the results' variant label in the lineage and name; default ``<metric><target>``.
+        rule: alpha, beta, gamma of the path (EfficientNet's by default).
+        tolerance: the largest acceptable relative error.
+        max_phi: how far along the path to look.
+        rules: other :class:`~scaling.compound.ScalingPlan` fields for every point (e.g.
+            ``max_eval_resolution``; V2's 480 cap by default).
+
+    Returns:
+        The closest spec found, within ``tolerance``.
+
+    Raises:
+        ScalingError: the target is not positive, is below the base, or no spec on (or near)
+            the path up to ``max_phi`` comes within ``tolerance``.
+    """
+    if isinstance(target, bool) or not isinstance(target, (int, float)):
+        raise ScalingError(f"--target-{metric} must be a number, got {target!r}")
+    if not math.isfinite(target) or target <= 0:
+        raise ScalingError(f"--target-{metric} must be greater than 0, got {target!r}")
+    if not 0 < tolerance < 1:
+        raise ScalingError(f"tolerance must be in (0, 1), got {tolerance!r}")
+    rule = rule or CompoundRule()
+    rules = dict(rules or {})
+    search = _Search(base, float(target), measure, label or f"{metric}{target:g}", tolerance)
+
+    def on_path(phi: float) -> ScalingPlan:
+        return rule.plan(phi, **rules)
+
+    base_value = search.value(on_path(0.0))
+    if target < base_value * (1 - tolerance):
+        raise ScalingError(
+            f"--target-{metric} {target:g} is below the base's {base_value:g}: "
+            "scaling only grows a net"
+        )
+
+    low = high = 0.0
+    if search.error(search.best()) > tolerance:
+        low, high = 0.0, 1.0
+        while search.value(on_path(high)) < target:
+            if high >= max_phi:
+                raise ScalingError(
+                    f"--target-{metric} {target:g} is out of reach: phi {max_phi:g} gives "
+                    f"{search.values[search.spec(on_path(high)).hash]:g}"
+                )
+            low, high = high, min(2 * high, max_phi)
+        low, high = search.bisect(on_path, low, high, _PHI_PRECISION)
+        search.neighbour(on_path, low, -_PHI_PRECISION)
+        search.neighbour(on_path, high, _PHI_PRECISION)
+
+    on_path_keys = set(search.values)
+    if search.error(search.best()) > tolerance:
+        _refine_width(search, on_path(low), on_path(high))
+
+    key = search.best()
+    if search.error(key) > tolerance:
+        raise ScalingError(
+            f"--target-{metric} {target:g}: the nearest spec found has {search.values[key]:g} "
+            f"({(search.values[key] - target) / target:+.1%}), "
+            f"outside the {tolerance:.0%} tolerance"
+        )
+    spec, plan = search.specs[key], search.plans[key]
+    if key not in on_path_keys:
+        # Off the path after width refinement: say so in the lineage rather than claim a phi.
+        spec = scale_spec(base, plan.replace(phi=None, variant=search.variant))
+    return BudgetResult(
+        spec=spec,
+        value=search.values[key],
+        target=float(target),
+        metric=metric,
+        base_value=base_value,
+        on_path=key in on_path_keys,
+        evaluations=len(search.values),
+    )
+
+
+def _refine_width(search: _Search, below: ScalingPlan, above: ScalingPlan) -> None:
+    """Bisect width alone at the depth and resolution of the specs on each side of the step."""
+    target = search.target
+    for plan in (below, above):
+        width = plan.width
+
+        def with_width(value: float, plan: ScalingPlan = plan) -> ScalingPlan:
+            return plan.replace(width=value)
+
+        if search.value(plan) < target:
+            low, high = width, width * 1.25
+            while search.value(with_width(high)) < target and high < 4 * width:
+                low, high = high, high * 1.25
+        else:
+            low, high = width / 1.25, width
+            while search.value(with_width(low)) >= target and low > width / 4:
+                low, high = low / 1.25, low
+        if search.value(with_width(low)) < target <= search.value(with_width(high)):
+            search.bisect(with_width, low, high, _WIDTH_PRECISION)
+        if search.error(search.best()) <= search.tolerance:
+            return

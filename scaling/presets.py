@@ -1,0 +1,124 @@
+"""Named growth presets (S, M, L) as data, and user preset files.
+
+The defaults place S, M and L where the reference code's comments place the published ones
+relative to B0 (google/automl ``effnetv2_configs.py``: "about base * (width1.4, depth1.8)" for S,
+(1.6, 2.2) for M, (2.0, 3.1) for L; shared/REFERENCE.md section 4), with EfficientNetV2's rules:
+
+- image sizes grow like EfficientNet's members at the same width and depth (B4 380, B5 456,
+  B7 600 px over B0's 224), and the eval size is capped at 480 (V2, sec. 4.2);
+- M and L give extra layers to the later stages (the last two): published M and L have about 25%
+  more blocks in stages 5-6 (and the 7th stage split off them) than uniform depth gives. S gets
+  none, because the published S is exactly B0's repeats times 1.8;
+- classifier dropout 0.2, 0.3, 0.4 as the published S, M, L (reference code; the paper's
+  progressive learning ramps up to 0.3, 0.4, 0.5 during training, which is the trainer's job);
+  stochastic depth stays at the base's rate, as the published family holds it at 0.2 (the
+  reference code's ``survival_prob`` 0.8 for every size).
+
+A user preset file is a YAML mapping of name -> plan fields (see
+:class:`~scaling.compound.ScalingPlan`). An entry for an existing name overrides only the
+fields it gives; a new name starts from the plan defaults (width, depth, resolution 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import yaml
+
+from scaling.compound import MAX_EVAL_RESOLUTION, ScalingPlan
+from scaling.errors import ScalingError
+
+__all__ = ["DEFAULT_PRESETS", "load_presets", "resolve_variants"]
+
+#: EfficientNet B0's eval size, the reference the preset resolution factors are taken against.
+_B0_EVAL = 224
+
+DEFAULT_PRESETS: dict[str, ScalingPlan] = {
+    "s": ScalingPlan(
+        width=1.4,
+        depth=1.8,
+        resolution=380 / _B0_EVAL,
+        max_eval_resolution=MAX_EVAL_RESOLUTION,
+        dropout=0.2,
+        variant="s",
+    ),
+    "m": ScalingPlan(
+        width=1.6,
+        depth=2.2,
+        resolution=456 / _B0_EVAL,
+        late_depth=1.25,
+        late_stages=2,
+        max_eval_resolution=MAX_EVAL_RESOLUTION,
+        dropout=0.3,
+        variant="m",
+    ),
+    "l": ScalingPlan(
+        width=2.0,
+        depth=3.1,
+        resolution=600 / _B0_EVAL,
+        late_depth=1.25,
+        late_stages=2,
+        max_eval_resolution=MAX_EVAL_RESOLUTION,
+        dropout=0.4,
+        variant="l",
+    ),
+}
+
+
+def load_presets(path: str | Path | None = None) -> dict[str, ScalingPlan]:
+    """The default presets, overridden and extended by a user YAML file if ``path`` is given.
+
+    Raises:
+        ScalingError: the file does not exist, is not YAML, is not a mapping of names to plan
+            fields, or a field is invalid (named as ``<file>: <preset>.<field>``).
+    """
+    presets = dict(DEFAULT_PRESETS)
+    if path is None:
+        return presets
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ScalingError(f"presets file {str(path)!r} does not exist") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as error:
+        raise ScalingError(f"presets file {str(path)!r} cannot be read: {error}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ScalingError(f"{path}: invalid YAML: {problem}") from None
+    if not isinstance(data, Mapping) or not data:
+        raise ScalingError(f"{path}: presets must be a mapping of name -> fields, got {data!r}")
+    for name, fields in data.items():
+        if not isinstance(name, str) or not name.strip() or "," in name:
+            raise ScalingError(f"{path}: preset names must be words without commas, got {name!r}")
+        if not isinstance(fields, Mapping):
+            raise ScalingError(f"{path}: preset {name} must be a mapping of fields, got {fields!r}")
+        name = name.strip().lower()  # names match case-insensitively
+        merged = {"variant": name}
+        if name in presets:
+            merged = presets[name].to_dict()
+        merged.update(fields)
+        try:
+            presets[name] = ScalingPlan.from_dict(merged, where=name)
+        except ScalingError as error:
+            raise ScalingError(f"{path}: {error}") from None
+    return presets
+
+
+def resolve_variants(names: str, presets: Mapping[str, ScalingPlan]) -> list[ScalingPlan]:
+    """The plans for a comma-separated list of preset names, e.g. ``"s,m,l"``.
+
+    Raises:
+        ScalingError: a name is not a preset (the message lists the known ones).
+    """
+    chosen = [name.strip().lower() for name in names.split(",") if name.strip()]
+    if not chosen:
+        raise ScalingError(f"--variants must name at least one preset, got {names!r}")
+    for name in chosen:
+        if name not in presets:
+            raise ScalingError(
+                f"unknown variant {name!r} (known presets: {', '.join(sorted(presets))})"
+            )
+    return [presets[name] for name in chosen]
