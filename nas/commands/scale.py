@@ -1,0 +1,333 @@
+"""``nas scale``: grow a base spec into S/M/L, by coefficients, by phi, or to a budget."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from scaling.errors import ScalingError
+
+_SUFFIXES = {"k": 1e3, "m": 1e6, "g": 1e9, "b": 1e9}
+_NUMBER = re.compile(r"^\s*([-+]?[0-9]*\.?[0-9]+(?:e[-+]?[0-9]+)?)\s*([kmgb]?)\s*$", re.IGNORECASE)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "scale",
+        help="grow a base spec into S/M/L or to a parameter, FLOP or step-time budget",
+        description="Grow a base architecture by compound scaling (EfficientNet's rounding "
+        "rules, EfficientNetV2's growth rules) and print a table of the results. Pick one of: "
+        "--variants (named presets, the default: s,m,l), --width/--depth/--resolution, --phi, "
+        "or one --target-*. FLOPs are fvcore's (one multiply-add = one FLOP) at the eval size.",
+    )
+    parser.add_argument("arch", help="base: catalog name, YAML spec file or spec string")
+    parser.add_argument(
+        "--variants", help="comma-separated presets, e.g. s,m,l (default when nothing else)"
+    )
+    parser.add_argument(
+        "--presets", help="YAML file of presets (name -> plan fields) over the defaults"
+    )
+    coefficients = parser.add_argument_group("coefficients")
+    coefficients.add_argument("--width", help="channel multiplier, e.g. 1.2")
+    coefficients.add_argument("--depth", help="repeat multiplier, e.g. 1.4")
+    coefficients.add_argument(
+        "--resolution",
+        help="eval image size in px (300), TRAIN/EVAL in px (240/300), or a factor (1.15x)",
+    )
+    coefficients.add_argument("--phi", help="EfficientNet's compound coefficient, e.g. 1.5")
+    coefficients.add_argument("--alpha", default="1.2", help="depth base of phi (default 1.2)")
+    coefficients.add_argument("--beta", default="1.1", help="width base of phi (default 1.1)")
+    coefficients.add_argument("--gamma", default="1.15", help="resolution base (default 1.15)")
+    budget = parser.add_argument_group("budget (along the phi path)")
+    budget.add_argument("--target-params", help="parameters, e.g. 22e6 or 22M")
+    budget.add_argument("--target-flops", help="FLOPs at the eval size, e.g. 8.4e9 or 8.4G")
+    budget.add_argument("--target-step-ms", help="training step time on this machine, in ms")
+    budget.add_argument(
+        "--tolerance", default="0.05", help="largest relative miss of the target (default 0.05)"
+    )
+    timing = parser.add_argument_group("step time (--measure, --target-step-ms)")
+    timing.add_argument("--measure", action="store_true", help="add each net's step time")
+    timing.add_argument("--batch-size", default="8", help="images per timed step (default 8)")
+    timing.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1")
+    timing.add_argument("--steps", default="10", help="timed steps per net (default 10)")
+    parser.add_argument("--out", help="directory to write one spec YAML per variant into")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(func=run)
+
+
+# ---------------------------------------------------------------------------------------------
+# Flag parsing: numbers are read here, not by argparse, so a bad value is one line naming the
+# flag (argparse would print a usage block) and suffixes like 22M are accepted.
+
+
+def _number(flag: str, text: str, *, positive: bool = True) -> float:
+    match = _NUMBER.match(text)
+    if not match:
+        raise ScalingError(f"{flag} must be a number (e.g. 1.2, 22e6, 22M), got {text!r}")
+    value = float(match[1]) * _SUFFIXES.get(match[2].lower(), 1.0)
+    if not math.isfinite(value) or (positive and value <= 0):
+        raise ScalingError(f"{flag} must be greater than 0, got {text!r}")
+    return value
+
+
+def _whole(flag: str, text: str) -> int:
+    value = _number(flag, text)
+    if value != int(value):
+        raise ScalingError(f"{flag} must be a whole number, got {text!r}")
+    return int(value)
+
+
+def _resolution(text: str) -> dict[str, Any]:
+    """--resolution: '300' (eval px), '240/300' (train/eval px) or '1.15x' (a factor)."""
+    text = text.strip()
+    if text.lower().endswith("x"):
+        return {"resolution": _number("--resolution", text[:-1])}
+    if "/" in text:
+        train, _, evaluation = text.partition("/")
+        return {
+            "train_resolution": _whole("--resolution", train),
+            "eval_resolution": _whole("--resolution", evaluation),
+        }
+    if not text.isdigit():
+        raise ScalingError(
+            f"--resolution must be an eval size in px (300), TRAIN/EVAL (240/300) or a factor "
+            f"(1.15x), got {text!r}"
+        )
+    return {"eval_resolution": _whole("--resolution", text)}
+
+
+def _short(value: float) -> str:
+    """22000000 -> '22M', 8.4e9 -> '8.4G': for labels and file names."""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= scale:
+            return f"{value / scale:.3g}{unit}"
+    return f"{value:.3g}"
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _step_time_measure(args: argparse.Namespace) -> Callable[[Any], float]:
+    """spec -> median milliseconds of one training step on this machine, via ``nas.timing``."""
+    from nas.timing import time_train_step
+    from searchspace.builder import build_model
+
+    batch_size = _whole("--batch-size", args.batch_size)
+    steps = _whole("--steps", args.steps)
+
+    def measure(spec: Any) -> float:
+        model = build_model(spec)
+        timing = time_train_step(
+            model,
+            batch_size=batch_size,
+            image_size=spec.train_resolution,
+            num_classes=spec.num_classes,
+            device=args.device,
+            steps=steps,
+            warmup=max(2, steps // 5),
+        )
+        return float(timing.median_ms)
+
+    return measure
+
+
+def _mode(args: argparse.Namespace) -> str:
+    chosen = []
+    if args.variants:
+        chosen.append("--variants")
+    if args.width or args.depth or args.resolution:
+        chosen.append("--width/--depth/--resolution")
+    if args.phi:
+        chosen.append("--phi")
+    targets = [
+        flag
+        for flag, value in (
+            ("--target-params", args.target_params),
+            ("--target-flops", args.target_flops),
+            ("--target-step-ms", args.target_step_ms),
+        )
+        if value
+    ]
+    chosen += targets
+    if len(chosen) > 1:
+        raise ScalingError(f"give one of --variants, coefficients, --phi or a target; got {chosen}")
+    return chosen[0] if chosen else "--variants"
+
+
+def _row(
+    spec: Any, variant: str, measure_ms: Callable[[Any], float] | None, base: Any | None
+) -> dict[str, Any]:
+    from scaling import spec_flops, spec_parameters
+
+    lineage = spec.lineage
+    row: dict[str, Any] = {
+        "variant": variant,
+        "name": spec.label,
+        "hash": spec.hash,
+        "spec": spec.to_string(),
+        "width": lineage.width if lineage and base is not None else 1.0,
+        "depth": lineage.depth if lineage and base is not None else 1.0,
+        "resolution": lineage.resolution if lineage and base is not None else 1.0,
+        "phi": lineage.phi if lineage and base is not None else None,
+        "late_depth": lineage.late_depth if lineage and base is not None else 1.0,
+        "train_resolution": spec.train_resolution,
+        "eval_resolution": spec.eval_resolution,
+        "stem_channels": spec.stem_channels,
+        "repeats": [stage.repeats for stage in spec.stages],
+        "channels": [stage.out_channels for stage in spec.stages],
+        "head_channels": spec.head_channels,
+        "dropout": spec.dropout,
+        "drop_path_rate": spec.drop_path_rate,
+        "params": spec_parameters(spec),
+        "flops": spec_flops(spec),
+    }
+    if measure_ms is not None:
+        row["step_time_ms"] = measure_ms(spec)
+    return row
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """The rows as an aligned text table (one line per net, the base first)."""
+    timed = any("step_time_ms" in row for row in rows)
+    header = ["variant", "width", "depth", "res", "train/eval", "repeats", "channels"]
+    header += ["params", "FLOPs@eval"] + (["step ms"] if timed else [])
+    lines = [header]
+    for row in rows:
+        cells = [
+            row["variant"],
+            f"{row['width']:.3g}",
+            f"{row['depth']:.3g}",
+            f"{row['resolution']:.3g}",
+            f"{row['train_resolution']}/{row['eval_resolution']}",
+            ",".join(str(r) for r in row["repeats"]),
+            f"{row['stem_channels']}|{','.join(str(c) for c in row['channels'])}|"
+            f"{row['head_channels']}",
+            f"{row['params'] / 1e6:.2f}M",
+            f"{row['flops'] / 1e9:.2f}G",
+        ]
+        if timed:
+            cells.append(f"{row['step_time_ms']:.1f}" if "step_time_ms" in row else "-")
+        lines.append(cells)
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    text = []
+    for index, line in enumerate(lines):
+        text.append("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
+        if index == 0:
+            text.append("  ".join("-" * w for w in widths))
+    text.append("channels: stem|stages|head; res: eval size over the base's")
+    return "\n".join(text)
+
+
+def run(args: argparse.Namespace) -> int:
+    from scaling import (
+        CompoundRule,
+        ScalingPlan,
+        load_presets,
+        resolve_variants,
+        scale_spec,
+        scale_to_budget,
+        spec_flops,
+        spec_parameters,
+    )
+    from searchspace import load_arch
+
+    mode = _mode(args)
+    tolerance = _number("--tolerance", args.tolerance)
+    if tolerance >= 1:
+        raise ScalingError(f"--tolerance must be below 1, got {args.tolerance!r}")
+    rule = CompoundRule(
+        alpha=_number("--alpha", args.alpha),
+        beta=_number("--beta", args.beta),
+        gamma=_number("--gamma", args.gamma),
+    )
+    # Check every flag before the (slow) base load and measurements.
+    presets = load_presets(args.presets)
+    if args.measure or args.target_step_ms:
+        _whole("--batch-size", args.batch_size)
+        _whole("--steps", args.steps)
+    base = load_arch(args.arch)
+    measure_ms = _step_time_measure(args) if (args.measure or args.target_step_ms) else None
+
+    budget: dict[str, Any] | None = None
+    if mode == "--variants":
+        plans = resolve_variants(args.variants or "s,m,l", presets)
+        specs = [scale_spec(base, plan) for plan in plans]
+    elif mode == "--width/--depth/--resolution":
+        fields: dict[str, Any] = {}
+        if args.width:
+            fields["width"] = _number("--width", args.width)
+        if args.depth:
+            fields["depth"] = _number("--depth", args.depth)
+        if args.resolution:
+            fields.update(_resolution(args.resolution))
+        label = "-".join(
+            f"{key[0]}{args.__dict__[key]}".replace("/", "_")
+            for key in ("width", "depth", "resolution")
+            if args.__dict__[key]
+        )
+        specs = [scale_spec(base, ScalingPlan(**fields, variant=label))]
+    elif mode == "--phi":
+        phi = _number("--phi", args.phi, positive=False)
+        specs = [scale_spec(base, rule.plan(phi))]
+    else:
+        flag = mode
+        metric, text = {
+            "--target-params": ("params", args.target_params),
+            "--target-flops": ("flops", args.target_flops),
+            "--target-step-ms": ("step_ms", args.target_step_ms),
+        }[flag]
+        target = _number(flag, text)
+        measure = {"params": spec_parameters, "flops": spec_flops, "step_ms": measure_ms}[metric]
+        result = scale_to_budget(
+            base,
+            target,
+            measure,
+            metric=metric,
+            label=f"{metric.removesuffix('_ms')}{_short(target)}"
+            + ("ms" if metric == "step_ms" else ""),
+            rule=rule,
+            tolerance=tolerance,
+        )
+        specs = [result.spec]
+        budget = {
+            "metric": metric,
+            "target": target,
+            "value": result.value,
+            "relative_error": result.relative_error,
+            "on_path": result.on_path,
+            "evaluations": result.evaluations,
+        }
+
+    rows = [_row(base, "base", measure_ms, None)]
+    for spec in specs:
+        rows.append(_row(spec, spec.lineage.variant, measure_ms, base))
+    if budget is not None:
+        rows[-1]["budget"] = budget
+    if args.out:
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise ScalingError(f"--out {str(out)!r} exists and is not a directory")
+        for spec, row in zip(specs, rows[1:], strict=True):
+            row["path"] = str(spec.save(out / f"{spec.name}.yaml"))
+
+    if args.json:
+        print(json.dumps({"base": rows[0], "variants": rows[1:]}, indent=2))
+        return 0
+    print(f"{base.label}  ({base.to_string()})")
+    print(format_table(rows))
+    if budget is not None:
+        print(
+            f"target {budget['metric']} {budget['target']:g}: {budget['value']:g} "
+            f"({budget['relative_error']:+.1%}), "
+            f"{'on the compound path' if budget['on_path'] else 'width refined off the path'}, "
+            f"{budget['evaluations']} specs measured"
+        )
+    for row in rows[1:]:
+        if "path" in row:
+            print(f"wrote {row['path']}")
+    return 0

@@ -1,0 +1,108 @@
+"""``nas scale``: presets, coefficients, phi and budgets from the command line; bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from nas.cli import main
+from searchspace import ArchSpec
+
+
+@pytest.fixture
+def tiny_file(tmp_path, tiny_spec):
+    return str(tiny_spec.save(tmp_path / "tiny.yaml"))
+
+
+def _json(capsys, argv: list[str]) -> dict:
+    assert main(argv) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_variants_write_one_spec_each_and_grow(capsys, tmp_path, tiny_file, tiny_spec):
+    out = tmp_path / "scaled"
+    data = _json(capsys, ["scale", tiny_file, "--variants", "s,m,l", "--out", str(out), "--json"])
+    rows = data["variants"]
+    assert [row["variant"] for row in rows] == ["s", "m", "l"]
+    params = [data["base"]["params"]] + [row["params"] for row in rows]
+    flops = [data["base"]["flops"]] + [row["flops"] for row in rows]
+    assert params == sorted(set(params)) and flops == sorted(set(flops))
+    for row in rows:
+        spec = ArchSpec.load(row["path"])
+        assert spec.hash == row["hash"] and spec.name == f"tiny-{row['variant']}"
+        assert spec.lineage.base_hash == tiny_spec.hash
+        assert row["eval_resolution"] <= 480
+    assert sorted(p.name for p in out.iterdir()) == ["tiny-l.yaml", "tiny-m.yaml", "tiny-s.yaml"]
+
+
+def test_table_lists_the_base_and_every_variant(capsys, tiny_file):
+    assert main(["scale", tiny_file]) == 0  # s, m, l by default
+    out = capsys.readouterr().out
+    for word in ("variant", "width", "depth", "train/eval", "repeats", "channels", "params"):
+        assert word in out
+    lines = out.splitlines()
+    assert [line.split()[0] for line in lines[3:7]] == ["base", "s", "m", "l"]
+
+
+def test_explicit_coefficients_and_phi(capsys, tiny_file):
+    row = _json(
+        capsys,
+        ["scale", tiny_file, "--width", "1.2", "--depth", "1.4", "--resolution", "40/48", "--json"],
+    )["variants"][0]
+    assert (row["width"], row["depth"]) == (1.2, 1.4)
+    assert (row["train_resolution"], row["eval_resolution"]) == (40, 48)
+    assert row["repeats"] == [2, 3, 3]  # ceil(1.4 * [1, 2, 2])
+    row = _json(capsys, ["scale", tiny_file, "--phi", "1", "--json"])["variants"][0]
+    assert row["phi"] == 1.0 and row["depth"] == pytest.approx(1.2)
+    row = _json(capsys, ["scale", tiny_file, "--resolution", "1.5x", "--json"])["variants"][0]
+    assert row["eval_resolution"] == 48
+
+
+def test_parameter_budget(capsys, tiny_file, tiny_spec):
+    data = _json(capsys, ["scale", tiny_file, "--target-params", "120k", "--json"])
+    budget = data["variants"][0]["budget"]
+    assert budget["target"] == 120_000 and abs(budget["relative_error"]) <= 0.05
+    assert abs(data["variants"][0]["params"] - 120_000) <= 6_000
+
+
+def test_measure_and_step_time_budget_use_nas_timing(capsys, tiny_file):
+    pytest.importorskip("nas.timing")
+    common = ["--device", "cpu", "--batch-size", "2", "--steps", "3", "--json"]
+    data = _json(capsys, ["scale", tiny_file, "--variants", "s", "--measure", *common])
+    assert data["base"]["step_time_ms"] > 0 and data["variants"][0]["step_time_ms"] > 0
+    # Step times on a shared CPU are noisy: this checks the wiring; bench/ checks the accuracy.
+    target = 2 * data["base"]["step_time_ms"]
+    data = _json(
+        capsys,
+        ["scale", tiny_file, "--target-step-ms", f"{target:.3f}", "--tolerance", "0.9", *common],
+    )
+    assert data["variants"][0]["budget"]["metric"] == "step_ms"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--width", "0"], "--width must be greater than 0"),
+        (["--depth", "-1"], "--depth must be greater than 0"),
+        (["--resolution", "0x"], "--resolution must be greater than 0"),
+        (["--resolution", "big"], "--resolution must be"),
+        (["--alpha", "0", "--phi", "1"], "--alpha must be greater than 0"),
+        (["--phi", "1", "--width", "2"], "give one of"),
+        (["--variants", "s,q"], "unknown variant 'q'"),
+        (["--target-params", "10"], "below the base"),
+        (["--target-flops", "lots"], "--target-flops must be a number"),
+        (["--presets", "no-such-presets.yaml"], "does not exist"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(capsys, tiny_file, argv, message):
+    assert main(["scale", tiny_file, *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("nas scale: error:")
+    assert message in err and "Traceback" not in err
+
+
+def test_missing_spec_file_is_one_line_and_exit_2(capsys, tmp_path):
+    assert main(["scale", str(tmp_path / "best.yaml"), "--variants", "s"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not exist" in err
