@@ -19,6 +19,8 @@ COMMAND_MODULES = [
     "nas.commands.show",
     "nas.commands.scale",
     "nas.commands.weights",
+    "nas.commands.front",
+    "nas.commands.report",
 ]
 
 

@@ -200,7 +200,11 @@ def _open_storage(
         return optuna.storages.RDBStorage(
             open_url, engine_kwargs=engine_kwargs, skip_table_creation=True
         )
-    except (SQLAlchemyError, RuntimeError, ImportError, ValueError) as error:
+    except (SQLAlchemyError, optuna.exceptions.OptunaError, RuntimeError, ImportError,
+            ValueError) as error:  # fmt: skip
+        # Optuna wraps some database errors in StorageInternalError; the cause says more.
+        if error.__cause__ is not None:
+            error = error.__cause__
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ResultsError(f"cannot open {url} as an Optuna storage: {reason}") from None
 
@@ -210,7 +214,9 @@ def _study_names(storage: optuna.storages.RDBStorage, url: str) -> list[str]:
 
     try:
         return [summary.study_name for summary in storage.get_all_studies()]
-    except SQLAlchemyError as error:
+    except (SQLAlchemyError, optuna.exceptions.OptunaError) as error:
+        if error.__cause__ is not None:
+            error = error.__cause__
         reason = str(error).strip().splitlines()[0]
         raise ResultsError(f"cannot read studies from {url}: {reason}") from None
 

@@ -10,7 +10,13 @@ import pandas as pd
 from results.metrics import DEFAULT_OBJECTIVES, METRICS, parse_objectives
 from results.pareto import pareto_front, reward_best
 
-__all__ = ["default_objectives", "format_front", "front_records", "front_table"]
+__all__ = [
+    "default_objectives",
+    "format_cell",
+    "format_front",
+    "front_records",
+    "front_table",
+]
 
 #: Columns of the printed table, besides any objective that is not among them.
 TABLE_COLUMNS = (
@@ -23,6 +29,10 @@ TABLE_COLUMNS = (
     "reward",
     "spec",
 )
+
+#: How trial states read in summaries (a pruned trial is one the search stopped early).
+STATE_WORDS = {"COMPLETE": "complete", "FAIL": "failed", "PRUNED": "stopped early",
+               "RUNNING": "running", "WAITING": "waiting"}  # fmt: skip
 
 
 def default_objectives(frame: pd.DataFrame) -> tuple[str, ...]:
@@ -39,7 +49,8 @@ def _missing(value: Any) -> bool:
     return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
 
 
-def _cell(column: str, value: Any) -> str:
+def format_cell(column: str, value: Any) -> str:
+    """One metric as a table shows it: accuracy in %, sizes in k/M/G, "-" when missing."""
     if _missing(value):
         return "-"
     if column == "accuracy":
@@ -65,7 +76,7 @@ def front_table(front: pd.DataFrame, objectives: Sequence[str] = ()) -> str:
     headers = {"number": "trial", "step_time_ms": "step ms", "step_time_norm": "step/ref"}
     rows = [[headers.get(column, column) for column in columns]]
     for _, trial in front.iterrows():
-        rows.append([_cell(column, trial[column]) for column in columns])
+        rows.append([format_cell(column, trial[column]) for column in columns])
     widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
     lines = []
     for index, row in enumerate(rows):
@@ -93,7 +104,9 @@ def format_front(frame: pd.DataFrame, objectives: Sequence[str] | str | None = N
     names = default_objectives(frame) if objectives is None else parse_objectives(objectives)
     front = pareto_front(frame, names)
     states = frame["state"].value_counts()
-    counts = ", ".join(f"{count} {state.lower()}" for state, count in states.items())
+    counts = ", ".join(
+        f"{count} {STATE_WORDS.get(state, state.lower())}" for state, count in states.items()
+    )
     study = frame.attrs.get("study_name", "?")
     mode = frame.attrs.get("mode", "?")
     on = ", ".join(f"{name} ({'max' if METRICS[name].maximize else 'min'})" for name in names)
@@ -105,10 +118,12 @@ def format_front(frame: pd.DataFrame, objectives: Sequence[str] | str | None = N
         lines.append(front_table(front, names))
     best = reward_best(frame)
     if best is not None:
+        accuracy = format_cell("accuracy", best["accuracy"])
+        step = format_cell("step_time_ms", best["step_time_ms"])
+        params = format_cell("params", best["params"])
         lines.append(
             f"reward-best: trial #{best['number']} reward {best['reward']:.4g}, accuracy "
-            f"{_cell('accuracy', best['accuracy'])}, {_cell('step_time_ms', best['step_time_ms'])}"
-            f" ms/step, {_cell('params', best['params'])} params: {best['spec'] or '-'}"
+            f"{accuracy}, {step} ms/step, {params} params: {best['spec'] or '-'}"
         )
     return "\n".join(lines)
 

@@ -1,0 +1,281 @@
+"""Pareto figures of one or several searches: plotly for the report and the dashboard,
+matplotlib for PNGs.
+
+Every figure shows each study in its own colour: all completed trials, the Pareto front of the
+plotted pair of metrics (joined by its staircase: the boundary of what the front dominates), and
+the reward-best trial as a star. Hovering a point shows the trial, its metrics and its spec.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from results.metrics import METRICS
+from results.pareto import front_ranks, pareto_front, reward_best
+
+__all__ = [
+    "PLOTS",
+    "Plot",
+    "front_trace_name",
+    "plotly_figures",
+    "save_png_figures",
+    "study_label",
+]
+
+#: Study colours (matplotlib's tab10, so that the PNGs and the HTML agree).
+COLORS = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
+#: Above this many points a trace is drawn with WebGL (``Scattergl``); SVG stays crisp and
+#: inspectable below it but slows a browser down at tens of thousands of points.
+WEBGL_ABOVE = 5000
+
+
+@dataclass(frozen=True)
+class Plot:
+    """A 2-D plot of accuracy (y) against one cost (x, log scale)."""
+
+    key: str
+    title: str
+    x: str
+    y: str = "accuracy"
+
+
+PLOTS = (
+    Plot("accuracy-vs-step-time", "Accuracy against training step time", "step_time_ms"),
+    Plot("accuracy-vs-params", "Accuracy against parameters", "params"),
+)
+PLOT_3D_KEY = "pareto-3d"
+
+
+def study_label(frame: pd.DataFrame) -> str:
+    """How a study is named in legends and tables."""
+    return str(frame.attrs.get("label") or frame.attrs.get("study_name") or "study")
+
+
+def front_trace_name(label: str) -> str:
+    """Name of a study's Pareto-front trace (what the browser test looks for)."""
+    return f"{label}: Pareto front"
+
+
+def _completed(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    keep = frame["state"] == "COMPLETE"
+    for column in columns:
+        keep &= pd.to_numeric(frame[column], errors="coerce").notna()
+    return frame[keep]
+
+
+def _hover(frame: pd.DataFrame) -> tuple[np.ndarray, str]:
+    """customdata columns and a hover template: trial, name, metrics, spec."""
+
+    def text(column: str, fmt) -> list[str]:
+        return [("-" if pd.isna(v) else fmt(v)) for v in frame[column]]
+
+    data = np.column_stack(
+        [
+            frame["number"].astype(str),
+            frame["name"].fillna(""),
+            text("accuracy", lambda v: f"{100 * v:.2f}%"),
+            text("step_time_ms", lambda v: f"{v:.3g} ms"),
+            text("step_time_norm", lambda v: f"{v:.3g}"),
+            text("params", lambda v: f"{v / 1e6:.3g}M"),
+            text("flops", lambda v: f"{v / 1e9:.3g}G"),
+            text("reward", lambda v: f"{v:.4f}"),
+            frame["spec"].fillna(""),
+        ]
+    )
+    template = (
+        "trial #%{customdata[0]} %{customdata[1]}<br>"
+        "accuracy %{customdata[2]}, step %{customdata[3]} (x%{customdata[4]} reference)<br>"
+        "params %{customdata[5]}, FLOPs %{customdata[6]}, reward %{customdata[7]}<br>"
+        "%{customdata[8]}<extra></extra>"
+    )
+    return data, template
+
+
+def plotly_figures(frames: Sequence[pd.DataFrame], objectives: Sequence[str]) -> dict[str, object]:
+    """The report's plotly figures by key: the :data:`PLOTS` and a 3-D view.
+
+    The 3-D view plots step time, parameters and accuracy, and marks the front over
+    ``objectives`` (the front the report's table lists).
+    """
+    import plotly.graph_objects as go
+
+    figures: dict[str, object] = {}
+    for plot in PLOTS:
+        figure = go.Figure()
+        for index, frame in enumerate(frames):
+            color = COLORS[index % len(COLORS)]
+            label = study_label(frame)
+            done = _completed(frame, [plot.x, plot.y])
+            front = pareto_front(done, [plot.y, plot.x]).sort_values(plot.x, kind="stable")
+            scatter = go.Scattergl if len(done) > WEBGL_ABOVE else go.Scatter
+            data, template = _hover(done)
+            figure.add_trace(
+                scatter(
+                    x=done[plot.x].astype(float),
+                    y=done[plot.y],
+                    mode="markers",
+                    name=f"{label}: trials",
+                    legendgroup=label,
+                    marker={"color": color, "size": 6, "opacity": 0.35},
+                    customdata=data,
+                    hovertemplate=template,
+                )
+            )
+            data, template = _hover(front)
+            figure.add_trace(
+                go.Scatter(
+                    x=front[plot.x].astype(float),
+                    y=front[plot.y],
+                    mode="lines+markers",
+                    line={"shape": "hv", "color": color, "width": 1.5},
+                    name=front_trace_name(label),
+                    legendgroup=label,
+                    marker={"color": color, "size": 9, "line": {"color": "black", "width": 1}},
+                    customdata=data,
+                    hovertemplate=template,
+                )
+            )
+            _add_best_2d(figure, frame, plot, label, color)
+        figure.update_layout(
+            title=plot.title,
+            xaxis={"title": METRICS[plot.x].label, "type": "log"},
+            yaxis={"title": METRICS[plot.y].label, "tickformat": ".1%"},
+            legend={"orientation": "h", "y": -0.2},
+            margin={"l": 60, "r": 20, "t": 50, "b": 40},
+            height=480,
+            template="plotly_white",
+        )
+        figures[plot.key] = figure
+    figures[PLOT_3D_KEY] = _figure_3d(frames, objectives)
+    return figures
+
+
+def _add_best_2d(figure, frame: pd.DataFrame, plot: Plot, label: str, color: str) -> None:
+    import plotly.graph_objects as go
+
+    best = reward_best(frame)
+    if best is None or pd.isna(best[plot.x]) or pd.isna(best[plot.y]):
+        return
+    data, template = _hover(best.to_frame().T)
+    figure.add_trace(
+        go.Scatter(
+            x=[float(best[plot.x])],
+            y=[float(best[plot.y])],
+            mode="markers",
+            name=f"{label}: reward-best (trial #{best['number']})",
+            legendgroup=label,
+            marker={
+                "symbol": "star",
+                "size": 18,
+                "color": color,
+                "line": {"color": "black", "width": 1.5},
+            },
+            customdata=data,
+            hovertemplate=template,
+        )
+    )
+
+
+def _figure_3d(frames: Sequence[pd.DataFrame], objectives: Sequence[str]):
+    import plotly.graph_objects as go
+
+    figure = go.Figure()
+    axes = ("step_time_ms", "params", "accuracy")
+    for index, frame in enumerate(frames):
+        color = COLORS[index % len(COLORS)]
+        label = study_label(frame)
+        done = _completed(frame, axes)
+        on_front = (front_ranks(done, objectives, max_rank=1) == 1).fillna(False).to_numpy(bool)
+        for part, name, size, opacity in (
+            (done[~on_front], f"{label}: trials", 3, 0.3),
+            (done[on_front], f"{label}: front on {', '.join(objectives)}", 6, 1.0),
+        ):
+            data, template = _hover(part)
+            figure.add_trace(
+                go.Scatter3d(
+                    x=np.log10(part["step_time_ms"].astype(float)),
+                    y=np.log10(part["params"].astype(float)),
+                    z=part["accuracy"],
+                    mode="markers",
+                    name=name,
+                    legendgroup=label,
+                    marker={"color": color, "size": size, "opacity": opacity},
+                    customdata=data,
+                    hovertemplate=template,
+                )
+            )
+    figure.update_layout(
+        title=f"Trials in 3-D; the front on {', '.join(objectives)} marked",
+        scene={
+            "xaxis": {"title": "log10 step time (ms)"},
+            "yaxis": {"title": "log10 parameters"},
+            "zaxis": {"title": "accuracy", "tickformat": ".1%"},
+        },
+        legend={"orientation": "h"},
+        margin={"l": 0, "r": 0, "t": 50, "b": 0},
+        height=600,
+        template="plotly_white",
+    )
+    return figure
+
+
+def save_png_figures(frames: Sequence[pd.DataFrame], prefix: Path) -> list[Path]:
+    """Write the :data:`PLOTS` as PNGs named ``<prefix>-<plot key>.png``; return their paths.
+
+    Uses matplotlib's object API (``Figure`` + ``savefig``, the Agg renderer): no display and no
+    global pyplot state, so it is safe inside a server or a test process.
+    """
+    from matplotlib.figure import Figure
+
+    paths = []
+    for plot in PLOTS:
+        figure = Figure(figsize=(6.4, 4.4), dpi=150, layout="constrained")
+        axes = figure.add_subplot()
+        for index, frame in enumerate(frames):
+            color = COLORS[index % len(COLORS)]
+            label = study_label(frame)
+            done = _completed(frame, [plot.x, plot.y])
+            front = pareto_front(done, [plot.y, plot.x]).sort_values(plot.x, kind="stable")
+            axes.scatter(
+                done[plot.x].astype(float), done[plot.y], s=10, alpha=0.3, color=color,
+                linewidths=0, label=f"{label}: {len(done)} trials",
+            )  # fmt: skip
+            axes.step(
+                front[plot.x].astype(float), front[plot.y], where="post", color=color,
+                marker="o", markersize=5, markeredgecolor="black", markeredgewidth=0.5,
+                label=f"{label}: Pareto front ({len(front)})",
+            )  # fmt: skip
+            best = reward_best(frame)
+            if best is not None and not (pd.isna(best[plot.x]) or pd.isna(best[plot.y])):
+                axes.scatter(
+                    [float(best[plot.x])], [float(best[plot.y])], marker="*", s=220, color=color,
+                    edgecolors="black", linewidths=0.8, zorder=5,
+                    label=f"{label}: reward-best (#{best['number']})",
+                )  # fmt: skip
+        axes.set_xscale("log")
+        axes.set_xlabel(METRICS[plot.x].label)
+        axes.set_ylabel(METRICS[plot.y].label)
+        axes.yaxis.set_major_formatter(lambda value, _: f"{100 * value:.0f}%")
+        axes.set_title(plot.title)
+        axes.grid(True, which="both", alpha=0.3)
+        axes.legend(fontsize="small")
+        path = prefix.with_name(f"{prefix.name}-{plot.key}.png")
+        figure.savefig(path)
+        paths.append(path)
+    return paths

@@ -1,0 +1,222 @@
+"""The search report: one self-contained HTML file and PNG figures.
+
+The HTML embeds plotly's JavaScript (no network needed to open it) and holds, per study: a
+summary, the figures of :mod:`results.figures`, the Pareto front as a table with the reward-best
+trial marked, and the reasons trials failed. Several studies share the figures, in different
+colours, so that searches on different hardware or data compare at a glance.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from results.errors import ResultsError
+from results.figures import PLOT_3D_KEY, PLOTS, plotly_figures, save_png_figures, study_label
+from results.metrics import METRICS, parse_objectives
+from results.pareto import pareto_front, reward_best
+from results.tables import default_objectives, format_cell
+
+__all__ = ["ReportFiles", "write_report"]
+
+#: Columns of the report's front tables.
+TABLE_COLUMNS = ("number", "name", "accuracy", "step_time_ms", "step_time_norm", "params",
+                 "flops", "reward", "device", "spec")  # fmt: skip
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
+th, td { border-bottom: 1px solid #ddd; padding: 3px 8px; text-align: right; }
+th { background: #f4f4f4; } td.text { text-align: left; font-family: monospace; }
+tr.best { background: #fff3c4; font-weight: bold; }
+.figures { display: grid; grid-template-columns: repeat(auto-fit, minmax(520px, 1fr)); gap: 1em; }
+.note { color: #666; font-size: 0.85em; }
+"""
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """What :func:`write_report` wrote."""
+
+    html: Path
+    pngs: tuple[Path, ...]
+
+
+def write_report(
+    frames: Sequence[pd.DataFrame],
+    out: str | Path,
+    *,
+    objectives: Sequence[str] | str | None = None,
+    png: bool = True,
+) -> ReportFiles:
+    """Write the report of one or several study frames to ``out`` (HTML) and PNGs beside it.
+
+    Args:
+        frames: study frames from :func:`results.load_study_frame`, one per search.
+        out: the HTML file; PNGs are named ``<out stem>-<plot>.png`` in the same folder.
+        objectives: metrics of the front tables and the 3-D view; default the first study's
+            objectives (:func:`results.default_objectives`).
+        png: also write the matplotlib PNGs.
+
+    Raises:
+        ResultsError: no frames, an unknown objective, or a folder for ``out`` that does not
+            exist.
+    """
+    if not frames:
+        raise ResultsError("no study to report on")
+    names = default_objectives(frames[0]) if objectives is None else parse_objectives(objectives)
+    out = Path(out)
+    if not out.parent.is_dir():
+        raise ResultsError(f"--out: directory {out.parent} does not exist")
+    frames = _labelled(frames)
+    figures = plotly_figures(frames, names)
+    config = {"displaylogo": False, "responsive": True}
+    divs = []
+    for index, key in enumerate([plot.key for plot in PLOTS] + [PLOT_3D_KEY]):
+        divs.append(
+            figures[key].to_html(
+                full_html=False,
+                include_plotlyjs=index == 0,  # plotly.js once, embedded: opens offline
+                div_id=key,
+                config=config,
+            )
+        )
+    title = "effnas search report: " + ", ".join(study_label(frame) for frame in frames)
+    now = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f'<p class="note">Snapshot of the studies at {html.escape(now)}; a search still running '
+        "has more trials now. Fronts: accuracy is maximized, every cost minimized.</p>",
+        _summary_table(frames, names),
+        '<div class="figures">',
+        *(f"<div>{div}</div>" for div in divs[: len(PLOTS)]),
+        "</div>",
+        divs[-1],
+    ]
+    for frame in frames:
+        parts.append(_front_section(frame, names))
+    parts.append("</body></html>")
+    out.write_text("\n".join(parts), encoding="utf-8")
+    pngs = tuple(save_png_figures(frames, out.with_suffix(""))) if png else ()
+    return ReportFiles(out, pngs)
+
+
+def _labelled(frames: Sequence[pd.DataFrame]) -> list[pd.DataFrame]:
+    """Frames with a unique ``attrs["label"]``: the study name, or the run too when two studies
+    share a name (two runs of ``quick`` on different machines)."""
+    names = [str(frame.attrs.get("study_name", "study")) for frame in frames]
+    labelled = []
+    for frame, name in zip(frames, names, strict=True):
+        frame = frame.copy()
+        frame.attrs = dict(frame.attrs)
+        if names.count(name) > 1:
+            frame.attrs["label"] = f"{name} ({frame.attrs.get('run_dir', '?')})"
+        else:
+            frame.attrs["label"] = name
+        labelled.append(frame)
+    return labelled
+
+
+def _summary_table(frames: Sequence[pd.DataFrame], objectives: Sequence[str]) -> str:
+    header = ["study", "mode", "device", "trials", "complete", "failed", "stopped", "running",
+              "front size", "reward-best", "accuracy", "step ms", "params", "storage"]  # fmt: skip
+    rows = []
+    for frame in frames:
+        states = frame["state"].value_counts()
+        best = reward_best(frame)
+        devices = sorted({device for device in frame["device"] if device})
+        cells = [
+            study_label(frame),
+            str(frame.attrs.get("mode", "?")),
+            ", ".join(devices) or "-",
+            str(len(frame)),
+            str(states.get("COMPLETE", 0)),
+            str(states.get("FAIL", 0)),
+            str(states.get("PRUNED", 0)),
+            str(states.get("RUNNING", 0) + states.get("WAITING", 0)),
+            str(len(pareto_front(frame, objectives))),
+        ]
+        if best is None:
+            cells += ["-"] * 4
+        else:
+            cells += [
+                f"#{best['number']} ({best['reward']:.4f})",
+                format_cell("accuracy", best["accuracy"]),
+                format_cell("step_time_ms", best["step_time_ms"]),
+                format_cell("params", best["params"]),
+            ]
+        cells.append(str(frame.attrs.get("url", "")))
+        rows.append(cells)
+    return _html_table(header, rows, text_columns={0, 1, 2, 13})
+
+
+def _front_section(frame: pd.DataFrame, objectives: Sequence[str]) -> str:
+    label = study_label(frame)
+    front = pareto_front(frame, objectives)
+    best = reward_best(frame)
+    on = ", ".join(f"{name} ({'max' if METRICS[name].maximize else 'min'})" for name in objectives)
+    parts = [
+        f"<h2>{html.escape(label)}: Pareto front on {html.escape(on)} ({len(front)} trials)</h2>"
+    ]
+    columns = list(TABLE_COLUMNS) + [name for name in objectives if name not in TABLE_COLUMNS]
+    rows, classes = [], []
+    for _, trial in front.iterrows():
+        rows.append([format_cell(column, trial[column]) for column in columns])
+        is_best = best is not None and trial["number"] == best["number"]
+        classes.append("best" if is_best else "")
+    text = {columns.index(column) for column in ("name", "device", "spec")}
+    parts.append(
+        _html_table(
+            columns, rows, text_columns=text, row_classes=classes, table_id=f"front-{label}"
+        )
+    )
+    if best is not None:
+        where = "on the front (highlighted)" if "best" in classes else "not on this front"
+        parts.append(
+            f"<p>Reward-best: trial #{best['number']}, reward {best['reward']:.4f}, {where}:"
+            f" <code>{html.escape(str(best['spec']))}</code></p>"
+        )
+    failures = frame.loc[frame["state"] == "FAIL", "failure"].replace("", "(no reason recorded)")
+    if len(failures):
+        counts = failures.value_counts().head(10)
+        parts.append(f"<p>{len(failures)} failed trials; most common reasons:</p>")
+        parts.append(
+            _html_table(
+                ["reason", "trials"],
+                [[reason, str(count)] for reason, count in counts.items()],
+                text_columns={0},
+            )
+        )
+    return "\n".join(parts)
+
+
+def _html_table(
+    header: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    text_columns: set[int] = frozenset(),
+    row_classes: Sequence[str] | None = None,
+    table_id: str | None = None,
+) -> str:
+    id_attr = f' id="{html.escape(table_id, quote=True)}"' if table_id else ""
+    lines = [f"<table{id_attr}><thead><tr>"]
+    lines.append("".join(f"<th>{html.escape(str(cell))}</th>" for cell in header))
+    lines.append("</tr></thead><tbody>")
+    for index, row in enumerate(rows):
+        css = row_classes[index] if row_classes else ""
+        lines.append(f'<tr class="{css}">' if css else "<tr>")
+        for column, cell in enumerate(row):
+            klass = ' class="text"' if column in text_columns else ""
+            lines.append(f"<td{klass}>{html.escape(str(cell))}</td>")
+        lines.append("</tr>")
+    lines.append("</tbody></table>")
+    return "".join(lines)
