@@ -362,12 +362,33 @@ def _format_line(done: int, total: int, result: Mapping[str, Any]) -> str:
 # Ray
 
 
+def _keep_local_ray_on_loopback() -> None:
+    """Make a Ray started in this process listen on 127.0.0.1 only.
+
+    Ray picks the machine's network address for a local instance unless
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, and it reads that variable once, when ``ray`` is first
+    imported: set it before the import, and its spawned processes inherit it. If ``ray`` was
+    already imported (a notebook, a test session), the constant it read is updated too; there is
+    no public switch for this.
+    """
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None:
+        constants.ENABLE_RAY_CLUSTER = False
+
+
+def _ray_address(address: str | None) -> str | None:
+    return address or os.environ.get("RAY_ADDRESS") or None
+
+
 @contextlib.contextmanager
 def _ray_session(address: str | None, config: SearchConfig) -> Iterator[None]:
     """Connect to a cluster (``--address`` or ``RAY_ADDRESS``) or start Ray here on 127.0.0.1."""
+    address = _ray_address(address)
+    if not address:
+        _keep_local_ray_on_loopback()
     import ray
 
-    address = address or os.environ.get("RAY_ADDRESS")
     if ray.is_initialized():
         yield
         return
@@ -377,9 +398,6 @@ def _ray_session(address: str | None, config: SearchConfig) -> Iterator[None]:
         except (ConnectionError, RuntimeError, ValueError) as error:
             raise ConfigError(f"cannot connect to Ray at {address!r}: {error}") from None
     else:
-        # Local mode listens on loopback only: Ray picks the machine's network address unless
-        # told otherwise (this variable and the node address below).
-        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
         ray.init(
             _node_ip_address="127.0.0.1",
             include_dashboard=False,
@@ -414,6 +432,8 @@ def run_search(
             candidate with :mod:`nas.evaluate`. Tests pass their own to inject faults.
         log: where progress lines go (default: stdout, flushed).
     """
+    if not _ray_address(address):
+        _keep_local_ray_on_loopback()  # before the first import of ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 

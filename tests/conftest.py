@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 
+# Every Ray these tests start listens on 127.0.0.1 only; Ray reads this when first imported.
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+
 import pytest
 import torch
 
