@@ -174,7 +174,12 @@ def scaled_lr(optimizer: str, batch_size: int, lr_per_256: float | None = None) 
     """The linear scaling rule: ``lr_per_256 * batch_size / 256``.
 
     ``lr_per_256`` defaults to :data:`DEFAULT_LR_PER_256` for the optimizer.
+
+    Raises:
+        EffnasError: an unknown optimizer.
     """
+    if optimizer not in DEFAULT_LR_PER_256:
+        raise EffnasError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
     base = DEFAULT_LR_PER_256[optimizer] if lr_per_256 is None else lr_per_256
     return base * batch_size / 256
 
