@@ -17,6 +17,7 @@ from searchspace.errors import EffnasError
 #: Sub-command modules, in the order ``nas --help`` lists them.
 COMMAND_MODULES = [
     "nas.commands.show",
+    "nas.commands.evaluate",
     "nas.commands.scale",
     "nas.commands.weights",
     "nas.commands.front",
