@@ -311,8 +311,11 @@ def evaluate_candidate(
         data: the dataset already loaded (e.g. once per Ray worker with
             :meth:`EvalConfig.load_data`); it must have the config's image size. ``None`` loads
             ``config.dataset``.
-        on_epoch_end: called after every training epoch with ``(epoch, metrics)``, metrics
-            holding the held-out ``accuracy`` so far (for Tune's ASHA); it may raise to stop.
+        on_epoch_end: called after every training epoch with ``(epoch, metrics)``: the
+            training metrics of :func:`nas.train.train` (held-out ``accuracy`` so far,
+            ``train_loss``, ...) plus ``step_time_ms``, ``step_time_norm``, ``params``,
+            ``params_norm`` and the ``reward`` that accuracy would score, so that Tune's ASHA
+            can stop weak candidates on accuracy or reward. It may raise to stop training.
 
     Returns:
         The :class:`EvalResult`. A NaN/infinite loss or a GPU out-of-memory gives a failed
@@ -386,6 +389,23 @@ def evaluate_candidate(
         "status": "ok",
         "failure": "",
     }
+
+    def _with_figures(callback: EpochCallback) -> EpochCallback:
+        def report(epoch: int, metrics: dict[str, float]) -> None:
+            figures = {
+                key: record[key]
+                for key in ("step_time_ms", "step_time_norm", "params", "params_norm")
+            }
+            score = reward(
+                metrics["accuracy"],
+                record["step_time_norm"],
+                record["params_norm"],
+                config.reward_weights(),
+            )
+            callback(epoch, {**metrics, **figures, "reward": score})
+
+        return report
+
     try:
         reference = reference_timing(reference=config.reference, **timing_args)
         record.update(
@@ -407,7 +427,7 @@ def evaluate_candidate(
             train_config,
             device=device,
             seed=config.seed,
-            on_epoch_end=on_epoch_end,
+            on_epoch_end=None if on_epoch_end is None else _with_figures(on_epoch_end),
         )
         record.update(accuracy=trained.accuracy, train_seconds=trained.train_seconds)
         record["reward"] = reward(

@@ -69,8 +69,11 @@ def quick_config(**changes) -> EvalConfig:
 
 
 def test_record_has_exactly_the_schema_and_consistent_figures(tiny_spec):
-    config = quick_config(reward_w=-0.1, reward_v=-0.02)
-    result = evaluate_candidate(tiny_spec, config)
+    config = quick_config(reward_w=-0.1, reward_v=-0.02, epochs=2)
+    reports = []
+    result = evaluate_candidate(
+        tiny_spec, config, on_epoch_end=lambda epoch, metrics: reports.append(metrics)
+    )
     record = result.to_dict()
     assert list(record) == SCHEMA == list(RESULT_KEYS)
     json.dumps(record)  # storable as Optuna user attributes
@@ -100,10 +103,14 @@ def test_record_has_exactly_the_schema_and_consistent_figures(tiny_spec):
     assert record["step_time_spread_ms"] >= 0 and record["peak_memory_mb"] is None
     assert (record["device"], record["epochs"], record["image_size"], record["batch_size"]) == (
         "cpu",
-        1,
+        2,
         16,
         32,
     )
+    # Each epoch's report carries the figures an early-stopping scheduler needs.
+    assert len(reports) == 2
+    for key in ("accuracy", "step_time_norm", "params_norm", "params", "reward"):
+        assert reports[-1][key] == pytest.approx(record[key])
     assert 0 < record["train_seconds"] < record["duration_s"]
 
 
