@@ -75,6 +75,29 @@ def _check_keys(where: str, data: Mapping[str, Any], allowed: Sequence[str]) -> 
             raise SpecError(f"unknown key {prefix}{key!s} (allowed: {', '.join(allowed)})")
 
 
+class _UniqueKeySafeLoader(yaml.SafeLoader):
+    """``yaml.safe_load``'s loader (same safe constructors), except that a key given twice in one
+    mapping is an error. PyYAML silently keeps the last of two equal keys, which in a spec hides
+    an edit that never takes effect."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor` merges may be overridden by explicit keys, by design
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key; the base constructor reports it
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
 def _required(where: str, data: Mapping[str, Any], names: Sequence[str]) -> None:
     for name in names:
         if name not in data:
@@ -381,7 +404,7 @@ class ArchSpec:
     @classmethod
     def from_yaml(cls, text: str, source: str = "<string>") -> ArchSpec:
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_UniqueKeySafeLoader)  # safe_load + duplicate keys
         except yaml.YAMLError as error:
             mark = getattr(error, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -447,14 +470,23 @@ class ArchSpec:
         kwargs: dict[str, Any] = {}
         stages: list[StageSpec] = []
         for part in parts:
-            if part.startswith("stem") and part[4:].isdigit():
-                kwargs["stem_channels"] = int(part[4:])
-            elif part.startswith("head") and part[4:].isdigit():
-                kwargs["head_channels"] = int(part[4:])
+            if part.startswith("stem") and part[4:].isdecimal():
+                found = {"stem_channels": int(part[4:])}
+            elif part.startswith("head") and part[4:].isdecimal():
+                found = {"head_channels": int(part[4:])}
             elif "=" in part:
                 key, _, value = part.partition("=")
-                kwargs.update(_parse_option(key, value))
-            elif match := _STAGE_TOKEN.match(part):
+                found = _parse_option(key, value)
+            else:
+                found = {}
+            # A field given twice would silently take the last value; say so instead.
+            for field_name in found:
+                if field_name in kwargs:
+                    raise SpecError(f"spec string gives {field_name} twice (in {part!r})")
+            kwargs.update(found)
+            if found:
+                continue
+            if match := _STAGE_TOKEN.match(part):
                 where = f"stages[{len(stages)}]"
                 try:
                     stages.append(
@@ -471,7 +503,10 @@ class ArchSpec:
                 except SpecError as error:
                     raise SpecError(str(error).replace("stage.", f"{where}.", 1)) from None
             else:
-                raise SpecError(f"spec string has an unknown part {part!r}")
+                raise SpecError(
+                    f"spec string has an unknown part {part!r} (expected stemN, headN, a stage "
+                    "such as m6k3s2e4c128se0.25, or KEY=VALUE)"
+                )
         if "stem_channels" not in kwargs:
             raise SpecError(f"spec string {text!r} has no stem part (e.g. stem24)")
         return cls(stages=tuple(stages), name=name, **kwargs)
@@ -487,7 +522,7 @@ def _parse_float(where: str, text: str) -> float:
 def _parse_option(key: str, value: str) -> dict[str, Any]:
     if key == "res":
         train, _, evaluation = value.partition("/")
-        if not (train.isdigit() and evaluation.isdigit()):
+        if not (train.isdecimal() and evaluation.isdecimal()):
             raise SpecError(f"res must be TRAIN/EVAL image sizes, got {value!r}")
         return {"train_resolution": int(train), "eval_resolution": int(evaluation)}
     if key not in _KEY_OPTIONS:
@@ -496,7 +531,7 @@ def _parse_option(key: str, value: str) -> dict[str, Any]:
         )
     name = _KEY_OPTIONS[key]
     if name in ("num_classes", "channel_divisor"):
-        if not value.isdigit():
+        if not value.isdecimal():
             raise SpecError(f"{name} must be an integer, got {value!r}")
         return {name: int(value)}
     return {name: _parse_float(name, value)}
