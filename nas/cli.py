@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "nas.commands.weights",
     "nas.commands.front",
     "nas.commands.report",
+    "nas.commands.dashboard",
 ]
 
 

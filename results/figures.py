@@ -79,25 +79,30 @@ def _completed(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     return frame[keep]
 
 
-def _hover(frame: pd.DataFrame) -> tuple[np.ndarray, str]:
+def _values(column) -> list[float]:
+    """Plain floats. Plotly would store numpy arrays as base64 typed arrays ("bdata"), which
+    the plotly.js inside optuna-dashboard may predate; plain lists read everywhere."""
+    return [float(value) for value in np.asarray(column, dtype=np.float64)]
+
+
+def _hover(frame: pd.DataFrame) -> tuple[list[list[str]], str]:
     """customdata columns and a hover template: trial, name, metrics, spec."""
 
     def text(column: str, fmt) -> list[str]:
         return [("-" if pd.isna(v) else fmt(v)) for v in frame[column]]
 
-    data = np.column_stack(
-        [
-            frame["number"].astype(str),
-            frame["name"].fillna(""),
-            text("accuracy", lambda v: f"{100 * v:.2f}%"),
-            text("step_time_ms", lambda v: f"{v:.3g} ms"),
-            text("step_time_norm", lambda v: f"{v:.3g}"),
-            text("params", lambda v: f"{v / 1e6:.3g}M"),
-            text("flops", lambda v: f"{v / 1e9:.3g}G"),
-            text("reward", lambda v: f"{v:.4f}"),
-            frame["spec"].fillna(""),
-        ]
-    )
+    columns = [
+        frame["number"].astype(str).tolist(),
+        frame["name"].fillna("").astype(str).tolist(),
+        text("accuracy", lambda v: f"{100 * v:.2f}%"),
+        text("step_time_ms", lambda v: f"{v:.3g} ms"),
+        text("step_time_norm", lambda v: f"{v:.3g}"),
+        text("params", lambda v: f"{v / 1e6:.3g}M"),
+        text("flops", lambda v: f"{v / 1e9:.3g}G"),
+        text("reward", lambda v: f"{v:.4f}"),
+        frame["spec"].fillna("").astype(str).tolist(),
+    ]
+    data = [list(row) for row in zip(*columns, strict=True)]
     template = (
         "trial #%{customdata[0]} %{customdata[1]}<br>"
         "accuracy %{customdata[2]}, step %{customdata[3]} (x%{customdata[4]} reference)<br>"
@@ -127,8 +132,8 @@ def plotly_figures(frames: Sequence[pd.DataFrame], objectives: Sequence[str]) ->
             data, template = _hover(done)
             figure.add_trace(
                 scatter(
-                    x=done[plot.x].astype(float),
-                    y=done[plot.y],
+                    x=_values(done[plot.x]),
+                    y=_values(done[plot.y]),
                     mode="markers",
                     name=f"{label}: trials",
                     legendgroup=label,
@@ -140,8 +145,8 @@ def plotly_figures(frames: Sequence[pd.DataFrame], objectives: Sequence[str]) ->
             data, template = _hover(front)
             figure.add_trace(
                 go.Scatter(
-                    x=front[plot.x].astype(float),
-                    y=front[plot.y],
+                    x=_values(front[plot.x]),
+                    y=_values(front[plot.y]),
                     mode="lines+markers",
                     line={"shape": "hv", "color": color, "width": 1.5},
                     name=front_trace_name(label),
@@ -209,9 +214,9 @@ def _figure_3d(frames: Sequence[pd.DataFrame], objectives: Sequence[str]):
             data, template = _hover(part)
             figure.add_trace(
                 go.Scatter3d(
-                    x=np.log10(part["step_time_ms"].astype(float)),
-                    y=np.log10(part["params"].astype(float)),
-                    z=part["accuracy"],
+                    x=_values(np.log10(part["step_time_ms"].astype(float))),
+                    y=_values(np.log10(part["params"].astype(float))),
+                    z=_values(part["accuracy"]),
                     mode="markers",
                     name=name,
                     legendgroup=label,

@@ -8,6 +8,7 @@ fails.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import sys
 import time
@@ -15,8 +16,6 @@ import warnings
 
 import numpy as np
 import optuna
-
-from searchspace.spec import ArchSpec, StageSpec
 
 REFERENCE_STEP_TIME_MS = 40.0
 REFERENCE_PARAMS = 5_000_000
@@ -26,7 +25,10 @@ REWARD_V = -0.05
 PARETO_OBJECTIVES = ["accuracy", "step_time_norm", "params"]
 
 
-def _spec(rng: np.random.Generator) -> ArchSpec:
+def _spec(rng: np.random.Generator):
+    # Imported here: the writer process reuses stored specs and need not load torch.
+    from searchspace.spec import ArchSpec, StageSpec
+
     stages = []
     channels = int(rng.choice([16, 24, 32]))
     for index in range(3):
@@ -52,9 +54,14 @@ def _spec(rng: np.random.Generator) -> ArchSpec:
     )
 
 
-def record(rng: np.random.Generator) -> dict:
-    """One evaluation result in the team's schema, with a plausible accuracy/cost trade-off."""
-    spec = _spec(rng)
+def record(rng: np.random.Generator, spec: str | None = None) -> dict:
+    """One evaluation result in the team's schema, with a plausible accuracy/cost trade-off.
+
+    ``spec``: a canonical spec string to reuse; default a new random spec.
+    """
+    if spec is None:
+        spec = _spec(rng).to_string()
+    spec_hash = hashlib.sha256(spec.encode()).hexdigest()[:12]  # ArchSpec.hash
     params = int(math.exp(rng.uniform(math.log(2e5), math.log(3e7))))
     step_time_ms = 0.8 * (params / 1e5) ** 0.8 * float(rng.lognormal(0.0, 0.3))
     accuracy = float(np.clip(0.99 - 0.5 * (2e5 / params) ** 0.4 + rng.normal(0, 0.02), 0, 1))
@@ -62,9 +69,9 @@ def record(rng: np.random.Generator) -> dict:
     params_norm = params / REFERENCE_PARAMS
     train_seconds = 20 * step_time_ms / 1000 * 50
     return {
-        "spec": spec.to_string(),
-        "hash": spec.hash,
-        "name": f"cand-{spec.hash[:6]}",
+        "spec": spec,
+        "hash": spec_hash,
+        "name": f"cand-{spec_hash[:6]}",
         "accuracy": accuracy,
         "step_time_ms": step_time_ms,
         "step_time_spread_ms": 0.05 * step_time_ms,
@@ -173,11 +180,12 @@ def write_loop(url: str, study_name: str, seconds: float) -> int:
     number written. Any exception (such as "database is locked") propagates: exit status 1."""
     storage = optuna.storages.RDBStorage(url)  # Optuna's defaults, as a search would use them
     study = optuna.load_study(study_name=study_name, storage=storage)
+    specs = [trial.user_attrs["spec"] for trial in study.get_trials() if "spec" in trial.user_attrs]
     rng = np.random.default_rng(1234)
     deadline = time.monotonic() + seconds
     written = 0
     while time.monotonic() < deadline:
-        add_complete(study, record(rng))
+        add_complete(study, record(rng, specs[written % len(specs)]))
         written += 1
     print(f"wrote {written} trials", flush=True)
     return 0

@@ -1,0 +1,194 @@
+"""A live optuna-dashboard on a search's storage, with our Pareto figures and a note attached.
+
+optuna-dashboard reads the study straight from its storage, so it follows a running search. We
+add what it does not know: the study's metric names (if the search did not set them), the
+figures of :mod:`results.figures` (``save_plotly_graph_object``, shown with the study in the
+dashboard) and a Markdown note with the reward-best spec and the front (``save_note``). These are
+study system attributes, written in short transactions that a search's writes wait out; a
+background thread refreshes them while trials keep arriving.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import errno
+import socket
+import threading
+import warnings
+from collections.abc import Sequence
+
+import optuna
+import pandas as pd
+
+from results.errors import ResultsError
+from results.figures import plotly_figures
+from results.metrics import METRICS, parse_objectives
+from results.pareto import pareto_front, reward_best
+from results.study import StudySource, open_run, study_frame
+from results.tables import default_objectives, format_cell
+
+__all__ = ["attach_to_study", "check_port_free", "serve_dashboard", "study_note"]
+
+#: Graph-object IDs of our figures in the dashboard (fixed, so a refresh replaces them).
+FIGURE_ID_PREFIX = "effnas-"
+#: The objectives a search's study has in each mode, for a study that lacks metric names.
+MODE_METRIC_NAMES = {"reward": ["reward"], "pareto": ["accuracy", "step_time_norm", "params"]}
+#: Most front rows the note lists (the dashboard shows every trial anyway).
+NOTE_ROWS = 20
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail early, with a one-line error, when ``host:port`` cannot be listened on.
+
+    Raises:
+        ResultsError: an unresolvable host, a port out of range or one already in use.
+    """
+    if not 0 < port < 65536:
+        raise ResultsError(f"--port must be in 1..65535, got {port}")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as error:
+        raise ResultsError(f"--host {host!r} cannot be resolved: {error.strerror}") from None
+    with socket.socket(family, kind, proto) as probe:
+        # The dashboard's server (wsgiref) sets SO_REUSEADDR too: a port left in TIME_WAIT by
+        # an earlier dashboard is free for it, a port another server listens on is not.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise ResultsError(f"--port {port} is already in use on {host}") from None
+            raise ResultsError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+
+
+def study_note(frame: pd.DataFrame, objectives: Sequence[str]) -> str:
+    """The Markdown note attached to the study: the reward-best spec and the front."""
+    study = frame.attrs.get("study_name", "?")
+    now = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+    states = frame["state"].value_counts()
+    lines = [
+        f"## effnas: {study}",
+        "",
+        f"Updated {now} by `nas dashboard`: {len(frame)} trials, "
+        f"{states.get('COMPLETE', 0)} complete, {states.get('FAIL', 0)} failed, "
+        f"{states.get('RUNNING', 0)} running. The figures below are ours (effnas-*).",
+        "",
+    ]
+    best = reward_best(frame)
+    if best is None:
+        lines.append("No completed trial yet.")
+        return "\n".join(lines)
+    lines += [
+        f"**Best by reward:** trial {best['number']}, reward {best['reward']:.4f}, accuracy "
+        f"{format_cell('accuracy', best['accuracy'])}, "
+        f"{format_cell('step_time_ms', best['step_time_ms'])} ms per step, "
+        f"{format_cell('params', best['params'])} parameters.",
+        "",
+        "```",
+        str(best["spec"]),
+        "```",
+        "",
+    ]
+    front = pareto_front(frame, objectives)
+    on = ", ".join(f"{name} ({'max' if METRICS[name].maximize else 'min'})" for name in objectives)
+    lines += [f"**Pareto front** on {on}: {len(front)} trials.", ""]
+    columns = ["number", "accuracy", "step_time_ms", "params", "reward", "spec"]
+    lines.append("| trial | accuracy | step ms | params | reward | spec |")
+    lines.append("|---:|---:|---:|---:|---:|:---|")
+    for _, trial in front.head(NOTE_ROWS).iterrows():
+        cells = [format_cell(column, trial[column]) for column in columns]
+        cells[-1] = f"`{cells[-1]}`"
+        lines.append("| " + " | ".join(cells) + " |")
+    if len(front) > NOTE_ROWS:
+        lines.append(f"\n... and {len(front) - NOTE_ROWS} more (`nas front` lists them all).")
+    return "\n".join(lines)
+
+
+def attach_to_study(
+    study: optuna.Study, objectives: Sequence[str] | str | None = None
+) -> pd.DataFrame:
+    """Set missing metric names, and save our figures and note on ``study``; return its frame.
+
+    The study must be opened for writing. Figures keep fixed IDs, so calling this again
+    replaces them instead of piling up copies.
+    """
+    from optuna_dashboard import save_note, save_plotly_graph_object
+
+    frame = study_frame(study)
+    if study.metric_names is None:
+        mode = frame.attrs["mode"]
+        names = MODE_METRIC_NAMES.get(mode)
+        if names is not None and len(names) == len(study.directions):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names(names)
+            frame.attrs["objectives"] = names
+    names = default_objectives(frame) if objectives is None else parse_objectives(objectives)
+    if (frame["state"] == "COMPLETE").any():
+        for key, figure in plotly_figures([frame], names).items():
+            save_plotly_graph_object(study, figure, graph_object_id=FIGURE_ID_PREFIX + key)
+    save_note(study, study_note(frame, names))
+    return frame
+
+
+def _refresh_loop(
+    source: StudySource, objectives: Sequence[str] | None, every_s: float, stop: threading.Event
+) -> None:
+    """Re-attach figures and note whenever the number of finished trials changed."""
+    seen = None
+    while not stop.wait(every_s):
+        try:
+            study = source.load()
+            finished = sum(trial.state.is_finished() for trial in study.get_trials(deepcopy=False))
+            if finished != seen:
+                attach_to_study(study, objectives)
+                seen = finished
+        except Exception as error:  # a refresh must never take the dashboard down
+            print(f"nas dashboard: refresh failed: {error}", flush=True)
+
+
+def serve_dashboard(
+    run: str,
+    study: str | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    objectives: Sequence[str] | str | None = None,
+    refresh_s: float = 60.0,
+) -> None:
+    """Run optuna-dashboard on the study's storage until interrupted.
+
+    Args:
+        run, study: as :func:`results.open_run`.
+        host: address to listen on; loopback unless the user asks otherwise.
+        port: TCP port; checked to be free before anything is written to the study.
+        objectives: metrics of the attached front; default the study's objectives.
+        refresh_s: how often to refresh the attached figures and note (0: never).
+
+    Raises:
+        ResultsError: a port in use, or as :func:`results.open_run`.
+    """
+    from optuna_dashboard import run_server
+
+    names = parse_objectives(objectives) if objectives is not None else None
+    check_port_free(host, port)
+    source = open_run(run, study, writable=True)
+    attach_to_study(source.load(), names)
+    stop = threading.Event()
+    if refresh_s > 0:
+        threading.Thread(
+            target=_refresh_loop, args=(source, names, refresh_s, stop), daemon=True
+        ).start()
+    url_host = f"[{host}]" if ":" in host else host
+    study_id = source.storage.get_study_id_from_name(source.study_name)
+    print(
+        f"nas dashboard: study {source.study_name!r} on "
+        f"http://{url_host}:{port}/dashboard/studies/{study_id} (Ctrl-C to stop)",
+        flush=True,
+    )
+    try:
+        run_server(source.storage, host=host, port=port)
+    except OSError as error:  # lost a race for the port after the check
+        raise ResultsError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+    finally:
+        stop.set()
