@@ -16,6 +16,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,17 @@ def _fmt(value: float) -> str:
     """Shortest exact text of a number: 4.0 -> '4', 0.25 -> '0.25' (float() parses it back)."""
     text = repr(float(value))
     return text[:-2] if text.endswith(".0") else text
+
+
+def _fmt_positional(value: float) -> str:
+    """:func:`_fmt` without an exponent: 3e-05 -> '0.00003' (float() parses it back exactly).
+
+    Stage tokens use letters as delimiters (``e4`` is the expansion), so a number written as
+    ``1e-05`` inside a token would not parse back; the shortest repr's digits written out
+    positionally are the same number.
+    """
+    text = format(Decimal(repr(float(value))), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def _check_keys(where: str, data: Mapping[str, Any], allowed: Sequence[str]) -> None:
@@ -176,9 +188,9 @@ class StageSpec:
         """The stage's canonical token, e.g. ``m6k3s2e4c128se0.25``."""
         token = (
             f"{_BLOCK_LETTER[self.block]}{self.repeats}k{self.kernel}s{self.stride}"
-            f"e{_fmt(self.expand_ratio)}c{self.out_channels}"
+            f"e{_fmt_positional(self.expand_ratio)}c{self.out_channels}"
         )
-        return token + (f"se{_fmt(self.se_ratio)}" if self.has_se else "")
+        return token + (f"se{_fmt_positional(self.se_ratio)}" if self.has_se else "")
 
 
 _STAGE_TOKEN = re.compile(
