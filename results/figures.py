@@ -17,6 +17,7 @@ import pandas as pd
 
 from results.metrics import METRICS
 from results.pareto import front_ranks, pareto_front, reward_best
+from results.tables import format_cell
 
 __all__ = [
     "PLOTS",
@@ -97,8 +98,8 @@ def _hover(frame: pd.DataFrame) -> tuple[list[list[str]], str]:
         text("accuracy", lambda v: f"{100 * v:.2f}%"),
         text("step_time_ms", lambda v: f"{v:.3g} ms"),
         text("step_time_norm", lambda v: f"{v:.3g}"),
-        text("params", lambda v: f"{v / 1e6:.3g}M"),
-        text("flops", lambda v: f"{v / 1e9:.3g}G"),
+        text("params", lambda v: format_cell("params", v)),
+        text("flops", lambda v: format_cell("flops", v)),
         text("reward", lambda v: f"{v:.4f}"),
         frame["spec"].fillna("").astype(str).tolist(),
     ]

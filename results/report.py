@@ -29,13 +29,16 @@ TABLE_COLUMNS = ("number", "name", "accuracy", "step_time_ms", "step_time_norm",
                  "flops", "reward", "device", "spec")  # fmt: skip
 
 _STYLE = """
+html { overflow-y: scroll; } /* a constant width while plots render */
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; }
 table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
-th, td { border-bottom: 1px solid #ddd; padding: 3px 8px; text-align: right; }
+th, td { border-bottom: 1px solid #ddd; padding: 3px 8px; text-align: right; white-space: nowrap; }
+.table { overflow-x: auto; max-width: 100%; }
 th { background: #f4f4f4; } td.text { text-align: left; font-family: monospace; }
 tr.best { background: #fff3c4; font-weight: bold; }
 .figures { display: grid; grid-template-columns: repeat(auto-fit, minmax(520px, 1fr)); gap: 1em; }
+.figures > div { min-width: 0; }
 .note { color: #666; font-size: 0.85em; }
 """
 
@@ -104,6 +107,12 @@ def write_report(
     ]
     for frame in frames:
         parts.append(_front_section(frame, names))
+    # Plots size themselves when their script runs, before the tables below exist; fit them to
+    # the finished page once (plotly's "responsive" only follows window resizes).
+    parts.append(
+        "<script>window.addEventListener('load', () => document.querySelectorAll("
+        "'.js-plotly-plot').forEach((plot) => Plotly.Plots.resize(plot)));</script>"
+    )
     parts.append("</body></html>")
     out.write_text("\n".join(parts), encoding="utf-8")
     pngs = tuple(save_png_figures(frames, out.with_suffix(""))) if png else ()
@@ -208,7 +217,7 @@ def _html_table(
     table_id: str | None = None,
 ) -> str:
     id_attr = f' id="{html.escape(table_id, quote=True)}"' if table_id else ""
-    lines = [f"<table{id_attr}><thead><tr>"]
+    lines = [f'<div class="table"><table{id_attr}><thead><tr>']
     lines.append("".join(f"<th>{html.escape(str(cell))}</th>" for cell in header))
     lines.append("</tr></thead><tbody>")
     for index, row in enumerate(rows):
@@ -218,5 +227,5 @@ def _html_table(
             klass = ' class="text"' if column in text_columns else ""
             lines.append(f"<td{klass}>{html.escape(str(cell))}</td>")
         lines.append("</tr>")
-    lines.append("</tbody></table>")
+    lines.append("</tbody></table></div>")
     return "".join(lines)

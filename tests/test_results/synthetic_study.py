@@ -109,6 +109,20 @@ def create_study(storage: str | optuna.storages.BaseStorage, name: str, mode: st
     return study
 
 
+#: Two of the choices a search records as trial parameters (the real space has more).
+DISTRIBUTIONS = {
+    "stem_channels": optuna.distributions.CategoricalDistribution([16, 24]),
+    "head_channels": optuna.distributions.CategoricalDistribution([640, 1280]),
+}
+
+
+def _params(spec: str) -> dict:
+    """The stem and head widths of a canonical spec string, as trial parameters."""
+    fields = spec.split(",")
+    head = next(field for field in fields if field.startswith("head"))
+    return {"stem_channels": int(fields[0][len("stem") :]), "head_channels": int(head[4:])}
+
+
 def _values(study: optuna.Study, result: dict) -> float | list[float]:
     if study.user_attrs["mode"] == "reward":
         return result["reward"]
@@ -150,7 +164,10 @@ def fill_study(
         values = _values(study, result)
         trials.append(
             optuna.trial.create_trial(
-                values=values if isinstance(values, list) else [values], user_attrs=result
+                values=values if isinstance(values, list) else [values],
+                params=_params(result["spec"]),
+                distributions=DISTRIBUTIONS,
+                user_attrs=result,
             )
         )
         if index < n_failed:
@@ -158,7 +175,12 @@ def fill_study(
             attrs = {key: failed[key] for key in ("spec", "hash", "name", "device")}
             attrs.update(status="failed", failure=f"CUDA out of memory (candidate {index})")
             trials.append(
-                optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, user_attrs=attrs)
+                optuna.trial.create_trial(
+                    state=optuna.trial.TrialState.FAIL,
+                    params=_params(failed["spec"]),
+                    distributions=DISTRIBUTIONS,
+                    user_attrs=attrs,
+                )
             )
     if mode == "reward":
         partial = record(rng)
