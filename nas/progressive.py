@@ -1,0 +1,239 @@
+"""Progressive learning schedules with adaptive regularization (shared/REFERENCE.md section 6).
+
+Training is split into ``stages``; stage ``i`` of ``M`` uses an image size and a regularization
+strength (RandAugment magnitude, Mixup alpha, dropout) interpolated between a minimum and a
+maximum. Two interpolations exist:
+
+* ``paper`` (Tan and Le 2021, Algorithm 1): the first stage uses the minimum and the last the
+  maximum, ``value_i = min + (max - min) * i / (M - 1)``;
+* ``reference`` (the authors' code): ``value_i = min + (max - min) * (i + 1) / M``, so the first
+  stage is already above the minimum; the reference code also holds dropout fixed.
+
+A schedule is plain data: presets for S, M and L from the paper's table (and the reference code's
+variant) and the user's own YAML.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from searchspace.errors import EffnasError
+
+__all__ = [
+    "FORMULAS",
+    "PRESETS",
+    "ProgressiveSchedule",
+    "Range",
+    "ScheduleError",
+    "StageSettings",
+    "load_schedule",
+]
+
+FORMULAS = ("paper", "reference")
+
+
+class ScheduleError(EffnasError):
+    """A progressive-learning schedule that is malformed; names the field and the value."""
+
+
+@dataclass(frozen=True)
+class Range:
+    """A minimum (first stage) and a maximum (last stage)."""
+
+    min: float
+    max: float
+
+    def at(self, fraction: float) -> float:
+        return self.min + (self.max - self.min) * fraction
+
+
+@dataclass(frozen=True)
+class StageSettings:
+    """What is in force during one stage of training."""
+
+    stage: int
+    image_size: int
+    randaug_magnitude: float
+    mixup_alpha: float
+    dropout: float
+
+
+_RANGES = ("image_size", "randaug_magnitude", "mixup_alpha", "dropout")
+_LIMITS = {
+    "image_size": (1, None),
+    "randaug_magnitude": (0, 30),  # torchvision's RandAugment has 31 magnitude bins
+    "mixup_alpha": (0, None),
+    "dropout": (0, 0.999),
+}
+
+
+@dataclass(frozen=True)
+class ProgressiveSchedule:
+    """M stages of training with linearly growing image size and regularization.
+
+    Attributes:
+        stages: number of stages M (4 on ImageNet in the paper).
+        image_size: training image size range (px).
+        randaug_magnitude: RandAugment magnitude range.
+        mixup_alpha: Mixup alpha range (0 disables Mixup).
+        dropout: classifier dropout range.
+        formula: ``paper`` or ``reference`` (see the module docstring).
+        fixed_dropout: hold dropout at its maximum in every stage (the reference code's choice).
+    """
+
+    image_size: Range
+    randaug_magnitude: Range
+    mixup_alpha: Range
+    dropout: Range
+    stages: int = 4
+    formula: str = "paper"
+    fixed_dropout: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stages, bool) or not isinstance(self.stages, int) or self.stages < 1:
+            raise ScheduleError(f"stages must be an integer >= 1, got {self.stages!r}")
+        if self.formula not in FORMULAS:
+            raise ScheduleError(
+                f"formula must be one of {', '.join(FORMULAS)}, got {self.formula!r}"
+            )
+        if not isinstance(self.fixed_dropout, bool):
+            raise ScheduleError(f"fixed_dropout must be true or false, got {self.fixed_dropout!r}")
+        for name in _RANGES:
+            value = getattr(self, name)
+            low, high = _LIMITS[name]
+            for end in ("min", "max"):
+                number = getattr(value, end)
+                if isinstance(number, bool) or not isinstance(number, (int, float)):
+                    raise ScheduleError(f"{name}.{end} must be a number, got {number!r}")
+                if number < low or (high is not None and number > high):
+                    bound = f"[{low}, {high}]" if high is not None else f">= {low}"
+                    raise ScheduleError(f"{name}.{end} must be in {bound}, got {number!r}")
+            if value.min > value.max:
+                raise ScheduleError(
+                    f"{name}.min must not exceed {name}.max, got min {value.min!r} > "
+                    f"max {value.max!r}"
+                )
+
+    def fraction(self, stage: int) -> float:
+        """How far stage ``stage`` (0-based) sits between the minimum and the maximum."""
+        if not 0 <= stage < self.stages:
+            raise ValueError(f"stage must be in [0, {self.stages}), got {stage}")
+        if self.formula == "paper":
+            return stage / (self.stages - 1) if self.stages > 1 else 1.0
+        return (stage + 1) / self.stages
+
+    def at(self, stage: int) -> StageSettings:
+        """The settings in force during stage ``stage`` (0-based)."""
+        fraction = self.fraction(stage)
+        dropout = self.dropout.max if self.fixed_dropout else self.dropout.at(fraction)
+        return StageSettings(
+            stage=stage,
+            image_size=int(self.image_size.at(fraction)),
+            randaug_magnitude=self.randaug_magnitude.at(fraction),
+            mixup_alpha=self.mixup_alpha.at(fraction),
+            dropout=dropout,
+        )
+
+    def all_stages(self) -> list[StageSettings]:
+        return [self.at(stage) for stage in range(self.stages)]
+
+    def replace(self, **changes: Any) -> ProgressiveSchedule:
+        return replace(self, **changes)
+
+    def min_image_size(self) -> int:
+        return min(settings.image_size for settings in self.all_stages())
+
+    # -- serial forms ---------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            data[f.name] = [value.min, value.max] if isinstance(value, Range) else value
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "schedule") -> ProgressiveSchedule:
+        if not isinstance(data, Mapping):
+            raise ScheduleError(f"{source}: a schedule must be a mapping, got {data!r}")
+        allowed = [f.name for f in fields(cls)]
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            if key not in allowed:
+                raise ScheduleError(
+                    f"{source}: unknown key {key!s} (allowed: {', '.join(allowed)})"
+                )
+            if key in _RANGES:
+                if isinstance(value, Mapping) and set(value) <= {"min", "max"} and len(value) == 2:
+                    value = [value["min"], value["max"]]
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    value = [value, value]
+                if not isinstance(value, (list, tuple)) or len(value) != 2:
+                    raise ScheduleError(
+                        f"{source}: {key} must be [min, max] or a single number, got {value!r}"
+                    )
+                value = Range(*value)
+            kwargs[key] = value
+        for key in _RANGES:
+            if key not in kwargs:
+                raise ScheduleError(f"{source}: {key} is required")
+        try:
+            return cls(**kwargs)
+        except ScheduleError as error:
+            raise ScheduleError(f"{source}: {error}") from None
+
+
+def _preset(image: tuple, randaug: tuple, mixup: tuple, dropout: tuple, **extra: Any):
+    return ProgressiveSchedule(
+        image_size=Range(*image),
+        randaug_magnitude=Range(*randaug),
+        mixup_alpha=Range(*mixup),
+        dropout=Range(*dropout),
+        **extra,
+    )
+
+
+#: The paper's table (shared/REFERENCE.md section 6) and the reference code's variant, where S
+#: uses RandAugment 5 -> 10, the first stage sits above the minimum and dropout is held fixed.
+PRESETS: dict[str, dict[str, ProgressiveSchedule]] = {
+    "paper": {
+        "s": _preset((128, 300), (5, 15), (0, 0), (0.1, 0.3)),
+        "m": _preset((128, 380), (5, 20), (0, 0.2), (0.1, 0.4)),
+        "l": _preset((128, 380), (5, 25), (0, 0.4), (0.1, 0.5)),
+    },
+    "reference": {
+        "s": _preset((128, 300), (5, 10), (0, 0), (0.1, 0.3), formula="reference",
+                     fixed_dropout=True),
+        "m": _preset((128, 380), (5, 20), (0, 0.2), (0.1, 0.4), formula="reference",
+                     fixed_dropout=True),
+        "l": _preset((128, 380), (5, 25), (0, 0.4), (0.1, 0.5), formula="reference",
+                     fixed_dropout=True),
+    },
+}  # fmt: skip
+
+
+def load_schedule(name_or_path: str, size: str = "s") -> ProgressiveSchedule:
+    """A preset (``paper`` or ``reference``, for net size ``s``, ``m`` or ``l``) or a YAML file."""
+    if name_or_path in PRESETS:
+        presets = PRESETS[name_or_path]
+        if size not in presets:
+            raise ScheduleError(f"size must be one of {', '.join(presets)}, got {size!r}")
+        return presets[size]
+    path = Path(name_or_path)
+    if not path.exists():
+        raise ScheduleError(
+            f"--progressive {name_or_path!r} is neither a preset "
+            f"({', '.join(PRESETS)}, off) nor an existing YAML file"
+        )
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ScheduleError(f"{path}: invalid YAML: {getattr(error, 'problem', error)}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ScheduleError(f"{path}: cannot be read: {error}") from None
+    return ProgressiveSchedule.from_dict(data, source=str(path))

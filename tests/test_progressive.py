@@ -1,0 +1,105 @@
+"""Progressive-learning schedules: the paper's table under both interpolation formulas."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from nas.progressive import PRESETS, ProgressiveSchedule, ScheduleError, load_schedule
+
+# shared/REFERENCE.md section 6: (image size, RandAugment, Mixup, dropout) as (min, max).
+PAPER_TABLE = {
+    "s": ((128, 300), (5, 15), (0, 0), (0.1, 0.3)),
+    "m": ((128, 380), (5, 20), (0, 0.2), (0.1, 0.4)),
+    "l": ((128, 380), (5, 25), (0, 0.4), (0.1, 0.5)),
+}
+
+
+def column(schedule: ProgressiveSchedule, name: str) -> list[float]:
+    return [getattr(stage, name) for stage in schedule.all_stages()]
+
+
+@pytest.mark.parametrize("size", ["s", "m", "l"])
+def test_paper_formula_runs_from_the_minimum_to_the_maximum(size):
+    (i0, i1), (r0, r1), (m0, m1), (d0, d1) = PAPER_TABLE[size]
+    schedule = PRESETS["paper"][size]
+    assert schedule.stages == 4
+    # value_i = min + (max - min) * i / (M - 1): first stage min, last stage max.
+    assert column(schedule, "image_size") == [int(i0 + (i1 - i0) * i / 3) for i in range(4)]
+    assert column(schedule, "randaug_magnitude") == pytest.approx(
+        [r0 + (r1 - r0) * i / 3 for i in range(4)]
+    )
+    assert column(schedule, "mixup_alpha") == pytest.approx(
+        [m0 + (m1 - m0) * i / 3 for i in range(4)]
+    )
+    assert column(schedule, "dropout") == pytest.approx([d0 + (d1 - d0) * i / 3 for i in range(4)])
+    first, last = schedule.at(0), schedule.at(3)
+    assert (first.image_size, first.randaug_magnitude, first.mixup_alpha) == (i0, r0, m0)
+    assert (last.image_size, last.randaug_magnitude, last.mixup_alpha) == (i1, r1, m1)
+    assert (first.dropout, last.dropout) == pytest.approx((d0, d1))
+
+
+def test_paper_s_by_hand():
+    stages = PRESETS["paper"]["s"].all_stages()
+    assert [s.image_size for s in stages] == [128, 185, 242, 300]
+    assert [s.randaug_magnitude for s in stages] == pytest.approx([5, 8.333333, 11.666667, 15])
+
+
+@pytest.mark.parametrize("size", ["s", "m", "l"])
+def test_reference_formula_starts_above_the_minimum_and_holds_dropout(size):
+    (i0, i1), (r0, r1), (m0, m1), (_, d1) = PAPER_TABLE[size]
+    if size == "s":
+        r1 = 10  # the reference code's S uses RandAugment 5 -> 10
+    schedule = PRESETS["reference"][size]
+    # value_i = min + (max - min) * (i + 1) / M
+    assert column(schedule, "image_size") == [int(i0 + (i1 - i0) * (i + 1) / 4) for i in range(4)]
+    assert column(schedule, "randaug_magnitude") == pytest.approx(
+        [r0 + (r1 - r0) * (i + 1) / 4 for i in range(4)]
+    )
+    assert column(schedule, "mixup_alpha") == pytest.approx(
+        [m0 + (m1 - m0) * (i + 1) / 4 for i in range(4)]
+    )
+    assert column(schedule, "dropout") == pytest.approx([d1] * 4)
+    assert schedule.at(3).image_size == i1
+
+
+def test_reference_s_by_hand():
+    stages = PRESETS["reference"]["s"].all_stages()
+    assert [s.image_size for s in stages] == [171, 214, 257, 300]
+
+
+def test_user_schedule_from_yaml(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {"stages": 3, "image_size": [16, 32], "randaug_magnitude": [2, 8],
+             "mixup_alpha": 0.0, "dropout": {"min": 0.0, "max": 0.2}}
+        )
+    )  # fmt: skip
+    schedule = load_schedule(str(path))
+    assert column(schedule, "image_size") == [16, 24, 32]
+    assert column(schedule, "dropout") == pytest.approx([0.0, 0.1, 0.2])
+    assert ProgressiveSchedule.from_dict(schedule.to_dict()) == schedule
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"image_size": [64, 32]}, "image_size.min must not exceed image_size.max"),
+        ({"dropuot": [0, 0.1]}, "unknown key dropuot"),
+        ({"stages": 0}, "stages must be an integer >= 1, got 0"),
+        ({"formula": "cosine"}, "formula must be one of paper, reference"),
+        ({"dropout": [0.1, 1.5]}, "dropout.max must be in"),
+        ({"randaug_magnitude": "high"}, "randaug_magnitude must be [min, max]"),
+    ],
+)
+def test_bad_schedules_name_the_field(data, message):
+    base = {"image_size": [16, 32], "randaug_magnitude": [2, 8], "mixup_alpha": 0, "dropout": 0.1}
+    with pytest.raises(ScheduleError) as error:
+        ProgressiveSchedule.from_dict({**base, **data})
+    assert message in str(error.value)
+
+
+def test_missing_schedule_file_or_unknown_preset():
+    with pytest.raises(ScheduleError, match="neither a preset"):
+        load_schedule("fancy")
