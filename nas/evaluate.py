@@ -29,7 +29,7 @@ import torch
 from nas.data import DataBundle, load_dataset
 from nas.device import PRECISIONS, device_name, resolve_device, resolve_precision
 from nas.reward import RewardWeights, reward
-from nas.timing import DEFAULT_REFERENCE, reference_timing, time_train_step
+from nas.timing import CLOCKS, DEFAULT_REFERENCE, reference_timing, time_train_step
 from nas.train import (
     OPTIMIZERS,
     SCHEDULES,
@@ -77,6 +77,8 @@ class EvalConfig:
         precision: ``auto`` (bf16 autocast on a GPU, fp32 on a CPU), ``fp32`` or ``bf16``.
         timing_steps: timed training steps (K).
         timing_warmup: untimed warm-up steps before them.
+        timing_clock: on a CPU, ``wall`` (default) or ``cpu`` (process CPU time, for a CPU shared
+            by concurrent trials, with one torch thread each; see :mod:`nas.timing`).
         reference: the net step time and parameters are normalized by (catalog name, file or
             spec string).
         reward_w: reward exponent of the normalized step time (paper: -0.07).
@@ -101,6 +103,7 @@ class EvalConfig:
     precision: str = "auto"
     timing_steps: int = 20
     timing_warmup: int = 5
+    timing_clock: str = "wall"
     reference: str = DEFAULT_REFERENCE
     reward_w: float = -0.07
     reward_v: float = -0.05
@@ -118,6 +121,10 @@ class EvalConfig:
         _integer("seed", self.seed, 0)
         _integer("timing_steps", self.timing_steps, 1)
         _integer("timing_warmup", self.timing_warmup, 0)
+        if self.timing_clock not in CLOCKS:
+            raise ConfigError(
+                f"timing_clock must be one of {', '.join(CLOCKS)}, got {self.timing_clock!r}"
+            )
         if self.num_workers is not None:
             _integer("num_workers", self.num_workers, 0)
         if self.max_train_images is not None:
@@ -365,6 +372,7 @@ def evaluate_candidate(
         "warmup": config.timing_warmup,
         "precision": precision,
         "optimizer": config.optimizer,
+        "clock": config.timing_clock,
     }
     record: dict[str, Any] = {
         "spec": spec.to_string(),

@@ -8,6 +8,12 @@ allocator, oneDNN's kernel caches), K steps are timed one by one: with CUDA even
 autocast, channels_last), with ``time.perf_counter`` on a CPU, where every op is synchronous.
 The median is the step time; the interquartile range is its spread.
 
+On a CPU shared with other work (several trials on one machine, other users), the wall clock
+also counts the time the process waits for a core. ``clock="cpu"`` times the step by the
+process's CPU time instead (``time.process_time``), which is what the wall clock would read on an
+idle machine *when torch runs one thread*; with more threads it adds their CPU time up (OpenMP's
+spin-waiting included), so use it with one torch thread per trial.
+
 Step times are normalized by a reference net (EfficientNetV2-B0 by default) timed the same way
 on the same device, so trials on different GPU models stay comparable. Reference timings are
 cached in-process and on disk (``$EFFNAS_CACHE`` or ``~/.cache/effnas``), keyed by the device,
@@ -40,6 +46,7 @@ from nas.train import TrainConfig, build_optimizer, make_loss, scaled_lr, train_
 from searchspace.errors import EffnasError
 
 __all__ = [
+    "CLOCKS",
     "DEFAULT_REFERENCE",
     "ReferenceTiming",
     "StepTiming",
@@ -48,6 +55,9 @@ __all__ = [
     "reference_timing",
     "time_train_step",
 ]
+
+#: CPU clocks: the wall clock (the design's default) or the process's CPU time (shared CPUs).
+CLOCKS = ("wall", "cpu")
 
 #: The net every step time is normalized by.
 DEFAULT_REFERENCE = "efficientnetv2-b0"
@@ -70,6 +80,7 @@ class StepTiming:
         memory_format: ``channels_last`` or ``contiguous``.
         device: ``cpu`` or ``cuda:<GPU model>``.
         peak_memory_mb: peak device memory of the step (MiB) on a GPU; ``None`` on a CPU.
+        clock: ``cuda-events`` on a GPU; ``wall`` or ``cpu`` (process CPU time) on a CPU.
     """
 
     median_ms: float
@@ -81,6 +92,7 @@ class StepTiming:
     memory_format: str
     device: str
     peak_memory_mb: float | None
+    clock: str = "wall"
 
     @property
     def images_per_second(self) -> float:
@@ -144,6 +156,7 @@ def _run_steps(
     *,
     warmup: int,
     steps: int,
+    clock: str,
 ) -> list[float]:
     """Warm up, then time ``steps`` training steps of a copy of ``model``; milliseconds each.
 
@@ -180,11 +193,12 @@ def _run_steps(
         torch.cuda.synchronize(target)
         return [start.elapsed_time(end) for start, end in events]
     # On a CPU every op has finished when it returns: a monotonic clock around the step suffices.
+    now = time.perf_counter if clock == "wall" else time.process_time
     samples = []
     for _ in range(steps):
-        start_time = time.perf_counter()
+        start_time = now()
         step()
-        samples.append((time.perf_counter() - start_time) * 1000.0)
+        samples.append((now() - start_time) * 1000.0)
     return samples
 
 
@@ -200,6 +214,7 @@ def time_train_step(
     precision: str = "auto",
     optimizer: str = "rmsprop",
     seed: int = 0,
+    clock: str = "wall",
 ) -> StepTiming:
     """Time ``model``'s real training step on synthetic data already on the device.
 
@@ -221,6 +236,9 @@ def time_train_step(
         precision: ``auto`` (bf16 on a GPU, fp32 on a CPU), ``fp32`` or ``bf16``.
         optimizer: ``rmsprop``, ``sgd`` or ``adamw``, as in training.
         seed: seed of the synthetic batch.
+        clock: on a CPU, ``wall`` (``time.perf_counter``) or ``cpu`` (``time.process_time``, for
+            a shared machine with one torch thread; see the module docstring). Ignored on a GPU,
+            where CUDA events time the device itself.
 
     Returns:
         The :class:`StepTiming`.
@@ -234,6 +252,8 @@ def time_train_step(
     _check_positive("num_classes", num_classes)
     _check_positive("steps", steps)
     _check_positive("warmup", warmup, minimum=0)
+    if clock not in CLOCKS:
+        raise EffnasError(f"clock must be one of {', '.join(CLOCKS)}, got {clock!r}")
     target = resolve_device(device)
     precision = resolve_precision(precision, target)
     memory_format = memory_format_for(target)
@@ -259,6 +279,7 @@ def time_train_step(
             seed,
             warmup=warmup,
             steps=steps,
+            clock=clock,
         )
         peak_mb: float | None = None
         if on_gpu:
@@ -276,6 +297,7 @@ def time_train_step(
         memory_format="channels_last" if memory_format == torch.channels_last else "contiguous",
         device=device_name(target),
         peak_memory_mb=peak_mb,
+        clock="cuda-events" if on_gpu else clock,
     )
 
 
@@ -329,6 +351,7 @@ def reference_timing(
     warmup: int = 5,
     precision: str = "auto",
     optimizer: str = "rmsprop",
+    clock: str = "wall",
     reference: Any = DEFAULT_REFERENCE,
     use_cache: bool = True,
 ) -> ReferenceTiming:
@@ -336,7 +359,7 @@ def reference_timing(
 
     The cache key holds the device name, batch size, resolution, precision, memory format,
     number of classes, optimizer, steps and warm-up, the reference's hash, the torch version and,
-    on a CPU, the number of torch threads: everything the figure depends on.
+    on a CPU, the number of torch threads and the clock: everything the figure depends on.
 
     Args:
         reference: a catalog name, spec file or string, or an :class:`ArchSpec`.
@@ -354,7 +377,7 @@ def reference_timing(
     target = resolve_device(device)
     resolved_precision = resolve_precision(precision, target)
     name = device_name(target)
-    threads = f"|threads={torch.get_num_threads()}" if target.type == "cpu" else ""
+    threads = f"|threads={torch.get_num_threads()}|clock={clock}" if target.type == "cpu" else ""
     memory_format = "channels_last" if target.type == "cuda" else "contiguous"
     key = (
         f"{name}{threads}|torch={torch.__version__}|batch={batch_size}|res={image_size}"
@@ -380,6 +403,7 @@ def reference_timing(
             warmup=warmup,
             precision=resolved_precision,
             optimizer=optimizer,
+            clock=clock,
         )
         entry = {
             "name": spec.label,

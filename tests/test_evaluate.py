@@ -168,6 +168,7 @@ def test_image_size_defaults_to_the_spec_train_resolution(tiny_spec):
         ({"reward_v": float("nan")}, "reward_v"),
         ({"timing_steps": 0}, "timing_steps"),
         ({"num_workers": -1}, "num_workers"),
+        ({"timing_clock": "sundial"}, "timing_clock"),
     ],
 )
 def test_bad_config_names_the_field(changes, field):

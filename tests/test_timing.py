@@ -133,9 +133,32 @@ def test_corrupt_cache_file_is_retimed_not_fatal(tmp_path):
     assert not result.cached and json.loads(path.read_text())
 
 
+def test_cpu_clock_times_process_cpu_time(tiny_spec, monkeypatch):
+    # The CPU clock reads time.process_time around each step; the wall clock is never read.
+    readings = iter(range(0, 1000, 3))  # every step takes exactly 3 "seconds" of CPU time
+    monkeypatch.setattr(timing_module.time, "process_time", lambda: float(next(readings)))
+    monkeypatch.setattr(timing_module.time, "perf_counter", lambda: pytest.fail("wall clock"))
+    result = time_train_step(
+        build_model(tiny_spec), batch_size=2, image_size=16, num_classes=10, steps=4, warmup=1,
+        clock="cpu",
+    )  # fmt: skip
+    assert result.clock == "cpu" and result.samples_ms == (3000.0,) * 4
+    assert result.spread_ms == 0.0
+
+
+def test_reference_cache_separates_clocks(monkeypatch):
+    args = {"batch_size": 2, "image_size": 16, "num_classes": 10, "steps": 1, "warmup": 0}
+    args["reference"] = TINY_REFERENCE
+    wall = reference_timing(**args)
+    cpu = reference_timing(clock="cpu", **args)
+    assert not cpu.cached and (wall.timing.clock, cpu.timing.clock) == ("wall", "cpu")
+    assert reference_timing(clock="cpu", **args).cached
+
+
 @pytest.mark.parametrize(
     ("changes", "words"),
     [
+        ({"clock": "sundial"}, "clock"),
         ({"batch_size": 0}, "batch_size"),
         ({"image_size": 0}, "image_size"),
         ({"steps": 0}, "steps"),

@@ -48,6 +48,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--timing-warmup", type=int, default=5, help="untimed warm-up steps (default 5)"
     )
     parser.add_argument(
+        "--timing-clock",
+        default="wall",
+        help="on a CPU: wall (default) or cpu (process CPU time; for a shared machine, with one "
+        "torch thread)",
+    )
+    parser.add_argument(
         "--reference",
         default="efficientnetv2-b0",
         help="net that step time and parameters are normalized by (default efficientnetv2-b0)",
@@ -138,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
         precision=args.precision,
         timing_steps=args.timing_steps,
         timing_warmup=args.timing_warmup,
+        timing_clock=args.timing_clock,
         reference=args.reference,
         reward_w=args.reward_w,
         reward_v=args.reward_v,
