@@ -168,10 +168,10 @@ def serve_dashboard(
     Raises:
         ResultsError: a port in use, or as :func:`results.open_run`.
     """
-    from optuna_dashboard import run_server
-
     names = parse_objectives(objectives) if objectives is not None else None
     check_port_free(host, port)
+    from optuna_dashboard import run_server
+
     source = open_run(run, study, writable=True)
     attach_to_study(source.load(), names)
     stop = threading.Event()

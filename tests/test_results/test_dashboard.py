@@ -7,6 +7,7 @@ import json
 import socket
 
 import optuna
+import pytest
 from conftest import make_run
 from dashboard_helpers import dashboard, free_port, study_detail
 
@@ -16,6 +17,7 @@ from results.dashboard import attach_to_study
 from results.figures import front_trace_name
 
 
+@pytest.mark.slow
 def test_dashboard_serves_the_study_with_our_figures_and_note(tmp_path):
     run_dir = make_run(tmp_path, "live", "pareto", n_complete=30)
     with dashboard(run_dir, log=tmp_path / "dashboard.log") as base:
