@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -18,6 +19,7 @@ from searchspace.errors import EffnasError
 COMMAND_MODULES = [
     "nas.commands.show",
     "nas.commands.evaluate",
+    "nas.commands.search",
     "nas.commands.scale",
     "nas.commands.weights",
     "nas.commands.front",
@@ -49,6 +51,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"nas {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `nas front ... | head` closed the pipe: not an error. Point stdout at devnull so that
+        # the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -515,25 +515,23 @@ def _finish(config: SearchConfig, storage, log: Callable[[str], None]) -> Search
     import optuna
     from optuna.trial import TrialState
 
+    from results import format_front, load_study_frame
+
     study = optuna.load_study(study_name=config.study, storage=storage)
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     failed = [t for t in trials if t.state == TrialState.FAIL]
-    stopped = [t for t in trials if t.state == TrialState.PRUNED]
     best_spec = best_path = None
+    if trials:
+        log(format_front(load_study_frame(config.storage_url, config.study)))
     if complete:
         best = max(complete, key=lambda t: t.user_attrs.get("reward", -math.inf))
         best_spec = ArchSpec.from_string(best.user_attrs["spec"], name=f"{config.study}-best")
         best_path = best_spec.save(config.run_dir / "best.yaml")
-        log(f"best by reward: trial {best.number}, reward {best.user_attrs.get('reward'):.4f}")
-        log(f"  {best_spec.to_string()}")
-        log(f"  written to {best_path}")
+        log(f"best by reward: trial {best.number} -> {best_path}")
     else:
         log("no trial finished; nothing to write")
-    log(
-        f"{len(complete)} complete, {len(stopped)} stopped early, {len(failed)} failed; "
-        f"look further with:"
-    )
+    log("look further with:")
     log(f"  nas show {config.run_dir / 'best.yaml'}")
     log(f"  nas front {config.run_dir}")
     log(f"  nas report {config.run_dir}")
