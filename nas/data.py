@@ -411,7 +411,8 @@ class DataBundle:
         train: the search split, the images a candidate trains on.
         heldout: the held-out split carved from the training set, where accuracy is measured.
         test: the dataset's official test split, or ``None`` (never used by the search).
-        in_memory: the images are tensors in memory (loaders then use no worker processes).
+        in_memory: the images are tensors in memory, already at ``image_size``: reading one
+            costs almost nothing, so loaders use no worker processes by default.
         seed: the seed the split was carved with.
         heldout_fraction: the fraction of the training set held out.
     """
@@ -581,12 +582,18 @@ def load_dataset(
 
     train_source, test_source = source.train, source.test
     finish = v2.Compose(
-        [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+        [
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+            v2.ToPureTensor(),
+        ]
     )
+    ready = False  # every image already at its final size in memory
     if source.in_memory:
         assert isinstance(train_source, _TensorImages)
         resized_bytes = len(train_source) * 3 * image_size * image_size
         if resized_bytes <= _PRERESIZE_LIMIT_BYTES:
+            ready = True
             train_source = train_source.resized(image_size)
             if isinstance(test_source, _TensorImages):
                 test_source = test_source.resized(image_size)
@@ -629,7 +636,7 @@ def load_dataset(
         train=_View(train_source, search_indices, prepare, train_augment, finish),
         heldout=_View(train_source, list(heldout_part.indices), prepare, None, finish),
         test=None if test_source is None else _View(test_source, None, prepare, None, finish),
-        in_memory=source.in_memory,
+        in_memory=ready,
         seed=seed,
         heldout_fraction=float(heldout_fraction),
     )

@@ -75,6 +75,18 @@ def test_resize_to_requested_size_and_fraction_and_cap():
     assert data.train[0][0].shape == (3, 40, 40)
 
 
+def test_large_in_memory_data_is_resized_per_read_to_the_same_images(monkeypatch):
+    import nas.data
+
+    once = load_dataset("mnist5k", 20, seed=0)
+    monkeypatch.setattr(nas.data, "_PRERESIZE_LIMIT_BYTES", 1000)  # as if it were too big
+    per_read = load_dataset("mnist5k", 20, seed=0)
+    assert once.in_memory and not per_read.in_memory and per_read.default_workers() >= 0
+    for index in (0, 17):
+        torch.testing.assert_close(per_read.train[index][0], once.train[index][0])
+    assert type(once.train[0][0]) is torch.Tensor  # plain tensors, not tv_tensors
+
+
 def test_train_loader_is_seeded_and_drops_the_last_partial_batch():
     data = load_dataset("synthetic:100", 16, seed=0)  # 90 search images
     batches = [labels for _, labels in data.train_loader(32, seed=5)]
