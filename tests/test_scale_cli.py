@@ -68,9 +68,11 @@ def test_parameter_budget(capsys, tiny_file, tiny_spec):
 
 def test_measure_and_step_time_budget_use_nas_timing(capsys, tiny_file):
     pytest.importorskip("nas.timing")
-    common = ["--device", "cpu", "--batch-size", "2", "--steps", "3", "--json"]
+    common = ["--device", "cpu", "--batch-size", "2", "--timing-steps", "3", "--json"]
+    common += ["--timing-warmup", "1", "--timing-clock", "cpu"]
     data = _json(capsys, ["scale", tiny_file, "--variants", "s", "--measure", *common])
     assert data["base"]["step_time_ms"] > 0 and data["variants"][0]["step_time_ms"] > 0
+    assert data["timing"]["steps"] == 3 and data["timing"]["clock"] == "cpu"
     # Step times on a shared CPU are noisy: this checks the wiring; bench/ checks the accuracy.
     target = 2 * data["base"]["step_time_ms"]
     data = _json(
@@ -93,6 +95,9 @@ def test_measure_and_step_time_budget_use_nas_timing(capsys, tiny_file):
         (["--target-params", "10"], "below the base"),
         (["--target-flops", "lots"], "--target-flops must be a number"),
         (["--presets", "no-such-presets.yaml"], "does not exist"),
+        (["--measure", "--timing-clock", "sundial"], "--timing-clock must be wall or cpu"),
+        (["--measure", "--batch-size", "0"], "--batch-size must be a whole number of at least 1"),
+        (["--resolution", "240/0"], "--resolution must be a whole number of at least 1"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(capsys, tiny_file, argv, message):

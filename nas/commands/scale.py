@@ -54,7 +54,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     timing.add_argument("--measure", action="store_true", help="add each net's step time")
     timing.add_argument("--batch-size", default="8", help="images per timed step (default 8)")
     timing.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1")
-    timing.add_argument("--steps", default="10", help="timed steps per net (default 10)")
+    timing.add_argument(
+        "--precision", default="auto", help="auto (bf16 on a GPU, fp32 on a CPU), fp32 or bf16"
+    )
+    timing.add_argument("--timing-steps", default="10", help="timed steps per net (default 10)")
+    timing.add_argument("--timing-warmup", default="3", help="untimed warm-up steps (default 3)")
+    timing.add_argument(
+        "--timing-clock",
+        default="wall",
+        help="on a CPU: wall (default) or cpu (process CPU time; for a shared machine, with one "
+        "torch thread)",
+    )
     parser.add_argument("--out", help="directory to write one spec YAML per variant into")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(func=run)
@@ -75,10 +85,10 @@ def _number(flag: str, text: str, *, positive: bool = True) -> float:
     return value
 
 
-def _whole(flag: str, text: str) -> int:
-    value = _number(flag, text)
-    if value != int(value):
-        raise ScalingError(f"{flag} must be a whole number, got {text!r}")
+def _whole(flag: str, text: str, minimum: int = 1) -> int:
+    value = _number(flag, text, positive=False)
+    if value != int(value) or value < minimum:
+        raise ScalingError(f"{flag} must be a whole number of at least {minimum}, got {text!r}")
     return int(value)
 
 
@@ -118,7 +128,10 @@ def _step_time_measure(args: argparse.Namespace) -> Callable[[Any], float]:
     from searchspace.builder import build_model
 
     batch_size = _whole("--batch-size", args.batch_size)
-    steps = _whole("--steps", args.steps)
+    steps = _whole("--timing-steps", args.timing_steps)
+    warmup = _whole("--timing-warmup", args.timing_warmup, minimum=0)
+    if args.timing_clock not in ("wall", "cpu"):
+        raise ScalingError(f"--timing-clock must be wall or cpu, got {args.timing_clock!r}")
 
     def measure(spec: Any) -> float:
         model = build_model(spec)
@@ -129,7 +142,9 @@ def _step_time_measure(args: argparse.Namespace) -> Callable[[Any], float]:
             num_classes=spec.num_classes,
             device=args.device,
             steps=steps,
-            warmup=max(2, steps // 5),
+            warmup=warmup,
+            precision=args.precision,
+            clock=args.timing_clock,
         )
         return float(timing.median_ms)
 
@@ -247,11 +262,8 @@ def run(args: argparse.Namespace) -> int:
     )
     # Check every flag before the (slow) base load and measurements.
     presets = load_presets(args.presets)
-    if args.measure or args.target_step_ms:
-        _whole("--batch-size", args.batch_size)
-        _whole("--steps", args.steps)
-    base = load_arch(args.arch)
     measure_ms = _step_time_measure(args) if (args.measure or args.target_step_ms) else None
+    base = load_arch(args.arch)
 
     budget: dict[str, Any] | None = None
     if mode == "--variants":
@@ -292,6 +304,8 @@ def run(args: argparse.Namespace) -> int:
             + ("ms" if metric == "step_ms" else ""),
             rule=rule,
             tolerance=tolerance,
+            # Step times are noisy: re-measure the finalists twice before choosing.
+            confirm=2 if metric == "step_ms" else 0,
         )
         specs = [result.spec]
         budget = {
@@ -301,6 +315,7 @@ def run(args: argparse.Namespace) -> int:
             "relative_error": result.relative_error,
             "on_path": result.on_path,
             "evaluations": result.evaluations,
+            "measurements": result.measurements,
         }
 
     rows = [_row(base, "base", measure_ms, None)]
@@ -315,11 +330,26 @@ def run(args: argparse.Namespace) -> int:
         for spec, row in zip(specs, rows[1:], strict=True):
             row["path"] = str(spec.save(out / f"{spec.name}.yaml"))
 
+    timing = None
+    if measure_ms is not None:
+        timing = {
+            "batch_size": int(args.batch_size),
+            "steps": int(args.timing_steps),
+            "device": args.device,
+            "precision": args.precision,
+            "clock": args.timing_clock,
+        }
     if args.json:
-        print(json.dumps({"base": rows[0], "variants": rows[1:]}, indent=2))
+        print(json.dumps({"base": rows[0], "variants": rows[1:], "timing": timing}, indent=2))
         return 0
     print(f"{base.label}  ({base.to_string()})")
     print(format_table(rows))
+    if timing is not None:
+        print(
+            f"step ms: median of {timing['steps']} training steps at the training size, batch "
+            f"{timing['batch_size']}, device {timing['device']}, precision "
+            f"{timing['precision']}, {timing['clock']} clock"
+        )
     if budget is not None:
         print(
             f"target {budget['metric']} {budget['target']:g}: {budget['value']:g} "
