@@ -142,6 +142,7 @@ class SearchConfig:
             )
         if not isinstance(self.evaluation, Mapping):
             raise ConfigError(f"evaluation must be a mapping, got {self.evaluation!r}")
+        self.eval_config()  # validate the evaluation settings now, not on a worker
         stride = 2 * math.prod(stage.stride for stage in self.space.stages)
         if self.image_size < stride:
             raise ConfigError(
@@ -150,6 +151,33 @@ class SearchConfig:
             )
 
     # -- derived ----------------------------------------------------------------------------------
+
+    def eval_config(self):
+        """The per-candidate evaluation settings (``nas.evaluate.EvalConfig``) this search uses.
+
+        Raises:
+            ConfigError: ``evaluation`` holds an unknown key or a bad value.
+        """
+        from nas.evaluate import EvalConfig
+
+        fixed = {
+            "dataset": self.dataset,
+            "image_size": self.image_size,
+            "batch_size": self.batch_size,
+            "epochs": self.epochs,
+            "seed": self.seed,
+            "reward_w": self.reward_w,
+            "reward_v": self.reward_v,
+        }
+        allowed = [f.name for f in fields(EvalConfig) if f.name not in fixed]
+        for key in self.evaluation:
+            if key not in allowed:
+                where = "set at the top level" if key in fixed else f"allowed: {', '.join(allowed)}"
+                raise ConfigError(f"unknown key evaluation.{key} ({where})")
+        try:
+            return EvalConfig(**fixed, **self.evaluation)
+        except EffnasError as error:
+            raise ConfigError(f"evaluation: {error}") from None
 
     @property
     def run_dir(self) -> Path:

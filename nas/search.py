@@ -508,7 +508,16 @@ def run_search(
 
 
 def _default_evaluate(spec: ArchSpec, settings: dict[str, Any], report) -> dict[str, Any]:
-    raise NotImplementedError  # replaced when nas.evaluate lands
+    """Evaluate a candidate with :mod:`nas.evaluate`, reporting each epoch to Tune (for ASHA)."""
+    import torch
+
+    from nas.evaluate import evaluate_candidate
+
+    # Each trial owns the CPUs it asked Ray for; more threads would steal from the trial beside.
+    torch.set_num_threads(settings["threads"])
+    config = SearchConfig.from_dict(settings["config"]).eval_config()
+    result = evaluate_candidate(spec, config, on_epoch_end=lambda epoch, metrics: report(metrics))
+    return result.to_dict()
 
 
 def _finish(config: SearchConfig, storage, log: Callable[[str], None]) -> SearchOutcome:
