@@ -91,7 +91,8 @@ def format_result(record: dict[str, Any], dataset: str, reference: str) -> str:
     if record["status"] == "ok":
         lines.append(
             f"accuracy     {record['accuracy']:.2%} top-1 on the held-out split "
-            f"({record['epochs']} epochs, {record['train_seconds']:.1f} s of training)"
+            f"({record['epochs']} epoch{'s' if record['epochs'] != 1 else ''}, "
+            f"{record['train_seconds']:.1f} s of training)"
         )
     else:
         lines.append(f"status       FAILED: {record['failure']}")
