@@ -225,7 +225,8 @@ def scale_to_budget(
         )
 
     low = high = 0.0
-    if search.error(search.best()) > tolerance:
+    # Search unless the base itself is already as close as bisection would stop at.
+    if search.error(search.best()) > tolerance / 4:
         low, high = 0.0, 1.0
         while search.value(on_path(high)) < target:
             if high >= max_phi:

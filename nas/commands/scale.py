@@ -260,15 +260,13 @@ def run(args: argparse.Namespace) -> int:
         beta=_number("--beta", args.beta),
         gamma=_number("--gamma", args.gamma),
     )
-    # Check every flag before the (slow) base load and measurements.
+    # Read every flag before the (slow) base load and measurements.
     presets = load_presets(args.presets)
     measure_ms = _step_time_measure(args) if (args.measure or args.target_step_ms) else None
-    base = load_arch(args.arch)
-
-    budget: dict[str, Any] | None = None
+    plans: list[ScalingPlan] = []
+    target = 0.0
     if mode == "--variants":
         plans = resolve_variants(args.variants or "s,m,l", presets)
-        specs = [scale_spec(base, plan) for plan in plans]
     elif mode == "--width/--depth/--resolution":
         fields: dict[str, Any] = {}
         if args.width:
@@ -278,22 +276,26 @@ def run(args: argparse.Namespace) -> int:
         if args.resolution:
             fields.update(_resolution(args.resolution))
         label = "-".join(
-            f"{key[0]}{args.__dict__[key]}".replace("/", "_")
+            f"{key[0]}{getattr(args, key)}".replace("/", "_")
             for key in ("width", "depth", "resolution")
-            if args.__dict__[key]
+            if getattr(args, key)
         )
-        specs = [scale_spec(base, ScalingPlan(**fields, variant=label))]
+        plans = [ScalingPlan(**fields, variant=label)]
     elif mode == "--phi":
-        phi = _number("--phi", args.phi, positive=False)
-        specs = [scale_spec(base, rule.plan(phi))]
+        plans = [rule.plan(_number("--phi", args.phi, positive=False))]
     else:
-        flag = mode
         metric, text = {
             "--target-params": ("params", args.target_params),
             "--target-flops": ("flops", args.target_flops),
             "--target-step-ms": ("step_ms", args.target_step_ms),
-        }[flag]
-        target = _number(flag, text)
+        }[mode]
+        target = _number(mode, text)
+    base = load_arch(args.arch)
+
+    budget: dict[str, Any] | None = None
+    if plans:
+        specs = [scale_spec(base, plan) for plan in plans]
+    else:
         measure = {"params": spec_parameters, "flops": spec_flops, "step_ms": measure_ms}[metric]
         result = scale_to_budget(
             base,
