@@ -11,10 +11,12 @@ values (denormals, say).
 The four configurations are measured in the same run, interleaved: after a warm-up, every round
 times one step of each, in an order that rotates from round to round, so that a change in the
 machine's load hits all of them alike. Reported: the median step of each (and its interquartile
-range), the ratio of medians ours/torchvision, and the median of the per-round ratios (each from
-two steps taken moments apart: the figure least disturbed by a shared machine).
+range), the ratio of medians ours/torchvision, the median of the per-round ratios (each from
+two steps taken moments apart: the figure least disturbed by a load that drifts) and the ratio of
+the fastest steps (the cost of the step itself when other processes compete for the CPUs in
+bursts, which on a shared machine can stretch single steps tenfold).
 
-    python bench/model_speed.py                      # batch 8, 128 px, 2 threads, 15 rounds
+    python bench/model_speed.py                      # batch 8, 128 px, 2 threads, 30 rounds
     python bench/model_speed.py --rounds 30 --json runs/bench/model_speed.json
 """
 
@@ -52,7 +54,7 @@ def main() -> int:
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--warmup", type=int, default=3, help="untimed rounds first")
-    parser.add_argument("--rounds", type=int, default=15, help="timed rounds (one step each)")
+    parser.add_argument("--rounds", type=int, default=30, help="timed rounds (one step each)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
@@ -122,7 +124,7 @@ def main() -> int:
     )
     header = (
         f"{'memory format':<15}{'effnas ms (IQR)':>20}{'torchvision ms (IQR)':>24}"
-        f"{'ratio of medians':>18}{'median paired ratio':>21}"
+        f"{'ratio of medians':>18}{'median paired ratio':>21}{'ratio of minima':>17}"
     )
     print(header)
     print("-" * len(header))
@@ -140,12 +142,16 @@ def main() -> int:
             "torchvision_iqr_ms": t3 - t1,
             "ratio_of_medians": median / t_median,
             "median_paired_ratio": paired,
+            "effnas_min_ms": min(mine),
+            "torchvision_min_ms": min(theirs),
+            "ratio_of_minima": min(mine) / min(theirs),
             "effnas_samples_ms": mine,
             "torchvision_samples_ms": theirs,
         }
         print(
             f"{format_name:<15}{f'{median:.1f} ({q3 - q1:.1f})':>20}"
             f"{f'{t_median:.1f} ({t3 - t1:.1f})':>24}{median / t_median:>18.3f}{paired:>21.3f}"
+            f"{min(mine) / min(theirs):>17.3f}"
         )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
