@@ -38,8 +38,10 @@ __all__ = [
     "DEFAULT_LR_PER_256",
     "OPTIMIZERS",
     "SCHEDULES",
+    "BatchTransform",
     "EpochCallback",
     "NonFiniteLossError",
+    "StepCallback",
     "TrainConfig",
     "TrainResult",
     "build_optimizer",
@@ -61,6 +63,12 @@ DEFAULT_LR_PER_256 = {"rmsprop": 0.016, "sgd": 0.1, "adamw": 1e-3}
 
 #: ``on_epoch_end(epoch, metrics)``: epoch counts from 1; metrics as in :func:`train`.
 EpochCallback = Callable[[int, dict[str, float]], None]
+
+#: ``batch_transform(images, labels) -> (images, labels)``, applied to each batch on the device.
+BatchTransform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+#: ``on_step(step, loss)``: step counts from 1 within the epoch; loss is the step's, as a float.
+StepCallback = Callable[[int, float], None]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -272,8 +280,15 @@ def train_one_epoch(
     device: torch.device,
     precision: str = "auto",
     epoch: int = 1,
+    batch_transform: BatchTransform | None = None,
+    on_step: StepCallback | None = None,
 ) -> dict[str, float]:
     """Train for one pass over ``loader``; the scheduler (if any) steps after every batch.
+
+    ``batch_transform(images, labels)``, if given, acts on each batch once it is on the device
+    (e.g. torchvision's ``v2.MixUp``, which turns the labels into class probabilities);
+    ``on_step(step, loss)``, if given, runs after every optimizer and scheduler step (e.g. a
+    weight EMA update, a progress bar).
 
     Returns:
         ``{"train_loss": mean loss, "steps": steps, "images": images seen, "seconds": wall time}``.
@@ -290,6 +305,9 @@ def train_one_epoch(
     for images, labels in loader:
         images = images.to(device, non_blocking=non_blocking, memory_format=memory_format)
         labels = labels.to(device, non_blocking=non_blocking)
+        if batch_transform is not None:
+            images, labels = batch_transform(images, labels)
+            images = images.contiguous(memory_format=memory_format)
         loss = train_step(
             model, images, labels, optimizer, loss_fn, device=device, precision=precision
         )
@@ -304,6 +322,8 @@ def train_one_epoch(
             )
         if scheduler is not None:
             scheduler.step()
+        if on_step is not None:
+            on_step(steps, value)
         loss_sum += value
         images_seen += len(labels)
     if device.type == "cuda":

@@ -17,6 +17,7 @@ from nas.train import (
     evaluate_accuracy,
     scaled_lr,
     train,
+    train_one_epoch,
 )
 from searchspace import build_model
 from searchspace.errors import EffnasError
@@ -201,3 +202,37 @@ def test_accuracy_against_a_constant_predictor(synthetic16):
 def test_bad_train_config_names_the_field(changes, field):
     with pytest.raises(EffnasError, match=field):
         TrainConfig(**changes)
+
+
+def test_batch_transform_sees_device_batches_and_on_step_runs_after_each_step(
+    tiny_spec, synthetic16
+):
+    torch.manual_seed(0)
+    model = build_model(tiny_spec)
+    config = TrainConfig(epochs=1, lr=0.004)
+    optimizer = build_optimizer(model, config)
+    loader = synthetic16.train_loader(32, seed=0)
+    scheduler = build_scheduler(optimizer, config, len(loader))
+    seen_labels, steps = [], []
+    lrs_after_step = []
+
+    def soften(images, labels):
+        # Class probabilities instead of indices: what v2.MixUp hands the loss.
+        soft = nn.functional.one_hot(labels, 10).float()
+        seen_labels.append(soft.shape)
+        return images * 0.5, soft
+
+    def on_step(step, loss):
+        steps.append((step, loss))
+        lrs_after_step.append(optimizer.param_groups[0]["lr"])
+
+    stats = train_one_epoch(
+        model, loader, optimizer, scheduler, nn.CrossEntropyLoss(), device=CPU,
+        batch_transform=soften, on_step=on_step,
+    )  # fmt: skip
+    assert len(seen_labels) == len(loader) == stats["steps"]
+    assert all(shape == (32, 10) for shape in seen_labels)
+    assert [step for step, _ in steps] == list(range(1, len(loader) + 1))
+    assert stats["train_loss"] == pytest.approx(sum(loss for _, loss in steps) / len(steps))
+    # on_step runs after the scheduler stepped: the lr it sees is the next step's.
+    assert lrs_after_step[-1] == scheduler.get_last_lr()[0]
