@@ -11,6 +11,12 @@ maximum. Two interpolations exist:
 
 A schedule is plain data: presets for S, M and L from the paper's table (and the reference code's
 variant) and the user's own YAML.
+
+The presets' image sizes are the paper's ImageNet sizes (128 -> 300 or 380 px). :func:`schedule_for`
+fits a preset to the net being trained: the image-size range is scaled so that its maximum is the
+spec's train size (or the size asked for), keeping the paper's ratio of minimum to maximum, and the
+minimum is raised to the net's total stride if the ratio would take it below. A user's YAML
+schedule gives its own sizes in pixels and is used as written.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from typing import Any
 import yaml
 
 from searchspace.errors import EffnasError
+from searchspace.spec import ArchSpec
 
 __all__ = [
     "FORMULAS",
@@ -32,6 +39,8 @@ __all__ = [
     "ScheduleError",
     "StageSettings",
     "load_schedule",
+    "preset_size_for",
+    "schedule_for",
 ]
 
 FORMULAS = ("paper", "reference")
@@ -148,6 +157,17 @@ class ProgressiveSchedule:
     def min_image_size(self) -> int:
         return min(settings.image_size for settings in self.all_stages())
 
+    def fit_image_size(self, max_size: int, *, floor: int = 1) -> ProgressiveSchedule:
+        """This schedule with its image-size range scaled so that its maximum is ``max_size``.
+
+        The minimum keeps its ratio to the maximum (128/300 for the paper's S), rounded to the
+        nearest pixel and raised to ``floor`` (the net's total stride) if it falls below.
+        """
+        if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < floor:
+            raise ScheduleError(f"image size must be an integer >= {floor}, got {max_size!r}")
+        low = max(floor, round(self.image_size.min * max_size / self.image_size.max))
+        return self.replace(image_size=Range(min(low, max_size), max_size))
+
     # -- serial forms ---------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
@@ -237,3 +257,76 @@ def load_schedule(name_or_path: str, size: str = "s") -> ProgressiveSchedule:
     except (OSError, UnicodeDecodeError) as error:
         raise ScheduleError(f"{path}: cannot be read: {error}") from None
     return ProgressiveSchedule.from_dict(data, source=str(path))
+
+
+def preset_size_for(spec: ArchSpec) -> str:
+    """The preset column (``s``, ``m`` or ``l``) for a spec.
+
+    A spec grown by ``nas scale`` names its variant in its lineage; a catalog net ends its name in
+    its size (``efficientnetv2-m``). XL takes L's column (the largest); anything else, S's.
+    """
+    candidates = [spec.lineage.variant if spec.lineage is not None else "", spec.name]
+    for text in candidates:
+        word = text.lower().replace("_", "-").rsplit("-", 1)[-1]
+        if word in ("s", "m", "l"):
+            return word
+        if word == "xl":
+            return "l"
+    return "s"
+
+
+def schedule_for(
+    spec: ArchSpec,
+    progressive: str = "paper",
+    *,
+    stages: int | None = None,
+    image_size: int | None = None,
+    size: str | None = None,
+) -> ProgressiveSchedule:
+    """The schedule ``nas train --progressive`` means for ``spec``.
+
+    Args:
+        spec: the net to train; its ``train_resolution`` is the default largest image size and its
+            total stride the smallest allowed.
+        progressive: ``paper`` or ``reference`` (a preset, fitted to the image size: see the module
+            docstring), ``off`` (one stage: fixed image size, regularization at the preset's
+            maximum throughout), or the path of a YAML schedule.
+        stages: overrides the number of stages (not with ``off``).
+        image_size: the largest training image size for a preset, the fixed one for ``off``;
+            ``None`` means the spec's ``train_resolution``. A YAML file gives its own sizes.
+        size: the preset column ``s``, ``m`` or ``l``; ``None`` picks it with
+            :func:`preset_size_for`.
+
+    Raises:
+        ScheduleError: an unknown preset or bad file, a bad override, or a stage whose image size
+            is below the net's total stride.
+    """
+    stride = spec.total_stride
+    if size is not None and size not in PRESETS["paper"]:
+        raise ScheduleError(f"schedule size must be one of s, m, l, got {size!r}")
+    size = size or preset_size_for(spec)
+    if progressive == "off":
+        if stages is not None:
+            raise ScheduleError("--stages does not apply to --progressive off (one stage)")
+        fixed = spec.train_resolution if image_size is None else image_size
+        schedule = PRESETS["paper"][size].replace(stages=1, image_size=Range(fixed, fixed))
+    elif progressive in PRESETS:
+        schedule = PRESETS[progressive][size].fit_image_size(
+            spec.train_resolution if image_size is None else image_size, floor=stride
+        )
+    else:
+        if image_size is not None:
+            raise ScheduleError(
+                f"--image-size does not apply to a schedule file ({progressive}); "
+                "the file gives the image sizes"
+            )
+        schedule = load_schedule(progressive)
+    if stages is not None:
+        schedule = schedule.replace(stages=stages)
+    for settings in schedule.all_stages():
+        if settings.image_size < stride:
+            raise ScheduleError(
+                f"image size {settings.image_size} of stage {settings.stage + 1} is below the "
+                f"net's total stride {stride}"
+            )
+    return schedule

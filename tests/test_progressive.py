@@ -103,3 +103,87 @@ def test_bad_schedules_name_the_field(data, message):
 def test_missing_schedule_file_or_unknown_preset():
     with pytest.raises(ScheduleError, match="neither a preset"):
         load_schedule("fancy")
+
+
+# -- fitting a schedule to the net being trained -------------------------------------------------
+
+
+def test_preset_size_from_lineage_variant_or_catalog_name(tiny_spec):
+    from nas.progressive import preset_size_for
+    from searchspace import Lineage, load_arch
+
+    assert [preset_size_for(load_arch(f"efficientnetv2-{n}")) for n in "sml"] == ["s", "m", "l"]
+    assert preset_size_for(load_arch("efficientnetv2-xl")) == "l"
+    assert preset_size_for(load_arch("efficientnetv2-b0")) == "s"
+    grown = tiny_spec.replace(name="mybase-grown", lineage=Lineage(base_hash="0" * 12, variant="m"))
+    assert preset_size_for(grown) == "m"
+    assert preset_size_for(tiny_spec) == "s"
+
+
+def test_presets_at_the_published_sizes_are_the_paper_table():
+    from nas.progressive import schedule_for
+    from searchspace import load_arch
+
+    spec = load_arch("efficientnetv2-s")  # trains at 300 px, the table's maximum for S
+    assert schedule_for(spec, "paper") == PRESETS["paper"]["s"]
+    assert schedule_for(spec, "reference") == PRESETS["reference"]["s"]
+    for size in "ml":
+        # The catalog's M and L train at 384 px (the reference code's size), the table says 380:
+        # the range is scaled by 384/380, everything else is the table's.
+        spec = load_arch(f"efficientnetv2-{size}")
+        assert spec.train_resolution == 384
+        fitted = schedule_for(spec, "paper")
+        assert (
+            fitted.replace(image_size=PRESETS["paper"][size].image_size) == PRESETS["paper"][size]
+        )
+        assert (fitted.image_size.min, fitted.image_size.max) == (round(128 * 384 / 380), 384)
+
+
+def test_presets_scale_the_image_sizes_to_the_spec_train_size(tiny_spec):
+    from nas.progressive import schedule_for
+
+    spec = tiny_spec.replace(train_resolution=64, eval_resolution=64)  # total stride 8
+    schedule = schedule_for(spec, "paper")
+    # S keeps 128/300 of the maximum: round(64 * 128 / 300) = 27.
+    assert (schedule.image_size.min, schedule.image_size.max) == (27, 64)
+    assert column(schedule, "image_size") == [27, 39, 51, 64]
+    assert column(schedule, "randaug_magnitude") == column(
+        PRESETS["paper"]["s"], "randaug_magnitude"
+    )
+    # --image-size sets the maximum instead; --stages the number of stages.
+    wide = schedule_for(spec, "reference", image_size=96, stages=2)
+    assert column(wide, "image_size") == [int(41 + (96 - 41) * 0.5), 96]
+    # Below the total stride the minimum is raised to it.
+    small = schedule_for(tiny_spec.replace(train_resolution=16, eval_resolution=16), "paper")
+    assert small.image_size.min == tiny_spec.total_stride == 8
+
+
+def test_off_is_one_stage_at_the_maximum():
+    from nas.progressive import schedule_for
+    from searchspace import load_arch
+
+    spec = load_arch("efficientnetv2-m")
+    (settings,) = schedule_for(spec, "off").all_stages()
+    assert (settings.image_size, settings.randaug_magnitude) == (spec.train_resolution, 20)
+    assert (settings.mixup_alpha, settings.dropout) == pytest.approx((0.2, 0.4))
+    (fixed,) = schedule_for(spec, "off", image_size=224).all_stages()
+    assert fixed.image_size == 224
+
+
+def test_schedule_for_refuses_what_cannot_apply(tiny_spec, tmp_path):
+    from nas.progressive import schedule_for
+
+    path = tmp_path / "tiny.yaml"
+    path.write_text("image_size: [4, 32]\nrandaug_magnitude: 5\nmixup_alpha: 0\ndropout: 0.1\n")
+    with pytest.raises(ScheduleError, match="image size 4 of stage 1 is below the net's total"):
+        schedule_for(tiny_spec, str(path))
+    with pytest.raises(ScheduleError, match="--image-size does not apply to a schedule file"):
+        schedule_for(tiny_spec, str(path), image_size=32)
+    with pytest.raises(ScheduleError, match="image size 4 of stage 1 is below"):
+        schedule_for(tiny_spec, "off", image_size=4)
+    with pytest.raises(ScheduleError, match="--stages does not apply"):
+        schedule_for(tiny_spec, "off", stages=2)
+    with pytest.raises(ScheduleError, match="stages must be an integer >= 1, got 0"):
+        schedule_for(tiny_spec, "paper", stages=0)
+    with pytest.raises(ScheduleError, match="schedule size must be one of s, m, l, got 'xs'"):
+        schedule_for(tiny_spec, "paper", size="xs")
