@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "nas.commands.evaluate",
     "nas.commands.search",
     "nas.commands.scale",
+    "nas.commands.train",
     "nas.commands.weights",
     "nas.commands.front",
     "nas.commands.report",
