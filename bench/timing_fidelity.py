@@ -15,9 +15,9 @@ Figures are ratios within this run (each net against the others, timed the same 
 absolute speeds. Runs in a few minutes on two CPU cores; on a GPU it times with CUDA events in
 bf16 and channels_last, as training runs there.
 
-    python bench/timing_fidelity.py                     # 12 specs at 64 px, batch 32
-    python bench/timing_fidelity.py --threads 1 --json runs/bench/timing_fidelity.json
-    python bench/timing_fidelity.py --threads 1 --clock cpu   # on a CPU other jobs share
+    python bench/timing_fidelity.py                     # 12 specs at 64 px, batch 32, 1 thread
+    python bench/timing_fidelity.py --json runs/bench/timing_fidelity.json
+    python bench/timing_fidelity.py --clock cpu         # on a CPU other jobs share
 """
 
 from __future__ import annotations
@@ -100,7 +100,14 @@ def main() -> int:
     parser.add_argument("--timing-warmup", type=int, default=5)
     parser.add_argument("--dataset", default="mnist5k")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1, as a search trial that asked Ray for one CPU runs; "
+        "with more, OpenMP's threads wait on each other whenever other work takes a core, and "
+        "timings on a shared machine scatter by several times)",
+    )
     parser.add_argument(
         "--clock",
         default="wall",
