@@ -516,7 +516,17 @@ def _default_evaluate(spec: ArchSpec, settings: dict[str, Any], report) -> dict[
     # Each trial owns the CPUs it asked Ray for; more threads would steal from the trial beside.
     torch.set_num_threads(settings["threads"])
     config = SearchConfig.from_dict(settings["config"]).eval_config()
-    result = evaluate_candidate(spec, config, on_epoch_end=lambda epoch, metrics: report(metrics))
+    data = config.load_data(spec)
+    if data.num_classes != spec.num_classes:
+        # The study identifies candidates by spec; a head sized differently from the space's
+        # would make every stored spec disagree with the net that was trained.
+        raise ConfigError(
+            f"space.num_classes is {spec.num_classes} but dataset {config.dataset!r} has "
+            f"{data.num_classes} classes; set space.num_classes: {data.num_classes}"
+        )
+    result = evaluate_candidate(
+        spec, config, data=data, on_epoch_end=lambda epoch, metrics: report(metrics)
+    )
     return result.to_dict()
 
 
