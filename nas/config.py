@@ -14,10 +14,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from searchspace.errors import EffnasError
 from searchspace.space import SearchSpace
+from searchspace.yamlio import load_yaml_file
 
 __all__ = ["ConfigError", "SearchConfig"]
 
@@ -233,19 +232,5 @@ class SearchConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> SearchConfig:
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except FileNotFoundError:
-            raise ConfigError(f"config file {str(path)!r} does not exist") from None
-        except (IsADirectoryError, PermissionError, UnicodeDecodeError) as error:
-            raise ConfigError(f"config file {str(path)!r} cannot be read: {error}") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(
-                f"{path}: invalid YAML{where}: {getattr(error, 'problem', error)}"
-            ) from None
+        data = load_yaml_file(path, "config", ConfigError)
         return cls.from_dict(data, source=str(path))

@@ -24,10 +24,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-import yaml
-
 from scaling.compound import MAX_EVAL_RESOLUTION, ScalingPlan
 from scaling.errors import ScalingError
+from searchspace.yamlio import load_yaml_file
 
 __all__ = ["DEFAULT_PRESETS", "load_presets", "resolve_variants"]
 
@@ -77,17 +76,7 @@ def load_presets(path: str | Path | None = None) -> dict[str, ScalingPlan]:
     if path is None:
         return presets
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ScalingError(f"presets file {str(path)!r} does not exist") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as error:
-        raise ScalingError(f"presets file {str(path)!r} cannot be read: {error}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise ScalingError(f"{path}: invalid YAML: {problem}") from None
+    data = load_yaml_file(path, "presets", ScalingError)
     if not isinstance(data, Mapping) or not data:
         raise ScalingError(f"{path}: presets must be a mapping of name -> fields, got {data!r}")
     for name, fields in data.items():

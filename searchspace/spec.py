@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from searchspace.errors import SpecError
+from searchspace.yamlio import parse_yaml, read_text_file
 
 __all__ = [
     "BLOCK_TYPES",
@@ -85,29 +86,6 @@ def _check_keys(where: str, data: Mapping[str, Any], allowed: Sequence[str]) -> 
         if key not in allowed:
             prefix = f"{where}." if where else ""
             raise SpecError(f"unknown key {prefix}{key!s} (allowed: {', '.join(allowed)})")
-
-
-class _UniqueKeySafeLoader(yaml.SafeLoader):
-    """``yaml.safe_load``'s loader (same safe constructors), except that a key given twice in one
-    mapping is an error. PyYAML silently keeps the last of two equal keys, which in a spec hides
-    an edit that never takes effect."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue  # `<<: *anchor` merges may be overridden by explicit keys, by design
-            key = self.construct_object(key_node, deep=True)
-            try:
-                duplicate = key in seen
-                seen.add(key)
-            except TypeError:  # an unhashable key; the base constructor reports it
-                continue
-            if duplicate:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )
-        return super().construct_mapping(node, deep=deep)
 
 
 def _required(where: str, data: Mapping[str, Any], names: Sequence[str]) -> None:
@@ -415,13 +393,7 @@ class ArchSpec:
 
     @classmethod
     def from_yaml(cls, text: str, source: str = "<string>") -> ArchSpec:
-        try:
-            data = yaml.load(text, Loader=_UniqueKeySafeLoader)  # safe_load + duplicate keys
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark is not None else ""
-            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-            raise SpecError(f"{source}: invalid YAML{where}: {problem}") from None
+        data = parse_yaml(text, source, SpecError)
         if not isinstance(data, Mapping):
             raise SpecError(f"{source}: a spec must be a YAML mapping, got {data!r}")
         try:
@@ -432,14 +404,7 @@ class ArchSpec:
     @classmethod
     def load(cls, path: str | Path) -> ArchSpec:
         """Read a spec from a YAML file."""
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except FileNotFoundError:
-            raise SpecError(f"spec file {str(path)!r} does not exist") from None
-        except (IsADirectoryError, PermissionError, UnicodeDecodeError) as error:
-            raise SpecError(f"spec file {str(path)!r} cannot be read: {error}") from None
-        return cls.from_yaml(text, source=str(path))
+        return cls.from_yaml(read_text_file(path, "spec", SpecError), source=str(path))
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
