@@ -26,10 +26,9 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from searchspace.errors import EffnasError
 from searchspace.spec import ArchSpec
+from searchspace.yamlio import load_yaml_file
 
 __all__ = [
     "FORMULAS",
@@ -250,12 +249,7 @@ def load_schedule(name_or_path: str, size: str = "s") -> ProgressiveSchedule:
             f"--progressive {name_or_path!r} is neither a preset "
             f"({', '.join(PRESETS)}, off) nor an existing YAML file"
         )
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ScheduleError(f"{path}: invalid YAML: {getattr(error, 'problem', error)}") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ScheduleError(f"{path}: cannot be read: {error}") from None
+    data = load_yaml_file(path, "schedule", ScheduleError)
     return ProgressiveSchedule.from_dict(data, source=str(path))
 
 
