@@ -47,6 +47,13 @@ def conv_bn_act(
     )
 
 
+def _squeeze_excite(channels: int, in_channels: int, se_ratio: float) -> nn.Module:
+    """SE on the block's hidden width, squeezed to a width taken from its input; or nothing."""
+    if se_ratio <= 0:
+        return nn.Identity()
+    return SqueezeExcitation(channels, squeeze_channels(in_channels, se_ratio), activation=nn.SiLU)
+
+
 def _drop_path(rate: float, has_skip: bool) -> nn.Module:
     # Stochastic depth drops the residual branch per sample, so it only exists with a residual.
     return StochasticDepth(rate, mode="row") if has_skip and rate > 0 else nn.Identity()
@@ -75,11 +82,7 @@ class MBConv(nn.Module):
             conv_bn_act(in_channels, mid, 1, **bn) if mid != in_channels else nn.Identity()
         )
         self.conv_dw = conv_bn_act(mid, mid, kernel, stride, groups=mid, **bn)
-        self.se = (
-            SqueezeExcitation(mid, squeeze_channels(in_channels, se_ratio), activation=nn.SiLU)
-            if se_ratio > 0
-            else nn.Identity()
-        )
+        self.se = _squeeze_excite(mid, in_channels, se_ratio)
         self.conv_pwl = conv_bn_act(mid, out_channels, 1, activation=False, **bn)
         self.drop_path = _drop_path(drop_path_rate, self.has_skip)
 
@@ -119,11 +122,7 @@ class FusedMBConv(nn.Module):
         fused_only = expand_ratio == 1
         mid = out_channels if fused_only else int(in_channels * expand_ratio)
         self.conv_exp = conv_bn_act(in_channels, mid, kernel, stride, **bn)
-        self.se = (
-            SqueezeExcitation(mid, squeeze_channels(in_channels, se_ratio), activation=nn.SiLU)
-            if se_ratio > 0
-            else nn.Identity()
-        )
+        self.se = _squeeze_excite(mid, in_channels, se_ratio)
         self.conv_pwl = (
             nn.Identity()
             if fused_only
