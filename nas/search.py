@@ -494,6 +494,9 @@ def run_search(
                     scheduler=scheduler,
                     num_samples=config.trials,
                     max_concurrent_trials=config.concurrent,
+                    # A trial's worker goes on to the next trial: torch, the dataset and the
+                    # reference timing are loaded once per worker, not once per candidate.
+                    reuse_actors=True,
                 ),
                 run_config=tune.RunConfig(
                     name=TUNE_DIR,
@@ -507,6 +510,25 @@ def run_search(
     return _finish(config, storage, log)
 
 
+#: Datasets loaded by this worker process. Tune reuses a worker for the next trial
+#: (``reuse_actors``), so each worker reads the dataset once, not once per candidate.
+_DATA_CACHE: dict[tuple, Any] = {}
+
+
+def _load_data_once(config, spec: ArchSpec):
+    key = (
+        config.dataset,
+        config.image_size_for(spec),
+        config.seed,
+        config.heldout_fraction,
+        config.max_train_images,
+    )
+    if key not in _DATA_CACHE:
+        _DATA_CACHE.clear()  # one search, one dataset: keep memory flat
+        _DATA_CACHE[key] = config.load_data(spec)
+    return _DATA_CACHE[key]
+
+
 def _default_evaluate(spec: ArchSpec, settings: dict[str, Any], report) -> dict[str, Any]:
     """Evaluate a candidate with :mod:`nas.evaluate`, reporting each epoch to Tune (for ASHA)."""
     import torch
@@ -516,7 +538,7 @@ def _default_evaluate(spec: ArchSpec, settings: dict[str, Any], report) -> dict[
     # Each trial owns the CPUs it asked Ray for; more threads would steal from the trial beside.
     torch.set_num_threads(settings["threads"])
     config = SearchConfig.from_dict(settings["config"]).eval_config()
-    data = config.load_data(spec)
+    data = _load_data_once(config, spec)
     if data.num_classes != spec.num_classes:
         # The study identifies candidates by spec; a head sized differently from the space's
         # would make every stored spec disagree with the net that was trained.
