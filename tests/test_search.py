@@ -74,13 +74,17 @@ def fake_record(spec: ArchSpec, accuracy: float) -> dict:
 
 
 def faulty_evaluate(spec: ArchSpec, settings: dict, report) -> dict:
-    """Raises for stage-1 kernel 5, NaN loss for fused stage 2, else a deterministic record."""
-    from nas.train import NonFiniteLossError
-
+    """Stage-1 kernel 5 raises; a fused stage 2 fails as a NaN loss does in ``nas.evaluate``
+    (a failed record, with the loss's reason); anything else gets a deterministic record."""
     if spec.stages[0].kernel == 5:
         raise RuntimeError("candidate exploded on purpose")
     if spec.stages[1].block == "fused":
-        raise NonFiniteLossError("loss became nan at epoch 1, step 3")
+        return {
+            "spec": spec.to_string(),
+            "hash": spec.hash,
+            "status": "failed",
+            "failure": "loss became nan at epoch 1, step 3",
+        }
     record = fake_record(spec, accuracy=0.5 + 0.01 * spec.stages[0].repeats)
     report({"accuracy": record["accuracy"], "reward": record["reward"]})
     return record
@@ -107,6 +111,8 @@ def test_failing_candidates_are_recorded_and_the_search_finishes(tmp_path):
             assert trial.state == optuna.trial.TrialState.COMPLETE
             assert trial.values[0] == pytest.approx(trial.user_attrs["reward"])
             assert trial.user_attrs["params"] > 0
+    failures = " ".join(t.user_attrs.get("failure", "") for t in trials)
+    assert "exploded on purpose" in failures and "loss became nan" in failures  # both kinds ran
     assert outcome.finished + outcome.failed == 8
     assert len(PROGRESS.findall("\n".join(lines))) == 8
     assert any("FAILED" in line for line in lines)
