@@ -362,3 +362,27 @@ def test_progress_format_handles_failures():
 
     line = _format_line(3, 12, {"spec": "stem8", "status": "failed", "failure": "boom"})
     assert line == "[3/12] stem8  FAILED: boom"
+
+
+def slow_learner_evaluate(spec: ArchSpec, settings: dict, report) -> dict:
+    """Three epochs; accuracy grows with the first stage's depth, so ASHA has losers to stop."""
+    record = fake_record(spec, accuracy=0.3 + 0.2 * spec.stages[0].repeats)
+    for epoch in (1, 2, 3):
+        accuracy = record["accuracy"] * epoch / 3
+        report({"accuracy": accuracy, "reward": accuracy, "epoch": epoch})
+    return record
+
+
+@pytest.mark.slow
+def test_asha_stops_weak_candidates_and_keeps_their_figures(tmp_path):
+    config = small_config(tmp_path, trials=8, concurrent=1, epochs=3, early_stopping=True)
+    outcome = run_search(config, evaluate=slow_learner_evaluate, log=lambda line: None)
+    trials = optuna.load_study(study_name="t", storage=config.storage_url).get_trials()
+    states = {t.state for t in trials}
+    assert optuna.trial.TrialState.PRUNED in states  # ASHA stopped someone
+    assert optuna.trial.TrialState.COMPLETE in states
+    for trial in trials:
+        if trial.state == optuna.trial.TrialState.PRUNED:
+            assert trial.user_attrs["status"] == "stopped"
+            assert trial.user_attrs["accuracy"] > 0  # the figures it reached are kept
+    assert outcome.best_spec is not None
