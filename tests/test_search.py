@@ -386,3 +386,37 @@ def test_asha_stops_weak_candidates_and_keeps_their_figures(tmp_path):
             assert trial.user_attrs["status"] == "stopped"
             assert trial.user_attrs["accuracy"] > 0  # the figures it reached are kept
     assert outcome.best_spec is not None
+
+
+def steady_evaluate(spec: ArchSpec, settings: dict, report) -> dict:
+    record = fake_record(spec, accuracy=0.5 + 0.1 * spec.stages[0].repeats)
+    report({"accuracy": record["accuracy"], "reward": record["reward"]})
+    return record
+
+
+@pytest.mark.slow
+def test_a_spec_already_evaluated_is_not_trained_again(tmp_path):
+    # A space of exactly two architectures: five trials must repeat some.
+    space = {
+        **SMALL_SPACE,
+        "blocks": ["fused"],
+        "expand_ratios": [1],
+        "kernels": [3],
+        "fused_se_ratios": [0.0],
+        "stages": [
+            {"out_channels": 8, "stride": 1, "repeats": [1, 2]},
+            {"out_channels": 16, "stride": 2, "repeats": 1},
+        ],
+    }
+    config = small_config(tmp_path, trials=5, concurrent=1, space=space)
+    run_search(config, evaluate=steady_evaluate, log=lambda line: None)
+    trials = optuna.load_study(study_name="t", storage=config.storage_url).get_trials()
+    evaluated = [t for t in trials if "reused_from" not in t.user_attrs]
+    reused = [t for t in trials if "reused_from" in t.user_attrs]
+    assert len({t.user_attrs["hash"] for t in trials}) == len(evaluated) == 2
+    assert len(reused) == 3
+    by_number = {t.number: t for t in trials}
+    for trial in reused:
+        original = by_number[trial.user_attrs["reused_from"]]
+        assert trial.user_attrs["hash"] == original.user_attrs["hash"]
+        assert trial.values == original.values
