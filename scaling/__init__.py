@@ -11,6 +11,9 @@ by their published coefficients (automl ``effnetv2_configs.py``), not as copied 
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from scaling.budget import BudgetResult, Measure, scale_to_budget
 from scaling.compound import (
     DROPOUT_STEPS,
@@ -21,11 +24,24 @@ from scaling.compound import (
     scale_spec,
 )
 from scaling.errors import ScalingError
-from scaling.measures import spec_flops, spec_parameters
 from scaling.presets import DEFAULT_PRESETS, load_presets, resolve_variants
 from scaling.rounding import round_filters, round_repeats, round_resolution
 from searchspace.catalog import load_arch, register_derived
 from searchspace.spec import ArchSpec
+
+if TYPE_CHECKING:
+    from scaling.measures import spec_flops, spec_parameters
+
+
+def __getattr__(name: str) -> Any:
+    # The measures build nets with torch; loading them on first use keeps `import scaling` (which
+    # the catalog does to list B1..B3) and the `nas` command's start-up free of torch.
+    if name in ("spec_flops", "spec_parameters"):
+        value = getattr(importlib.import_module("scaling.measures"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'scaling' has no attribute {name!r}")
+
 
 __all__ = [
     "B_SERIES",
