@@ -39,13 +39,6 @@ OBJECTIVES = {
     "reward": (("reward", "maximize"),),
     "pareto": (("accuracy", "maximize"), ("step_time_norm", "minimize"), ("params", "minimize")),
 }
-#: The figures of a trial stored as Optuna user attributes (the agreed record schema).
-RECORD_KEYS = (
-    "spec", "hash", "name", "accuracy", "step_time_ms", "step_time_spread_ms",
-    "reference_step_time_ms", "step_time_norm", "images_per_second", "params", "params_norm",
-    "flops", "peak_memory_mb", "reward", "device", "epochs", "image_size", "batch_size",
-    "train_seconds", "duration_s", "status", "failure",
-)  # fmt: skip
 TUNE_DIR = "tune"
 CONFIG_FILE = "config.yaml"
 
@@ -186,6 +179,9 @@ def _make_searcher(config: SearchConfig, storage):
     from optuna.trial import TrialState
     from ray.tune.search.optuna import OptunaSearch
 
+    # The figures stored on each Optuna trial: the evaluation's record, key for key.
+    from nas.evaluate import RESULT_KEYS
+
     class StudySearch(OptunaSearch):
         """``OptunaSearch`` that stores each trial's spec and figures on the Optuna trial.
 
@@ -207,7 +203,7 @@ def _make_searcher(config: SearchConfig, storage):
             for previous in done:
                 if previous.user_attrs.get("hash") == spec.hash:
                     cached = {
-                        k: previous.user_attrs[k] for k in RECORD_KEYS if k in previous.user_attrs
+                        k: previous.user_attrs[k] for k in RESULT_KEYS if k in previous.user_attrs
                     }
                     params["cached"] = {**cached, "reused_from": previous.number}
                     break
@@ -224,7 +220,7 @@ def _make_searcher(config: SearchConfig, storage):
                 self._completed_trials.add(trial_id)
                 return
             result = result or {}
-            for key in (*RECORD_KEYS, "reused_from"):
+            for key in (*RESULT_KEYS, "reused_from"):
                 value = result.get(key)
                 if value is not None and not (isinstance(value, float) and math.isnan(value)):
                     ot_trial.set_user_attr(key, value)
@@ -456,7 +452,8 @@ def run_search(
     settings = {
         "metric_names": metric_names,
         "evaluate": evaluate or _default_evaluate,
-        "config": config.to_dict(),
+        # Built and validated once on the driver; every trial uses it as it is.
+        "eval_config": config.eval_config(),
         "threads": max(1, int(config.resources.cpus)),
     }
     resources = {"cpu": config.resources.cpus, "gpu": config.resources.gpus}
@@ -537,7 +534,7 @@ def _default_evaluate(spec: ArchSpec, settings: dict[str, Any], report) -> dict[
 
     # Each trial owns the CPUs it asked Ray for; more threads would steal from the trial beside.
     torch.set_num_threads(settings["threads"])
-    config = SearchConfig.from_dict(settings["config"]).eval_config()
+    config = settings["eval_config"]
     data = _load_data_once(config, spec)
     if data.num_classes != spec.num_classes:
         # The study identifies candidates by spec; a head sized differently from the space's

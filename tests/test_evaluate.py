@@ -114,12 +114,6 @@ def test_record_has_exactly_the_schema_and_consistent_figures(tiny_spec):
     assert 0 < record["train_seconds"] < record["duration_s"]
 
 
-def test_record_keys_match_what_the_search_stores():
-    from nas.search import RECORD_KEYS
-
-    assert tuple(RECORD_KEYS) == RESULT_KEYS
-
-
 def test_small_net_learns_mnist5k_and_same_seed_gives_same_accuracy(tiny_spec):
     # The embedded dataset, on the CPU: 2 epochs of 4,500 real MNIST digits at 32 px.
     config = quick_config(dataset="mnist5k", image_size=32, batch_size=64, epochs=2)
