@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from searchspace.checks import check_choice
 from searchspace.errors import EffnasError
 from searchspace.space import SearchSpace
 from searchspace.yamlio import load_yaml_file
@@ -122,12 +123,8 @@ class SearchConfig:
         _positive_int("max_failures", self.max_failures, 0)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ConfigError(f"seed must be an integer, got {self.seed!r}")
-        if self.objective not in OBJECTIVES:
-            raise ConfigError(
-                f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}"
-            )
-        if self.sampler not in SAMPLERS:
-            raise ConfigError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+        check_choice("objective", self.objective, OBJECTIVES, ConfigError)
+        check_choice("sampler", self.sampler, SAMPLERS, ConfigError)
         _number("reward_w", self.reward_w)
         _number("reward_v", self.reward_v)
         if not isinstance(self.early_stopping, bool):

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import torch
 
+from searchspace.checks import check_choice
 from searchspace.errors import EffnasError
 
 __all__ = [
@@ -69,8 +70,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     Raises:
         EffnasError: an unknown precision.
     """
-    if precision not in PRECISIONS:
-        raise EffnasError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    check_choice("precision", precision, PRECISIONS, EffnasError)
     if precision == "auto":
         return "bf16" if device.type == "cuda" else "fp32"
     return precision

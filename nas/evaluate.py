@@ -40,6 +40,7 @@ from nas.train import (
     train,
 )
 from searchspace import ArchSpec, build_model, count_flops, count_parameters, load_arch
+from searchspace.checks import check_choice, check_int
 from searchspace.errors import EffnasError
 
 __all__ = ["RESULT_KEYS", "ConfigError", "EvalConfig", "EvalResult", "evaluate_candidate"]
@@ -47,11 +48,6 @@ __all__ = ["RESULT_KEYS", "ConfigError", "EvalConfig", "EvalResult", "evaluate_c
 
 class ConfigError(EffnasError, ValueError):
     """An evaluation setting that is out of range; the message names the field and the value."""
-
-
-def _integer(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an integer of at least {minimum}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -115,38 +111,26 @@ class EvalConfig:
         if not isinstance(self.dataset, str) or not self.dataset:
             raise ConfigError(f"dataset must be NAME[:PATH], got {self.dataset!r}")
         if self.image_size is not None:
-            _integer("image_size", self.image_size, 1)
-        _integer("batch_size", self.batch_size, 1)
-        _integer("epochs", self.epochs, 1)
-        _integer("seed", self.seed, 0)
-        _integer("timing_steps", self.timing_steps, 1)
-        _integer("timing_warmup", self.timing_warmup, 0)
-        if self.timing_clock not in CLOCKS:
-            raise ConfigError(
-                f"timing_clock must be one of {', '.join(CLOCKS)}, got {self.timing_clock!r}"
-            )
+            check_int("image_size", self.image_size, 1, ConfigError)
+        check_int("batch_size", self.batch_size, 1, ConfigError)
+        check_int("epochs", self.epochs, 1, ConfigError)
+        check_int("seed", self.seed, 0, ConfigError)
+        check_int("timing_steps", self.timing_steps, 1, ConfigError)
+        check_int("timing_warmup", self.timing_warmup, 0, ConfigError)
+        check_choice("timing_clock", self.timing_clock, CLOCKS, ConfigError)
         if self.num_workers is not None:
-            _integer("num_workers", self.num_workers, 0)
+            check_int("num_workers", self.num_workers, 0, ConfigError)
         if self.max_train_images is not None:
-            _integer("max_train_images", self.max_train_images, 1)
+            check_int("max_train_images", self.max_train_images, 1, ConfigError)
         if self.lr is not None and (
             isinstance(self.lr, bool)
             or not isinstance(self.lr, (int, float))
             or not (math.isfinite(self.lr) and self.lr > 0)
         ):
             raise ConfigError(f"lr must be a positive number, got {self.lr!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(
-                f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
-            )
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(
-                f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"
-            )
-        if self.precision not in PRECISIONS:
-            raise ConfigError(
-                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
-            )
+        check_choice("optimizer", self.optimizer, OPTIMIZERS, ConfigError)
+        check_choice("schedule", self.schedule, SCHEDULES, ConfigError)
+        check_choice("precision", self.precision, PRECISIONS, ConfigError)
         fraction = self.heldout_fraction
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
             raise ConfigError(f"heldout_fraction must be a number in (0, 1), got {fraction!r}")

@@ -26,6 +26,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from searchspace.checks import check_choice
 from searchspace.errors import EffnasError
 from searchspace.spec import ArchSpec
 from searchspace.yamlio import load_yaml_file
@@ -105,10 +106,7 @@ class ProgressiveSchedule:
     def __post_init__(self) -> None:
         if isinstance(self.stages, bool) or not isinstance(self.stages, int) or self.stages < 1:
             raise ScheduleError(f"stages must be an integer >= 1, got {self.stages!r}")
-        if self.formula not in FORMULAS:
-            raise ScheduleError(
-                f"formula must be one of {', '.join(FORMULAS)}, got {self.formula!r}"
-            )
+        check_choice("formula", self.formula, FORMULAS, ScheduleError)
         if not isinstance(self.fixed_dropout, bool):
             raise ScheduleError(f"fixed_dropout must be true or false, got {self.fixed_dropout!r}")
         for name in _RANGES:
@@ -240,8 +238,7 @@ def load_schedule(name_or_path: str, size: str = "s") -> ProgressiveSchedule:
     """A preset (``paper`` or ``reference``, for net size ``s``, ``m`` or ``l``) or a YAML file."""
     if name_or_path in PRESETS:
         presets = PRESETS[name_or_path]
-        if size not in presets:
-            raise ScheduleError(f"size must be one of {', '.join(presets)}, got {size!r}")
+        check_choice("size", size, presets, ScheduleError)
         return presets[size]
     path = Path(name_or_path)
     if not path.exists():

@@ -43,6 +43,7 @@ from torch import nn
 
 from nas.device import device_name, memory_format_for, resolve_device, resolve_precision
 from nas.train import TrainConfig, build_optimizer, make_loss, scaled_lr, train_step
+from searchspace.checks import check_choice
 from searchspace.errors import EffnasError
 
 __all__ = [
@@ -252,8 +253,7 @@ def time_train_step(
     _check_positive("num_classes", num_classes)
     _check_positive("steps", steps)
     _check_positive("warmup", warmup, minimum=0)
-    if clock not in CLOCKS:
-        raise EffnasError(f"clock must be one of {', '.join(CLOCKS)}, got {clock!r}")
+    check_choice("clock", clock, CLOCKS, EffnasError)
     target = resolve_device(device)
     precision = resolve_precision(precision, target)
     memory_format = memory_format_for(target)

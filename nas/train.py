@@ -32,6 +32,7 @@ from torch.optim.lr_scheduler import (
 from torch.utils.data import DataLoader
 
 from nas.device import autocast, memory_format_for, resolve_precision
+from searchspace.checks import check_choice
 from searchspace.errors import EffnasError
 
 __all__ = [
@@ -138,14 +139,8 @@ class TrainConfig:
         positive("lr", self.lr)
         positive("decay_rate", self.decay_rate)
         positive("decay_epochs", self.decay_epochs)
-        if self.optimizer not in OPTIMIZERS:
-            raise EffnasError(
-                f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
-            )
-        if self.schedule not in SCHEDULES:
-            raise EffnasError(
-                f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"
-            )
+        check_choice("optimizer", self.optimizer, OPTIMIZERS, EffnasError)
+        check_choice("schedule", self.schedule, SCHEDULES, EffnasError)
         for name, low, high in (
             ("weight_decay", 0.0, math.inf),
             ("momentum", 0.0, 1.0),

@@ -68,6 +68,7 @@ from nas.train import (
     train_one_epoch,
 )
 from searchspace import ArchSpec, EfficientNetV2, build_model
+from searchspace.checks import check_choice, check_int
 from searchspace.errors import EffnasError, SpecError, WeightsError
 from searchspace.weights import load_torchvision_weights, read_weights, save_weights
 
@@ -102,11 +103,6 @@ class TrainError(EffnasError, ValueError):
 
 class CheckpointError(EffnasError):
     """A checkpoint that cannot be read, or that belongs to another spec or config."""
-
-
-def _integer(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise TrainError(f"{name} must be an integer of at least {minimum}, got {value!r}")
 
 
 def _split_init(init: str) -> tuple[str, str]:
@@ -172,30 +168,21 @@ class TrainerConfig:
         if not isinstance(self.schedule, ProgressiveSchedule):
             raise TrainError(f"schedule must be a ProgressiveSchedule, got {self.schedule!r}")
         parse_dataset_spec(self.dataset)  # an unknown name fails here, before anything loads
-        _integer("epochs", self.epochs, 1)
+        check_int("epochs", self.epochs, 1, TrainError)
         if self.epochs < self.schedule.stages:
             raise TrainError(
                 f"epochs must be at least the number of stages ({self.schedule.stages}), "
                 f"got {self.epochs}"
             )
-        _integer("batch_size", self.batch_size, 1)
-        _integer("seed", self.seed, 0)
+        check_int("batch_size", self.batch_size, 1, TrainError)
+        check_int("seed", self.seed, 0, TrainError)
         if self.num_workers is not None:
-            _integer("num_workers", self.num_workers, 0)
+            check_int("num_workers", self.num_workers, 0, TrainError)
         if self.max_train_images is not None:
-            _integer("max_train_images", self.max_train_images, 1)
-        if self.optimizer not in OPTIMIZERS:
-            raise TrainError(
-                f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
-            )
-        if self.lr_schedule not in SCHEDULES:
-            raise TrainError(
-                f"lr_schedule must be one of {', '.join(SCHEDULES)}, got {self.lr_schedule!r}"
-            )
-        if self.precision not in PRECISIONS:
-            raise TrainError(
-                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
-            )
+            check_int("max_train_images", self.max_train_images, 1, TrainError)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS, TrainError)
+        check_choice("lr_schedule", self.lr_schedule, SCHEDULES, TrainError)
+        check_choice("precision", self.precision, PRECISIONS, TrainError)
         decay = self.ema_decay
         if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay < 1:
             raise TrainError(f"ema_decay must be in [0, 1), got {decay!r}")
