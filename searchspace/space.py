@@ -117,6 +117,12 @@ class StageChoices:
 
 
 _STAGE_KEYS = [f.name for f in fields(StageChoices)]
+_ARCH_DEFAULTS = {f.name: f.default for f in fields(ArchSpec)}
+#: ArchSpec fields a space fixes for every spec it samples (everything but the stages).
+_FIXED_FIELDS = (
+    "stem_channels", "head_channels", "num_classes", "dropout", "drop_path_rate",
+    "train_resolution", "eval_resolution", "bn_eps", "bn_momentum",
+)  # fmt: skip
 _SHARED_KEYS = ["blocks", "kernels", "expand_ratios", "se_ratios", "fused_se_ratios"]
 
 
@@ -130,14 +136,15 @@ class SearchSpace:
 
     stem_channels: int
     stages: tuple[StageChoices, ...]
-    head_channels: int = 1280
-    num_classes: int = 1000
-    dropout: float = 0.2
-    drop_path_rate: float = 0.2
-    train_resolution: int = 224
-    eval_resolution: int = 224
-    bn_eps: float = 1e-3
-    bn_momentum: float = 0.1
+    # The fixed fields default to ArchSpec's own defaults, so the two cannot drift apart.
+    head_channels: int = _ARCH_DEFAULTS["head_channels"]
+    num_classes: int = _ARCH_DEFAULTS["num_classes"]
+    dropout: float = _ARCH_DEFAULTS["dropout"]
+    drop_path_rate: float = _ARCH_DEFAULTS["drop_path_rate"]
+    train_resolution: int = _ARCH_DEFAULTS["train_resolution"]
+    eval_resolution: int = _ARCH_DEFAULTS["eval_resolution"]
+    bn_eps: float = _ARCH_DEFAULTS["bn_eps"]
+    bn_momentum: float = _ARCH_DEFAULTS["bn_momentum"]
     name: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -238,18 +245,8 @@ class SearchSpace:
     # -- sampling -------------------------------------------------------------------------------
 
     def _spec(self, stages: Sequence[StageSpec]) -> ArchSpec:
-        return ArchSpec(
-            stages=tuple(stages),
-            stem_channels=self.stem_channels,
-            head_channels=self.head_channels,
-            num_classes=self.num_classes,
-            dropout=self.dropout,
-            drop_path_rate=self.drop_path_rate,
-            train_resolution=self.train_resolution,
-            eval_resolution=self.eval_resolution,
-            bn_eps=self.bn_eps,
-            bn_momentum=self.bn_momentum,
-        )
+        fixed = {name: getattr(self, name) for name in _FIXED_FIELDS}
+        return ArchSpec(stages=tuple(stages), **fixed)
 
     def suggest(self, trial: _Trial) -> ArchSpec:
         """Draw a spec from an Optuna trial (define-by-run); parameter names are ``s<i>_<field>``.
