@@ -378,7 +378,7 @@ def _ray_address(address: str | None) -> str | None:
 
 
 @contextlib.contextmanager
-def _ray_session(address: str | None, config: SearchConfig) -> Iterator[None]:
+def _ray_session(address: str | None) -> Iterator[None]:
     """Connect to a cluster (``--address`` or ``RAY_ADDRESS``) or start Ray here on 127.0.0.1."""
     address = _ray_address(address)
     if not address:
@@ -468,7 +468,7 @@ def run_search(
         f"nas search: study {config.study!r}, {config.trials} trials, {config.concurrent} at a "
         f"time, objective {config.objective}, storage {config.storage_url}"
     )
-    with _ray_session(address, config):
+    with _ray_session(address):
         if resume:
             tuner = tune.Tuner.restore(
                 str(tune_dir), trainable=trainable, resume_unfinished=True, resume_errored=True

@@ -137,9 +137,8 @@ PROGRESS = re.compile(r"^\[\d+/\d+\] .*$", re.MULTILINE)  # one line per finishe
 LOOPBACK = ("127.0.0.1:", "[::ffff:127.0.0.1]:", "[::1]:")
 
 
-def test_local_ray_listens_on_loopback_only(tmp_path):
-    config = small_config(tmp_path)
-    with _ray_session(None, config):
+def test_local_ray_listens_on_loopback_only():
+    with _ray_session(None):
         addresses = ray_listening_addresses()
     assert addresses
     assert [a for a in addresses if not a.startswith(LOOPBACK)] == []
