@@ -26,8 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nas.config import SearchConfig
+    from nas.config import ConfigError, SearchConfig
     from nas.search import run_search
+    from searchspace.errors import EffnasError
 
     config = SearchConfig.load(args.config)
     overrides = {
@@ -39,9 +40,6 @@ def run(args: argparse.Namespace) -> int:
     }
     changes = {key: value for key, value in overrides.items() if value is not None}
     if changes:
-        from nas.config import ConfigError
-        from searchspace.errors import EffnasError
-
         try:
             config = config.replace(**changes)
         except EffnasError as error:
