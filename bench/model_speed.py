@@ -2,9 +2,9 @@
 
 Both nets are the same network from the same ``torchvision.ops`` pieces, so effnas' S should
 train no slower than torchvision's. Each step is the step training runs
-(``nas.train.train_step``: zero grads, forward, label-smoothed cross-entropy, backward, the paper's
-RMSProp step) in fp32 on the CPU, at batch 8 and 128 px, with the default (contiguous) memory
-format and with channels_last. effnas' S gets torchvision's weights (``nas weights import``'s
+(``nas.train.loop.train_step``: zero grads, forward, label-smoothed cross-entropy, backward, the
+paper's RMSProp step) in fp32 on the CPU, at batch 8 and 128 px, with the default (contiguous)
+memory format and with channels_last. effnas' S gets torchvision's weights (``nas weights import``'s
 code path), so both compute the same numbers: a difference in speed cannot come from different
 values (denormals, say).
 
@@ -36,7 +36,9 @@ import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nas.train import TrainConfig, build_optimizer, make_loss, train_step
+from nas.train.loop import train_step
+from nas.train.optim import build_optimizer, make_loss
+from nas.train.recipe import Recipe
 from searchspace import build_model, count_parameters, load_arch, load_torchvision_weights
 
 FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
@@ -69,7 +71,7 @@ def main() -> int:
         probe = torch.randn(2, 3, 64, 64)
         same = (ours.eval()(probe) - reference.eval()(probe)).abs().max().item()
 
-    config = TrainConfig(precision="fp32")
+    config = Recipe(precision="fp32")
     loss_fn = make_loss(config)
     device = torch.device("cpu")
     generator = torch.Generator().manual_seed(args.seed)

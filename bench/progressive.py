@@ -4,7 +4,7 @@ The paper (Tan and Le 2021, sec. 4 and Table 7) reports that progressive learnin
 regularization reaches equal or better accuracy in about half the training time of fixed-size
 training. This script trains the same small net on the embedded real dataset (``mnist5k``: 5,000
 MNIST digits, 28 px, upsampled) for the same number of epochs three ways, with
-:func:`nas.trainer.train_progressive`, the code ``nas train`` runs:
+:func:`nas.train.progressive.train_progressive`, the code ``nas train`` runs:
 
 - ``progressive``: M stages, image size from ``--min-size`` to ``--max-size``, RandAugment,
   Mixup and dropout growing with it (the paper's formula);
@@ -40,8 +40,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nas.progressive import ProgressiveSchedule, Range
-from nas.trainer import TrainerConfig, train_progressive
+from nas.train.config import ProgressiveConfig
+from nas.train.progressive import train_progressive
+from nas.train.schedule import ProgressiveSchedule, Range
 from searchspace import ArchSpec, StageSpec, build_model, count_flops, count_parameters
 
 RUNS = ("progressive", "fixed", "fixed-ramp")
@@ -86,7 +87,7 @@ def schedules(args: argparse.Namespace) -> dict[str, ProgressiveSchedule]:
 def run_once(
     name: str, schedule: ProgressiveSchedule, args: argparse.Namespace, *, quiet: bool = False
 ) -> dict[str, Any]:
-    config = TrainerConfig(
+    config = ProgressiveConfig(
         dataset="mnist5k",
         epochs=args.epochs,
         schedule=schedule,

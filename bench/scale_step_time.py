@@ -1,6 +1,6 @@
 """Budget scaling to a step-time target on this machine: does the chosen net hit it within 10%?
 
-1. Time the base's training step (``nas.timing.time_train_step``, the step training runs).
+1. Time the base's training step (``nas.evaluate.timing.time_train_step``, the step training runs).
 2. Ask :func:`scaling.scale_to_budget` for the point on the compound path whose step time is
    ``--factor`` times the base's (the search measures each candidate with ``--steps`` steps).
 3. Measure the chosen spec again, independently: a freshly built net, another seed, more steps
@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nas.timing import time_train_step
+from nas.evaluate.timing import StepSetup, time_train_step
 from scaling import scale_to_budget, spec_parameters
 from searchspace import ArchSpec, build_model, load_arch
 
@@ -64,14 +64,16 @@ def main() -> int:
         torch.manual_seed(seed)
         timing = time_train_step(
             build_model(spec),
-            batch_size=args.batch_size,
-            image_size=spec.train_resolution,
-            num_classes=spec.num_classes,
-            device=args.device,
-            steps=steps,
-            warmup=3,
+            StepSetup(
+                batch_size=args.batch_size,
+                image_size=spec.train_resolution,
+                num_classes=spec.num_classes,
+                device=args.device,
+                steps=steps,
+                warmup=3,
+                clock=args.clock,
+            ),
             seed=seed,
-            clock=args.clock,
         )
         print(
             f"  timed {spec.to_string()[:60]}... {spec.train_resolution}px: "

@@ -1,11 +1,12 @@
 """Is the short step timing trustworthy? Repeatability, and ranking against real training.
 
-1. Repeatability: one net's step is timed ``--repeats`` times over (``nas.timing``, exactly as a
-   search trial times it); the coefficient of variation of the medians says how well they agree.
+1. Repeatability: one net's step is timed ``--repeats`` times over (``nas.evaluate.timing``,
+   exactly as a search trial times it); the coefficient of variation of the medians says how well
+   they agree.
 2. Fidelity: ``--specs`` random nets from a small MBConv/Fused-MBConv space (block type, kernel,
    expansion, repeats and SE per stage, on a fixed 5-stage backbone) are each timed the short way,
    then trained for one full epoch on the search split of ``--dataset`` with the real training
-   loop (``nas.train.train_one_epoch``: data loading, transfers and the per-step NaN check
+   loop (``nas.train.loop.train_one_epoch``: data loading, transfers and the per-step NaN check
    included). Spearman's rho between the short timing and the real per-step time (epoch wall time
    / steps) must be at least 0.9. The same rank correlation is reported for FLOPs (fvcore) and
    parameters against the real per-step time: the gap between those and the timing's is why a
@@ -36,16 +37,11 @@ from scipy.stats import spearmanr
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nas.data import load_dataset
-from nas.device import device_name, resolve_device
-from nas.timing import time_train_step
-from nas.train import (
-    TrainConfig,
-    build_optimizer,
-    build_scheduler,
-    make_loss,
-    scaled_lr,
-    train_one_epoch,
-)
+from nas.evaluate.timing import StepSetup, time_train_step
+from nas.train.device import device_name, resolve_device
+from nas.train.loop import train_one_epoch
+from nas.train.optim import build_optimizer, build_scheduler, make_loss
+from nas.train.recipe import Recipe
 from searchspace import build_model, count_flops, count_parameters
 from searchspace.space import SearchSpace
 
@@ -77,7 +73,7 @@ def _epoch_step_ms(spec, data, args, device) -> tuple[float, int]:
     """Real per-step time over one full training epoch: epoch time / steps, on ``--clock``."""
     torch.manual_seed(args.seed)
     model = build_model(spec).to(device)
-    config = TrainConfig(epochs=1, lr=scaled_lr("rmsprop", args.batch_size))
+    config = Recipe(epochs=1, batch_size=args.batch_size)
     optimizer = build_optimizer(model, config)
     loader = data.train_loader(args.batch_size, seed=args.seed)
     scheduler = build_scheduler(optimizer, config, len(loader))
@@ -160,7 +156,7 @@ def main() -> int:
     middle = sorted(range(len(specs)), key=flops.__getitem__)[len(specs) // 2]
     medians = []
     for _ in range(args.repeats):
-        timing = time_train_step(build_model(specs[middle]), **timing_args)
+        timing = time_train_step(build_model(specs[middle]), StepSetup(**timing_args))
         medians.append(timing.median_ms)
     cv = statistics.stdev(medians) / statistics.mean(medians) if len(medians) > 1 else 0.0
     print(
@@ -180,7 +176,7 @@ def main() -> int:
     print(header, flush=True)
     rows = []
     for index, (spec, spec_flops) in enumerate(zip(specs, flops, strict=True)):
-        timing = time_train_step(build_model(spec), **timing_args)
+        timing = time_train_step(build_model(spec), StepSetup(**timing_args))
         epoch_ms, steps = _epoch_step_ms(spec, data, args, device)
         row = {
             "spec": spec.to_string(),

@@ -1,5 +1,14 @@
 """Pareto fronts, tables, reports and dashboards read from a search's Optuna storage.
 
+- :mod:`results.schema`: the result record every trial stores, and which way each metric is
+  better; :mod:`results.storage`: the one opener of a study's storage;
+- :mod:`results.study`: a study as a pandas DataFrame; :mod:`results.pareto`: non-dominated
+  sorting; :mod:`results.tables`, :mod:`results.figures`, :mod:`results.report`,
+  :mod:`results.dashboard`: what users look at.
+
+This package reads studies (the dashboard adds notes and figures to one); it must never run a
+search, train or time anything, and it imports no torch.
+
 Typical use (also what ``nas front``, ``nas report`` and ``nas dashboard`` do)::
 
     from results import load_study_frame, pareto_front, format_front
@@ -11,27 +20,34 @@ Typical use (also what ``nas front``, ``nas report`` and ``nas dashboard`` do)::
 from __future__ import annotations
 
 from results.errors import ResultsError
-from results.metrics import DEFAULT_OBJECTIVES, METRICS, Metric, parse_objectives
 from results.pareto import front_ranks, non_dominated_rank, pareto_front, reward_best
-from results.study import (
-    FRAME_COLUMNS,
-    SQLITE_TIMEOUT_S,
-    StudySource,
-    load_study_frame,
-    open_run,
-    study_frame,
+from results.schema import (
+    DEFAULT_OBJECTIVES,
+    METRICS,
+    OBJECTIVES_BY_MODE,
+    RECORD,
+    RECORD_KEYS,
+    Field,
+    describe_objectives,
+    parse_objectives,
 )
+from results.storage import SQLITE_TIMEOUT_S, open_storage
+from results.study import FRAME_COLUMNS, StudySource, load_study_frame, open_run, study_frame
 from results.tables import default_objectives, format_front, front_records, front_table
 
 __all__ = [
     "DEFAULT_OBJECTIVES",
     "FRAME_COLUMNS",
     "METRICS",
+    "OBJECTIVES_BY_MODE",
+    "RECORD",
+    "RECORD_KEYS",
     "SQLITE_TIMEOUT_S",
-    "Metric",
+    "Field",
     "ResultsError",
     "StudySource",
     "default_objectives",
+    "describe_objectives",
     "format_front",
     "front_ranks",
     "front_records",
@@ -39,6 +55,7 @@ __all__ = [
     "load_study_frame",
     "non_dominated_rank",
     "open_run",
+    "open_storage",
     "pareto_front",
     "parse_objectives",
     "reward_best",

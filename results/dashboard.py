@@ -22,8 +22,8 @@ import pandas as pd
 
 from results.errors import ResultsError
 from results.figures import plotly_figures
-from results.metrics import METRICS, parse_objectives
 from results.pareto import pareto_front, reward_best
+from results.schema import describe_objectives, parse_objectives
 from results.study import StudySource, open_run, study_frame
 from results.tables import default_objectives, format_cell
 
@@ -90,7 +90,7 @@ def study_note(frame: pd.DataFrame, objectives: Sequence[str]) -> str:
         "",
     ]
     front = pareto_front(frame, objectives)
-    on = ", ".join(f"{name} ({'max' if METRICS[name].maximize else 'min'})" for name in objectives)
+    on = describe_objectives(objectives)
     lines += [f"**Pareto front** on {on}: {len(front)} trials.", ""]
     columns = ["number", "accuracy", "step_time_ms", "params", "reward", "spec"]
     lines.append("| trial | accuracy | step ms | params | reward | spec |")

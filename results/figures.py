@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from results.metrics import METRICS
 from results.pareto import front_ranks, pareto_front, reward_best
+from results.schema import METRICS
 from results.tables import format_cell
 
 __all__ = [

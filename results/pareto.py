@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from results.metrics import METRICS, parse_objectives
+from results.schema import METRICS, parse_objectives
 
 __all__ = [
     "front_ranks",

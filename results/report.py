@@ -18,8 +18,8 @@ import pandas as pd
 
 from results.errors import ResultsError
 from results.figures import PLOT_3D_KEY, PLOTS, plotly_figures, save_png_figures, study_label
-from results.metrics import METRICS, parse_objectives
 from results.pareto import pareto_front, reward_best
+from results.schema import describe_objectives, parse_objectives
 from results.tables import default_objectives, format_cell
 
 __all__ = ["ReportFiles", "write_report"]
@@ -172,7 +172,7 @@ def _front_section(frame: pd.DataFrame, objectives: Sequence[str]) -> str:
     label = study_label(frame)
     front = pareto_front(frame, objectives)
     best = reward_best(frame)
-    on = ", ".join(f"{name} ({'max' if METRICS[name].maximize else 'min'})" for name in objectives)
+    on = describe_objectives(objectives)
     parts = [
         f"<h2>{html.escape(label)}: Pareto front on {html.escape(on)} ({len(front)} trials)</h2>"
     ]

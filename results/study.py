@@ -2,15 +2,13 @@
 
 A *run* is what the user names on the command line: a run directory (``runs/<study>/``, which
 holds ``study.db``), the SQLite file itself, or any Optuna storage URL. Reading is safe while the
-search is still writing: SQLite files are opened read-only (so a report can never change a
-study), and every connection waits up to :data:`SQLITE_TIMEOUT_S` for the search's short write
-transactions instead of failing with "database is locked".
+search is still writing (:mod:`results.storage`). The frame's columns come from the record schema
+(:mod:`results.schema`).
 """
 
 from __future__ import annotations
 
 import math
-import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,68 +17,19 @@ import optuna
 import pandas as pd
 
 from results.errors import ResultsError
+from results.schema import METRICS, RECORD, RECORD_KEYS
+from results.storage import open_storage, sqlite_file_of_url
 
 __all__ = [
     "FRAME_COLUMNS",
-    "SQLITE_TIMEOUT_S",
     "StudySource",
     "load_study_frame",
     "open_run",
     "study_frame",
 ]
 
-#: Seconds a SQLite connection waits for another process's write lock before giving up. A
-#: search commits one trial at a time, in milliseconds; this only has to outlast those.
-SQLITE_TIMEOUT_S = 30.0
-
-#: Text columns of a study frame (from the trial's user attributes; "" when absent).
-TEXT_COLUMNS = ("name", "spec", "hash", "device", "status", "failure")
-#: Whole-number columns (pandas ``Int64``, ``<NA>`` when absent).
-INTEGER_COLUMNS = ("params", "flops", "epochs", "image_size", "batch_size")
-#: Real-valued columns (float64, NaN when absent).
-FLOAT_COLUMNS = (
-    "accuracy",
-    "step_time_ms",
-    "step_time_norm",
-    "step_time_spread_ms",
-    "reference_step_time_ms",
-    "params_norm",
-    "reward",
-    "images_per_second",
-    "peak_memory_mb",
-    "train_seconds",
-    "duration_s",
-)
 #: Every column of a study frame, in order: one row per trial.
-FRAME_COLUMNS = (
-    "study",
-    "number",
-    "state",
-    "name",
-    "spec",
-    "hash",
-    "accuracy",
-    "step_time_ms",
-    "step_time_norm",
-    "params",
-    "params_norm",
-    "flops",
-    "reward",
-    "device",
-    "duration_s",
-    "failure",
-    "status",
-    "step_time_spread_ms",
-    "reference_step_time_ms",
-    "images_per_second",
-    "peak_memory_mb",
-    "epochs",
-    "image_size",
-    "batch_size",
-    "train_seconds",
-    "datetime_start",
-    "datetime_complete",
-)
+FRAME_COLUMNS = ("study", "number", "state", *RECORD_KEYS, "datetime_start", "datetime_complete")
 
 
 @dataclass(frozen=True)
@@ -124,7 +73,7 @@ def open_run(run: str | Path, study: str | None = None, *, writable: bool = Fals
     directory_name: str | None = None
     if "://" in text:
         url = text
-        sqlite_file = _sqlite_file_of_url(url)
+        sqlite_file = sqlite_file_of_url(url)
         run_dir = sqlite_file.parent if sqlite_file is not None else None
     else:
         path = Path(text)
@@ -139,7 +88,7 @@ def open_run(run: str | Path, study: str | None = None, *, writable: bool = Fals
         else:
             sqlite_file, run_dir = path, path.parent
         url = f"sqlite:///{sqlite_file.resolve()}"
-    storage = _open_storage(url, sqlite_file, writable=writable)
+    storage = open_storage(url, writable=writable)
     names = _study_names(storage, url)
     if study is not None:
         if study not in names:
@@ -157,56 +106,6 @@ def open_run(run: str | Path, study: str | None = None, *, writable: bool = Fals
             f"{url} holds several studies ({', '.join(names)}); pick one with --study"
         )
     return StudySource(storage, url, name, run_dir if run_dir is not None else Path("runs") / name)
-
-
-def _sqlite_file_of_url(url: str) -> Path | None:
-    """The file behind a ``sqlite://`` URL (checked to exist), or None for another database."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        parsed = make_url(url)
-    except ArgumentError as error:
-        raise ResultsError(f"storage URL {url!r} is malformed: {error}") from None
-    if not parsed.drivername.startswith("sqlite"):
-        return None
-    database = parsed.database or ""
-    if database.startswith("file:"):  # an SQLite URI filename, "file:path?mode=..."
-        database = urllib.parse.unquote(database[len("file:") :].split("?")[0])
-    if database in ("", ":memory:"):
-        raise ResultsError(f"storage URL {url!r} names no SQLite file")
-    path = Path(database)
-    if not path.is_file():
-        # Opening it would create an empty database: say what is wrong instead.
-        raise ResultsError(f"storage URL {url!r}: SQLite file {database} does not exist")
-    return path
-
-
-def _open_storage(
-    url: str, sqlite_file: Path | None, *, writable: bool
-) -> optuna.storages.RDBStorage:
-    from sqlalchemy.exc import SQLAlchemyError
-
-    engine_kwargs: dict[str, Any] = {}
-    open_url = url
-    if sqlite_file is not None:
-        engine_kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT_S}
-        if not writable:
-            # SQLite's own read-only mode: a reader can never write to (or lock for writing)
-            # the search's database, whatever Optuna does on load.
-            quoted = urllib.parse.quote(str(sqlite_file.resolve()))
-            open_url = f"sqlite:///file:{quoted}?mode=ro&uri=true"
-    try:
-        return optuna.storages.RDBStorage(
-            open_url, engine_kwargs=engine_kwargs, skip_table_creation=True
-        )
-    except (SQLAlchemyError, optuna.exceptions.OptunaError, RuntimeError, ImportError,
-            ValueError) as error:  # fmt: skip
-        # Optuna wraps some database errors in StorageInternalError; the cause says more.
-        if error.__cause__ is not None:
-            error = error.__cause__
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ResultsError(f"cannot open {url} as an Optuna storage: {reason}") from None
 
 
 def _study_names(storage: optuna.storages.RDBStorage, url: str) -> list[str]:
@@ -252,10 +151,11 @@ def study_frame(study: optuna.Study) -> pd.DataFrame:
     trials = study.get_trials(deepcopy=False)
     rows = [_trial_row(study.study_name, trial, objectives) for trial in trials]
     frame = pd.DataFrame(rows, columns=list(FRAME_COLUMNS))
-    for column in INTEGER_COLUMNS:
-        frame[column] = pd.array(frame[column].tolist(), dtype="Int64")
-    for column in FLOAT_COLUMNS:
-        frame[column] = frame[column].astype("float64")
+    for field in RECORD:
+        if field.kind is int:
+            frame[field.name] = pd.array(frame[field.name].tolist(), dtype="Int64")
+        elif field.kind is float:
+            frame[field.name] = frame[field.name].astype("float64")
     frame["number"] = frame["number"].astype("int64")
     mode = study.user_attrs.get("mode") or ("reward" if len(directions) == 1 else "pareto")
     frame.attrs.update(
@@ -275,16 +175,15 @@ def _number(value: Any, integer: bool) -> Any:
 def _trial_row(study_name: str, trial: optuna.trial.FrozenTrial, objectives: list[str]) -> dict:
     attrs = trial.user_attrs
     row: dict[str, Any] = {"study": study_name, "number": trial.number, "state": trial.state.name}
-    for column in TEXT_COLUMNS:
-        value = attrs.get(column)
-        row[column] = "" if value is None else str(value)
-    for column in INTEGER_COLUMNS:
-        row[column] = _number(attrs.get(column), integer=True)
-    for column in FLOAT_COLUMNS:
-        row[column] = _number(attrs.get(column), integer=False)
+    for field in RECORD:
+        value = attrs.get(field.name)
+        if field.kind is str:
+            row[field.name] = "" if value is None else str(value)
+        else:
+            row[field.name] = _number(value, integer=field.integer)
     for name, value in zip(objectives, trial.values or (), strict=False):
         if name in row and (row[name] is None or row[name] != row[name]):  # absent or NaN
-            row[name] = _number(value, integer=name in INTEGER_COLUMNS)
+            row[name] = _number(value, integer=name in METRICS and METRICS[name].integer)
     if math.isnan(row["duration_s"]) and trial.duration is not None:
         row["duration_s"] = trial.duration.total_seconds()
     row["datetime_start"] = trial.datetime_start

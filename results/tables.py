@@ -7,8 +7,8 @@ from typing import Any
 
 import pandas as pd
 
-from results.metrics import DEFAULT_OBJECTIVES, METRICS, parse_objectives
 from results.pareto import pareto_front, reward_best
+from results.schema import DEFAULT_OBJECTIVES, METRICS, describe_objectives, parse_objectives
 
 __all__ = [
     "default_objectives",
@@ -109,7 +109,7 @@ def format_front(frame: pd.DataFrame, objectives: Sequence[str] | str | None = N
     )
     study = frame.attrs.get("study_name", "?")
     mode = frame.attrs.get("mode", "?")
-    on = ", ".join(f"{name} ({'max' if METRICS[name].maximize else 'min'})" for name in names)
+    on = describe_objectives(names)
     lines = [
         f"study {study} ({mode} mode, {len(frame)} trials: {counts})",
         f"Pareto front on {on}: {len(front)} trials",

@@ -36,6 +36,7 @@ from typing import Any
 
 from scaling.compound import CompoundRule, ScalingPlan, scale_spec
 from scaling.errors import ScalingError
+from searchspace.checks import check_number
 from searchspace.spec import ArchSpec
 
 __all__ = ["BudgetResult", "Measure", "scale_to_budget"]
@@ -204,12 +205,8 @@ def scale_to_budget(
         ScalingError: the target is not positive, is below the base, or no spec on (or near)
             the path up to ``max_phi`` comes within ``tolerance``.
     """
-    if isinstance(target, bool) or not isinstance(target, (int, float)):
-        raise ScalingError(f"--target-{metric} must be a number, got {target!r}")
-    if not math.isfinite(target) or target <= 0:
-        raise ScalingError(f"--target-{metric} must be greater than 0, got {target!r}")
-    if not 0 < tolerance < 1:
-        raise ScalingError(f"tolerance must be in (0, 1), got {tolerance!r}")
+    check_number(f"--target-{metric}", target, 0.0, error=ScalingError, above=True)
+    check_number("tolerance", tolerance, 0.0, 1.0, ScalingError, above=True, below=True)
     rule = rule or CompoundRule()
     rules = dict(rules or {})
     search = _Search(base, float(target), measure, label or f"{metric}{target:g}", tolerance)
@@ -227,14 +224,7 @@ def scale_to_budget(
     low = high = 0.0
     # Search unless the base itself is already as close as bisection would stop at.
     if search.error(search.best()) > tolerance / 4:
-        low, high = 0.0, 1.0
-        while search.value(on_path(high)) < target:
-            if high >= max_phi:
-                raise ScalingError(
-                    f"--target-{metric} {target:g} is out of reach: phi {max_phi:g} gives "
-                    f"{search.values[search.spec(on_path(high)).hash]:g}"
-                )
-            low, high = high, min(2 * high, max_phi)
+        low, high = _bracket(search, on_path, max_phi, metric)
         low, high = search.bisect(on_path, low, high, _PHI_PRECISION)
         search.neighbour(on_path, low, -_PHI_PRECISION)
         search.neighbour(on_path, high, _PHI_PRECISION)
@@ -245,12 +235,19 @@ def scale_to_budget(
         _refine_width(search, on_path(low), on_path(high))
         search.confirm(confirm)
 
-    key = search.best()
-    if search.error(key) > tolerance:
+    return _result(search, base, metric, base_value, on_path_keys)
+
+
+def _result(
+    search: _Search, base: ArchSpec, metric: str, base_value: float, on_path_keys: set[str]
+) -> BudgetResult:
+    """The closest spec found, if it is within tolerance."""
+    key, target = search.best(), search.target
+    if search.error(key) > search.tolerance:
         raise ScalingError(
             f"--target-{metric} {target:g}: the nearest spec found has {search.values[key]:g} "
             f"({(search.values[key] - target) / target:+.1%}), "
-            f"outside the {tolerance:.0%} tolerance"
+            f"outside the {search.tolerance:.0%} tolerance"
         )
     spec, plan = search.specs[key], search.plans[key]
     if key not in on_path_keys:
@@ -259,13 +256,28 @@ def scale_to_budget(
     return BudgetResult(
         spec=spec,
         value=search.values[key],
-        target=float(target),
+        target=target,
         metric=metric,
         base_value=base_value,
         on_path=key in on_path_keys,
         evaluations=len(search.values),
         measurements=sum(len(samples) for samples in search.samples.values()),
     )
+
+
+def _bracket(
+    search: _Search, on_path: Callable[[float], ScalingPlan], max_phi: float, metric: str
+) -> tuple[float, float]:
+    """Double phi from 1 until the measure reaches the target: ``(below, at or above)``."""
+    low, high = 0.0, 1.0
+    while search.value(on_path(high)) < search.target:
+        if high >= max_phi:
+            raise ScalingError(
+                f"--target-{metric} {search.target:g} is out of reach: phi {max_phi:g} gives "
+                f"{search.values[search.spec(on_path(high)).hash]:g}"
+            )
+        low, high = high, min(2 * high, max_phi)
+    return low, high
 
 
 def _refine_width(search: _Search, below: ScalingPlan, above: ScalingPlan) -> None:

@@ -10,13 +10,13 @@ EfficientNet's one-knob path: width = beta^phi, depth = alpha^phi, resolution = 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
 from scaling.errors import ScalingError
 from scaling.rounding import round_filters, round_repeats, round_resolution
+from searchspace.checks import check_int, check_number, check_string
 from searchspace.spec import ArchSpec, Lineage
 
 __all__ = [
@@ -56,30 +56,8 @@ def dropout_for_depth(base_dropout: float, depth: float) -> float:
     return round(min(base_dropout + added, max(base_dropout, _DROPOUT_CEILING)), 6)
 
 
-# ---------------------------------------------------------------------------------------------
-# Field checks for plans; ``where`` names the field as the user wrote it.
-
-
 def _coefficient(where: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ScalingError(f"{where} must be a number, got {value!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise ScalingError(f"{where} must be greater than 0, got {value!r}")
-    return float(value)
-
-
-def _count(where: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ScalingError(f"{where} must be an integer of at least {minimum}, got {value!r}")
-    return value
-
-
-def _rate(where: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ScalingError(f"{where} must be a number, got {value!r}")
-    if not 0.0 <= value < 1.0:
-        raise ScalingError(f"{where} must be in [0, 1), got {value!r}")
-    return float(value)
+    return check_number(where, value, 0.0, error=ScalingError, above=True)
 
 
 @dataclass(frozen=True)
@@ -128,26 +106,23 @@ class ScalingPlan:
     def __post_init__(self) -> None:
         for name in ("width", "depth", "resolution"):
             object.__setattr__(self, name, _coefficient(name, getattr(self, name)))
-        late = _coefficient("late_depth", self.late_depth)
-        if late < 1.0:
-            raise ScalingError(f"late_depth must be at least 1 (it adds depth), got {late!r}")
+        # late_depth adds depth to the late stages: below 1 it would take some away.
+        late = check_number("late_depth", self.late_depth, 1.0, error=ScalingError)
         object.__setattr__(self, "late_depth", late)
-        _count("late_stages", self.late_stages, 0)
-        _count("resolution_divisor", self.resolution_divisor, 1)
+        check_int("late_stages", self.late_stages, 0, ScalingError)
+        check_int("resolution_divisor", self.resolution_divisor, 1, ScalingError)
         for name in ("train_resolution", "eval_resolution", "max_eval_resolution"):
             if getattr(self, name) is not None:
-                _count(name, getattr(self, name), 1)
+                check_int(name, getattr(self, name), 1, ScalingError)
         if self.channel_divisor is not None:
-            _count("channel_divisor", self.channel_divisor, 1)
+            check_int("channel_divisor", self.channel_divisor, 1, ScalingError)
         for name in ("dropout", "drop_path_rate", "channel_round_limit"):
             if getattr(self, name) is not None:
-                object.__setattr__(self, name, _rate(name, getattr(self, name)))
+                rate = check_number(name, getattr(self, name), 0.0, 1.0, ScalingError, below=True)
+                object.__setattr__(self, name, rate)
         if self.phi is not None:
-            if isinstance(self.phi, bool) or not isinstance(self.phi, (int, float)):
-                raise ScalingError(f"phi must be a number, got {self.phi!r}")
-            object.__setattr__(self, "phi", float(self.phi))
-        if not isinstance(self.variant, str):
-            raise ScalingError(f"variant must be a string, got {self.variant!r}")
+            object.__setattr__(self, "phi", check_number("phi", self.phi, error=ScalingError))
+        check_string("variant", self.variant, ScalingError)
 
     def replace(self, **changes: Any) -> ScalingPlan:
         """A copy with ``changes`` applied and validated."""
@@ -204,8 +179,7 @@ class CompoundRule:
     def plan(self, phi: float, **rules: Any) -> ScalingPlan:
         """The :class:`ScalingPlan` at ``phi``, with the eval-size cap of V2 unless ``rules``
         say otherwise (any other plan field may be passed too)."""
-        if isinstance(phi, bool) or not isinstance(phi, (int, float)) or not math.isfinite(phi):
-            raise ScalingError(f"phi must be a finite number, got {phi!r}")
+        check_number("phi", phi, error=ScalingError)
         width, depth, resolution = self.coefficients(phi)
         rules.setdefault("max_eval_resolution", MAX_EVAL_RESOLUTION)
         rules.setdefault("variant", f"phi{phi:g}")

@@ -6,21 +6,18 @@ Each function takes an :class:`~searchspace.spec.ArchSpec` and returns a number,
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import logging
-import warnings
 
 import torch
 from torch import nn
 
-from searchspace.blocks import FusedMBConv, MBConv, conv_bn_act
-from searchspace.builder import build_model
-from searchspace.profile import count_parameters
+from searchspace.blocks import conv_bn_act
+from searchspace.builder import BlockLayout, block_layout, build_model, make_block
+from searchspace.profile import count_parameters, module_flops
 from searchspace.spec import ArchSpec
 
 __all__ = ["spec_flops", "spec_parameters"]
-
-_BLOCKS = {"mbconv": MBConv, "fused": FusedMBConv}
 
 
 def spec_parameters(spec: ArchSpec) -> int:
@@ -34,48 +31,14 @@ def spec_parameters(spec: ArchSpec) -> int:
     return count_parameters(model)
 
 
-def _fvcore_flops(module: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """fvcore's count for one module on one zero input (the settings of ``count_flops``)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        from fvcore.nn import FlopCountAnalysis
-
-    logging.getLogger("fvcore").setLevel(logging.ERROR)
-    module.eval()
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        warnings.simplefilter("ignore", UserWarning)
-        analysis = FlopCountAnalysis(module, torch.zeros(input_shape))
-        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-        return int(analysis.total())
-
-
 @functools.lru_cache(maxsize=8192)
-def _block_flops(
-    block: str,
-    in_channels: int,
-    out_channels: int,
-    kernel: int,
-    stride: int,
-    expand_ratio: float,
-    se_ratio: float,
-    size: int,
-) -> int:
-    module = _BLOCKS[block](
-        in_channels,
-        out_channels,
-        kernel=kernel,
-        stride=stride,
-        expand_ratio=expand_ratio,
-        se_ratio=se_ratio,
-        drop_path_rate=0.0,
-    )
-    return _fvcore_flops(module, (1, in_channels, size, size))
+def _block_flops(layout: BlockLayout, size: int) -> int:
+    return module_flops(make_block(layout), (1, layout.in_channels, size, size))
 
 
 @functools.lru_cache(maxsize=1024)
 def _stem_flops(out_channels: int, size: int) -> int:
-    return _fvcore_flops(conv_bn_act(3, out_channels, 3, 2), (1, 3, size, size))
+    return module_flops(conv_bn_act(3, out_channels, 3, 2), (1, 3, size, size))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -87,7 +50,7 @@ def _tail_flops(in_channels: int, head_channels: int, num_classes: int, size: in
         nn.Flatten(1),
         nn.Linear(head_channels, num_classes),
     )
-    return _fvcore_flops(tail, (1, in_channels, size, size))
+    return module_flops(tail, (1, in_channels, size, size))
 
 
 def _conv_out(size: int, kernel: int, stride: int) -> int:
@@ -108,20 +71,10 @@ def spec_flops(spec: ArchSpec, resolution: int | None = None) -> int:
     size = spec.eval_resolution if resolution is None else resolution
     total = _stem_flops(spec.stem_channels, size)
     size = _conv_out(size, 3, 2)
-    in_channels = spec.stem_channels
-    for stage in spec.stages:
-        for repeat in range(stage.repeats):
-            stride = stage.stride if repeat == 0 else 1
-            total += _block_flops(
-                stage.block,
-                in_channels,
-                stage.out_channels,
-                stage.kernel,
-                stride,
-                stage.expand_ratio,
-                stage.se_ratio,
-                size,
-            )
-            size = _conv_out(size, stage.kernel, stride)
-            in_channels = stage.out_channels
-    return total + _tail_flops(in_channels, spec.head_channels, spec.num_classes, size)
+    for layout in block_layout(spec):
+        # Only the shape decides the count: key the cache on it, not on the block's position.
+        shape = dataclasses.replace(layout, stage=0, index=0, drop_path_rate=0.0)
+        total += _block_flops(shape, size)
+        size = _conv_out(size, layout.kernel, layout.stride)
+    last = spec.stages[-1].out_channels
+    return total + _tail_flops(last, spec.head_channels, spec.num_classes, size)

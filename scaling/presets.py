@@ -26,7 +26,7 @@ from pathlib import Path
 
 from scaling.compound import MAX_EVAL_RESOLUTION, ScalingPlan
 from scaling.errors import ScalingError
-from searchspace.yamlio import load_yaml_file
+from searchspace.files import load_yaml_file
 
 __all__ = ["DEFAULT_PRESETS", "load_presets", "resolve_variants"]
 

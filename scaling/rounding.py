@@ -11,16 +11,9 @@ from __future__ import annotations
 import math
 
 from scaling.errors import ScalingError
+from searchspace.checks import check_int, check_number
 
 __all__ = ["round_filters", "round_repeats", "round_resolution"]
-
-
-def _positive(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ScalingError(f"{name} must be a number, got {value!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise ScalingError(f"{name} must be a positive number, got {value!r}")
-    return float(value)
 
 
 def round_filters(channels: int, width: float, divisor: int = 8, round_limit: float = 0.0) -> int:
@@ -35,11 +28,9 @@ def round_filters(channels: int, width: float, divisor: int = 8, round_limit: fl
     Raises:
         ScalingError: ``width`` is not positive, ``divisor`` < 1 or ``round_limit`` not in [0, 1).
     """
-    width = _positive("width", width)
-    if isinstance(divisor, bool) or not isinstance(divisor, int) or divisor < 1:
-        raise ScalingError(f"channel divisor must be a positive integer, got {divisor!r}")
-    if not 0.0 <= round_limit < 1.0:
-        raise ScalingError(f"channel round limit must be in [0, 1), got {round_limit!r}")
+    width = check_number("width", width, 0.0, error=ScalingError, above=True)
+    check_int("channel divisor", divisor, 1, ScalingError)
+    check_number("channel round limit", round_limit, 0.0, 1.0, ScalingError, below=True)
     scaled = channels * width
     rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
     if round_limit and rounded < round_limit * scaled:
@@ -56,7 +47,7 @@ def round_repeats(repeats: int, depth: float) -> int:
     Raises:
         ScalingError: ``depth`` is not positive.
     """
-    depth = _positive("depth", depth)
+    depth = check_number("depth", depth, 0.0, error=ScalingError, above=True)
     return max(1, math.ceil(repeats * depth))
 
 
@@ -69,7 +60,6 @@ def round_resolution(size: int, factor: float, divisor: int = 4) -> int:
     Raises:
         ScalingError: ``factor`` is not positive or ``divisor`` < 1.
     """
-    factor = _positive("resolution", factor)
-    if isinstance(divisor, bool) or not isinstance(divisor, int) or divisor < 1:
-        raise ScalingError(f"resolution divisor must be a positive integer, got {divisor!r}")
+    factor = check_number("resolution", factor, 0.0, error=ScalingError, above=True)
+    check_int("resolution divisor", divisor, 1, ScalingError)
     return max(divisor, int(size * factor / divisor + 0.5) * divisor)

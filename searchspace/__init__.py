@@ -1,17 +1,29 @@
 """Architectures as data: specs, blocks, the builder, the catalog and the search space.
 
-The torch-free parts (specs, errors, the catalog) import eagerly; the builder, profiling and
-weights modules import torch, so they load on first use (PEP 562). ``nas --help`` and every
-bad-input error then answer without paying for torch.
+- :mod:`searchspace.spec`: :class:`ArchSpec`, a frozen, validated network description that
+  round-trips through YAML, a dict and a short string;
+- :mod:`searchspace.blocks` and :mod:`searchspace.builder`: MBConv and Fused-MBConv modules, and
+  the one place that turns a spec into an ``nn.Module`` (and threads channels);
+- :mod:`searchspace.catalog`: the published EfficientNetV2 family as YAML data;
+- :mod:`searchspace.space`: what a search may sample; :mod:`searchspace.profile`: parameter and
+  FLOP counts; :mod:`searchspace.weights`: torchvision's and effnas' weights files;
+- the project's shared ground: :mod:`searchspace.errors` (the one error hierarchy),
+  :mod:`searchspace.checks` (argument checks), :mod:`searchspace.files` (YAML reading, atomic
+  writes), :mod:`searchspace.lazy`.
+
+This package is the bottom layer: it imports nothing from ``nas``, ``scaling`` or ``results``,
+and it neither trains nor searches. The torch-free parts (specs, errors, the catalog) import
+eagerly; the builder, profiling and weights modules load on first use (PEP 562), so ``nas
+--help`` and every bad-input error answer without paying for torch.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from searchspace.catalog import list_catalog, load_arch
 from searchspace.errors import EffnasError, SpecError, WeightsError
+from searchspace.lazy import lazy_exports
 from searchspace.spec import BLOCK_TYPES, ArchSpec, Lineage, StageSpec
 
 if TYPE_CHECKING:
@@ -26,26 +38,21 @@ if TYPE_CHECKING:
         torchvision_key_map,
     )
 
-_LAZY = {
-    "EfficientNetV2": "searchspace.builder",
-    "build_model": "searchspace.builder",
-    "count_flops": "searchspace.profile",
-    "count_parameters": "searchspace.profile",
-    "WeightsImport": "searchspace.weights",
-    "load_torchvision_weights": "searchspace.weights",
-    "load_weights": "searchspace.weights",
-    "read_weights": "searchspace.weights",
-    "save_weights": "searchspace.weights",
-    "torchvision_key_map": "searchspace.weights",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value  # later look-ups skip this function
-        return value
-    raise AttributeError(f"module 'searchspace' has no attribute {name!r}")
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "EfficientNetV2": "searchspace.builder",
+        "build_model": "searchspace.builder",
+        "count_flops": "searchspace.profile",
+        "count_parameters": "searchspace.profile",
+        "WeightsImport": "searchspace.weights",
+        "load_torchvision_weights": "searchspace.weights",
+        "load_weights": "searchspace.weights",
+        "read_weights": "searchspace.weights",
+        "save_weights": "searchspace.weights",
+        "torchvision_key_map": "searchspace.weights",
+    },
+)
 
 
 __all__ = [

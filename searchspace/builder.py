@@ -1,8 +1,15 @@
-"""The one place that turns an :class:`ArchSpec` into an ``nn.Module`` and threads channels."""
+"""The one place that turns an :class:`ArchSpec` into an ``nn.Module`` and threads channels.
+
+:func:`block_layout` decodes a spec into its blocks, each with its input and output width, stride
+and stochastic-depth rate; :func:`make_block` builds one of them, and :class:`EfficientNetV2`
+builds them all. Anything else that needs per-block facts (the FLOP counter of ``scaling``,
+``nas show``) reads the same layout instead of re-deriving it.
+"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -10,9 +17,83 @@ from torch import nn
 from searchspace.blocks import FusedMBConv, MBConv, conv_bn_act
 from searchspace.spec import ArchSpec
 
-__all__ = ["EfficientNetV2", "build_model"]
+__all__ = ["BlockLayout", "EfficientNetV2", "block_layout", "build_model", "make_block"]
 
 _BLOCKS = {"mbconv": MBConv, "fused": FusedMBConv}
+
+
+@dataclass(frozen=True)
+class BlockLayout:
+    """One block of a net, every width threaded from the spec.
+
+    Attributes:
+        stage: the stage it belongs to (0-based).
+        index: its position among all the net's blocks (0-based).
+        block: ``mbconv`` or ``fused``.
+        in_channels: its input width (the previous block's output, or the stem's).
+        out_channels: its output width (the stage's).
+        kernel: kernel size of its depthwise or fused conv.
+        stride: 2 only on the first block of a stride-2 stage, else 1.
+        expand_ratio: width of its hidden layer over its input.
+        se_ratio: squeeze-excitation ratio (0: none).
+        drop_path_rate: its stochastic-depth rate.
+    """
+
+    stage: int
+    index: int
+    block: str
+    in_channels: int
+    out_channels: int
+    kernel: int
+    stride: int
+    expand_ratio: float
+    se_ratio: float
+    drop_path_rate: float
+
+
+def block_layout(spec: ArchSpec) -> list[BlockLayout]:
+    """Every block of the net ``spec`` describes, in order."""
+    layout = []
+    in_channels = spec.stem_channels
+    total_blocks = spec.total_blocks
+    for stage_index, stage in enumerate(spec.stages):
+        for repeat in range(stage.repeats):
+            index = len(layout)
+            layout.append(
+                BlockLayout(
+                    stage=stage_index,
+                    index=index,
+                    block=stage.block,
+                    in_channels=in_channels,
+                    out_channels=stage.out_channels,
+                    kernel=stage.kernel,
+                    # The stride belongs to the stage's first block only.
+                    stride=stage.stride if repeat == 0 else 1,
+                    expand_ratio=stage.expand_ratio,
+                    se_ratio=stage.se_ratio,
+                    # Stochastic depth grows linearly with the global block index (paper, sec. 2).
+                    drop_path_rate=spec.drop_path_rate * index / total_blocks,
+                )
+            )
+            in_channels = stage.out_channels
+    return layout
+
+
+def make_block(
+    layout: BlockLayout, *, bn_eps: float = 1e-3, bn_momentum: float = 0.1
+) -> MBConv | FusedMBConv:
+    """The module for one block of :func:`block_layout`."""
+    return _BLOCKS[layout.block](
+        layout.in_channels,
+        layout.out_channels,
+        kernel=layout.kernel,
+        stride=layout.stride,
+        expand_ratio=layout.expand_ratio,
+        se_ratio=layout.se_ratio,
+        drop_path_rate=layout.drop_path_rate,
+        bn_eps=bn_eps,
+        bn_momentum=bn_momentum,
+    )
 
 
 class EfficientNetV2(nn.Module):
@@ -27,32 +108,14 @@ class EfficientNetV2(nn.Module):
         bn = {"bn_eps": spec.bn_eps, "bn_momentum": spec.bn_momentum}
         self.stem = conv_bn_act(3, spec.stem_channels, 3, 2, **bn)
 
-        total_blocks = spec.total_blocks
-        block_index = 0
-        in_channels = spec.stem_channels
-        stages = []
-        for stage in spec.stages:
-            blocks = []
-            for repeat in range(stage.repeats):
-                block = _BLOCKS[stage.block](
-                    in_channels,
-                    stage.out_channels,
-                    kernel=stage.kernel,
-                    # The stride belongs to the stage's first block only.
-                    stride=stage.stride if repeat == 0 else 1,
-                    expand_ratio=stage.expand_ratio,
-                    se_ratio=stage.se_ratio,
-                    # Stochastic depth grows linearly with the global block index (paper, sec. 2).
-                    drop_path_rate=spec.drop_path_rate * block_index / total_blocks,
-                    **bn,
-                )
-                blocks.append(block)
-                in_channels = stage.out_channels
-                block_index += 1
-            stages.append(nn.Sequential(*blocks))
-        self.stages = nn.Sequential(*stages)
-
-        self.head = conv_bn_act(in_channels, spec.head_channels, 1, **bn)
+        layout = block_layout(spec)
+        self.stages = nn.Sequential(
+            *(
+                nn.Sequential(*(make_block(b, **bn) for b in layout if b.stage == stage))
+                for stage in range(len(spec.stages))
+            )
+        )
+        self.head = conv_bn_act(spec.stages[-1].out_channels, spec.head_channels, 1, **bn)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(p=spec.dropout)
         self.classifier = nn.Linear(spec.head_channels, spec.num_classes)

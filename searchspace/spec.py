@@ -22,11 +22,18 @@ from typing import Any
 
 import yaml
 
+from searchspace.checks import check_int, check_number
 from searchspace.errors import SpecError
-from searchspace.yamlio import parse_yaml, read_text_file
+from searchspace.files import atomic_write, parse_yaml, read_text_file
 
 __all__ = [
     "BLOCK_TYPES",
+    "MAX_CHANNELS",
+    "MAX_CLASSES",
+    "MAX_EXPAND",
+    "MAX_KERNEL",
+    "MAX_REPEATS",
+    "MAX_RESOLUTION",
     "ArchSpec",
     "Lineage",
     "StageSpec",
@@ -35,31 +42,22 @@ __all__ = [
 #: Block types a stage may use: MBConv (depthwise) and Fused-MBConv (one regular kxk conv).
 BLOCK_TYPES = ("mbconv", "fused")
 _BLOCK_LETTER = {"mbconv": "m", "fused": "f"}
+
+# Bounds that no real convnet crosses, so that a typo (a kernel of 99, a million channels) is
+# refused when the spec is made rather than by an out-of-memory error when it is built. The
+# largest published nets stay far inside: EfficientNetV2-XL has 32 blocks in a stage and 640
+# channels, EfficientNet-L2 a 5,504-wide head; large-kernel convnets (RepLKNet) reach 31x31.
+MAX_KERNEL = 31
+MAX_CHANNELS = 16_384
+MAX_REPEATS = 256
+MAX_EXPAND = 32.0
+MAX_RESOLUTION = 4096
+MAX_CLASSES = 1_000_000
 _LETTER_BLOCK = {letter: block for block, letter in _BLOCK_LETTER.items()}
 
 
 # ---------------------------------------------------------------------------------------------
 # Field checks. Each returns the normalized value or raises SpecError naming ``where``.
-
-
-def _int(where: str, value: Any, minimum: int = 1) -> int:
-    # bool is an int subclass in Python; `repeats: true` is a mistake, not 1.
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise SpecError(f"{where} must be an integer, got {value!r}")
-    if value < minimum:
-        raise SpecError(f"{where} must be at least {minimum}, got {value!r}")
-    return value
-
-
-def _float(where: str, value: Any, low: float, high: float, *, high_open: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SpecError(f"{where} must be a number, got {value!r}")
-    value = float(value)
-    too_high = value >= high if high_open else value > high
-    if not math.isfinite(value) or value < low or too_high:
-        bracket = ")" if high_open else "]"
-        raise SpecError(f"{where} must be in [{low:g}, {high:g}{bracket}, got {value!r}")
-    return value
 
 
 def _fmt(value: float) -> str:
@@ -128,21 +126,21 @@ class StageSpec:
             raise SpecError(
                 f"{where}.block must be one of {', '.join(BLOCK_TYPES)}, got {self.block!r}"
             )
-        _int(f"{where}.repeats", self.repeats)
-        kernel = _int(f"{where}.kernel", self.kernel)
+        check_int(f"{where}.repeats", self.repeats, 1, SpecError, maximum=MAX_REPEATS)
+        kernel = check_int(f"{where}.kernel", self.kernel, 1, SpecError, maximum=MAX_KERNEL)
         if kernel % 2 == 0:
             raise SpecError(f"{where}.kernel must be an odd positive integer, got {kernel!r}")
-        stride = _int(f"{where}.stride", self.stride)
+        stride = check_int(f"{where}.stride", self.stride, 1, SpecError)
         if stride not in (1, 2):
             raise SpecError(f"{where}.stride must be 1 or 2, got {stride!r}")
-        if isinstance(self.expand_ratio, bool) or not isinstance(self.expand_ratio, (int, float)):
-            raise SpecError(f"{where}.expand_ratio must be a number, got {self.expand_ratio!r}")
-        if not math.isfinite(self.expand_ratio) or self.expand_ratio < 1:
-            raise SpecError(f"{where}.expand_ratio must be at least 1, got {self.expand_ratio!r}")
-        _int(f"{where}.out_channels", self.out_channels)
+        check_int(f"{where}.out_channels", self.out_channels, 1, SpecError, maximum=MAX_CHANNELS)
         # Normalize numbers so that 4 and 4.0 give one spec, one string and one hash.
-        object.__setattr__(self, "expand_ratio", float(self.expand_ratio))
-        object.__setattr__(self, "se_ratio", _float(f"{where}.se_ratio", self.se_ratio, 0.0, 1.0))
+        expand = check_number(
+            f"{where}.expand_ratio", self.expand_ratio, 1.0, MAX_EXPAND, SpecError
+        )
+        object.__setattr__(self, "expand_ratio", expand)
+        se_ratio = check_number(f"{where}.se_ratio", self.se_ratio, 0.0, 1.0, SpecError)
+        object.__setattr__(self, "se_ratio", se_ratio)
 
     @property
     def has_se(self) -> bool:
@@ -215,11 +213,11 @@ class Lineage:
         numbers = ("width", "depth", "resolution", "late_depth")
         for key in numbers:
             if key in data:
-                _float(f"lineage.{key}", data[key], 0.0, math.inf)
+                check_number(f"lineage.{key}", data[key], 0.0, error=SpecError)
         if data.get("phi") is not None:
-            _float("lineage.phi", data["phi"], -math.inf, math.inf)
+            check_number("lineage.phi", data["phi"], error=SpecError)
         if "late_stages" in data:
-            _int("lineage.late_stages", data["late_stages"], minimum=0)
+            check_int("lineage.late_stages", data["late_stages"], 0, SpecError)
         for key in ("base_hash", "base_name", "variant"):
             if key in data and not isinstance(data[key], str):
                 raise SpecError(f"lineage.{key} must be a string, got {data[key]!r}")
@@ -294,34 +292,29 @@ class ArchSpec:
             if not isinstance(stage, StageSpec):
                 raise SpecError(f"stages[{index}] must be a stage, got {stage!r}")
         object.__setattr__(self, "stages", tuple(stages))
-        _int("stem_channels", self.stem_channels)
-        _int("head_channels", self.head_channels)
-        _int("num_classes", self.num_classes)
-        object.__setattr__(
-            self, "dropout", _float("dropout", self.dropout, 0.0, 1.0, high_open=True)
-        )
-        object.__setattr__(
-            self,
-            "drop_path_rate",
-            _float("drop_path_rate", self.drop_path_rate, 0.0, 1.0, high_open=True),
-        )
-        object.__setattr__(self, "bn_eps", _float("bn_eps", self.bn_eps, 0.0, 1.0))
-        if self.bn_eps == 0:
-            raise SpecError("bn_eps must be positive, got 0.0")
-        object.__setattr__(self, "bn_momentum", _float("bn_momentum", self.bn_momentum, 0.0, 1.0))
-        _int("channel_divisor", self.channel_divisor)
-        object.__setattr__(
-            self,
-            "channel_round_limit",
-            _float("channel_round_limit", self.channel_round_limit, 0.0, 1.0, high_open=True),
-        )
+        check_int("stem_channels", self.stem_channels, 1, SpecError, maximum=MAX_CHANNELS)
+        check_int("head_channels", self.head_channels, 1, SpecError, maximum=MAX_CHANNELS)
+        check_int("num_classes", self.num_classes, 1, SpecError, maximum=MAX_CLASSES)
+        check_int("channel_divisor", self.channel_divisor, 1, SpecError)
+        # Rates and BN settings: checked, and normalized to floats (one spec, one hash).
+        for name, low, high, above, below in (
+            ("dropout", 0.0, 1.0, False, True),
+            ("drop_path_rate", 0.0, 1.0, False, True),
+            ("bn_eps", 0.0, 1.0, True, False),
+            ("bn_momentum", 0.0, 1.0, False, False),
+            ("channel_round_limit", 0.0, 1.0, False, True),
+        ):
+            value = check_number(
+                name, getattr(self, name), low, high, SpecError, above=above, below=below
+            )
+            object.__setattr__(self, name, value)
         if not isinstance(self.name, str):
             raise SpecError(f"name must be a string, got {self.name!r}")
         if self.lineage is not None and not isinstance(self.lineage, Lineage):
             raise SpecError(f"lineage must be a Lineage, got {self.lineage!r}")
         stride = self.total_stride
         for key in ("train_resolution", "eval_resolution"):
-            value = _int(key, getattr(self, key))
+            value = check_int(key, getattr(self, key), 1, SpecError, maximum=MAX_RESOLUTION)
             if value < stride:
                 raise SpecError(
                     f"{key} must be at least the net's total stride {stride}, got {value}"
@@ -407,10 +400,8 @@ class ArchSpec:
         return cls.from_yaml(read_text_file(path, "spec", SpecError), source=str(path))
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.to_yaml())
-        return path
+        """Write the spec as YAML (atomically; parent folders are created)."""
+        return atomic_write(path, self.to_yaml(), SpecError)
 
     # -- canonical string ---------------------------------------------------------------------
 

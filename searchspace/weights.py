@@ -32,6 +32,7 @@ from torch import nn
 from searchspace.blocks import FusedMBConv, MBConv
 from searchspace.builder import EfficientNetV2
 from searchspace.errors import SpecError, WeightsError
+from searchspace.files import atomic_write
 from searchspace.spec import ArchSpec
 
 __all__ = [
@@ -327,15 +328,7 @@ def save_weights(model: EfficientNetV2, path: str | os.PathLike[str], *, source:
         "source": source,
         "state_dict": {key: tensor.detach().cpu() for key, tensor in model.state_dict().items()},
     }
-    partial = path.with_name(path.name + ".partial")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(payload, partial)
-        os.replace(partial, path)
-    except OSError as error:
-        partial.unlink(missing_ok=True)
-        raise WeightsError(f"cannot write weights file {str(path)!r}: {error}") from None
-    return path
+    return atomic_write(path, lambda file: torch.save(payload, file), WeightsError)
 
 
 def read_weights(path: str | os.PathLike[str]) -> tuple[ArchSpec, dict[str, torch.Tensor]]:

@@ -1,0 +1,7 @@
+"""``python -m nas.cli`` runs the ``nas`` command."""
+
+import sys
+
+from nas.cli import main
+
+sys.exit(main())

@@ -1,0 +1,69 @@
+"""``nas front``: the Pareto front of a search as a table, CSV or JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from nas.cli.args import add_run_arguments
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "front",
+        help="print a search's Pareto front (works while the search runs)",
+        description="Print the non-dominated trials of a search over the chosen objectives "
+        "(accuracy is maximized, every cost minimized), and the reward-best trial.",
+    )
+    add_run_arguments(parser)
+    parser.add_argument(
+        "--objectives",
+        help="comma-separated metrics, e.g. accuracy,step_time_ms "
+        "(default: the study's objectives, else accuracy,step_time_norm,params)",
+    )
+    parser.add_argument("--csv", metavar="FILE", help="also write the front's trials to FILE")
+    parser.add_argument("--json", action="store_true", help="print the front as JSON instead")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from results import (
+        ResultsError,
+        default_objectives,
+        format_front,
+        front_records,
+        load_study_frame,
+        pareto_front,
+        parse_objectives,
+    )
+
+    frame = load_study_frame(args.run, args.study)
+    objectives = (
+        default_objectives(frame) if args.objectives is None else parse_objectives(args.objectives)
+    )
+    front = pareto_front(frame, objectives)
+    if front.empty:
+        raise ResultsError(
+            f"study {frame.attrs['study_name']!r} has no completed trial with "
+            f"{', '.join(objectives)} yet ({len(frame)} trials so far)"
+        )
+    if args.csv:
+        path = Path(args.csv)
+        if not path.parent.is_dir():
+            raise ResultsError(f"--csv: directory {path.parent} does not exist")
+        front.to_csv(path, index=False)
+    if args.json:
+        payload = {
+            "study": frame.attrs["study_name"],
+            "mode": frame.attrs["mode"],
+            "objectives": list(objectives),
+            "trials": len(frame),
+            "front": front_records(front),
+        }
+        print(json.dumps(payload, indent=2))
+    else:
+        print(format_front(frame, objectives))
+        if args.csv:
+            print(f"front written to {args.csv}")
+    return 0

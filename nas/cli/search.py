@@ -1,0 +1,48 @@
+"""``nas search``: run or resume a training-aware search."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "search",
+        help="run a training-aware architecture search (Ray Tune + Optuna)",
+        description="Sample candidates, time their real training step, train them briefly and "
+        "score them; every trial lands in an Optuna study under runs/<study>/.",
+    )
+    parser.add_argument("config", help="search config YAML (e.g. configs/quick.yaml)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted search")
+    parser.add_argument("--trials", type=int, help="override the number of trials")
+    parser.add_argument("--concurrent", type=int, help="override how many trials run at once")
+    parser.add_argument("--storage", help="Optuna storage URL (default: SQLite in the run dir)")
+    parser.add_argument("--study", help="study name (default: the config's)")
+    parser.add_argument("--runs-dir", help="where run directories go (default: runs)")
+    parser.add_argument(
+        "--address", help="Ray cluster address (default: RAY_ADDRESS, else Ray on 127.0.0.1)"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from nas.errors import ConfigError
+    from nas.search import SearchConfig, run_search
+    from searchspace.errors import EffnasError
+
+    config = SearchConfig.load(args.config)
+    overrides = {
+        "trials": args.trials,
+        "concurrent": args.concurrent,
+        "storage": args.storage,
+        "study": args.study,
+        "runs_dir": args.runs_dir,
+    }
+    changes = {key: value for key, value in overrides.items() if value is not None}
+    if changes:
+        try:
+            config = config.replace(**changes)
+        except EffnasError as error:
+            raise ConfigError(f"command line: {error}") from None
+    outcome = run_search(config, resume=args.resume, address=args.address)
+    return 0 if outcome.finished > 0 else 1

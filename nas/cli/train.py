@@ -1,0 +1,141 @@
+"""``nas train``: train one architecture fully, with progressive learning."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from nas.cli.args import add_config_flag, config_kwargs
+from nas.train.config import ProgressiveConfig
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train an architecture fully, with progressive learning",
+        description="Train an architecture on a dataset with progressive learning and adaptive "
+        "regularization (EfficientNetV2): M stages whose image size, RandAugment magnitude, "
+        "Mixup alpha and dropout grow from a minimum to a maximum, weights carried from stage to "
+        "stage, weight EMA, label smoothing, warm-up; held-out accuracy at the spec's eval size "
+        "after every epoch. A checkpoint is written after every epoch; --resume continues it. "
+        "Exit status: 0 trained, 1 the loss became NaN, 2 bad input.",
+    )
+    parser.add_argument("arch", help="catalog name, YAML file (e.g. from nas scale) or spec string")
+    parser.add_argument(
+        "--dataset",
+        required=True,
+        help="NAME[:PATH]: mnist5k, synthetic[:N], imagefolder:PATH, cifar10:PATH, "
+        "cifar100:PATH, flowers102:PATH, stanfordcars:PATH",
+    )
+    parser.add_argument("--epochs", type=int, required=True, help="total epochs, all stages")
+    parser.add_argument(
+        "--progressive",
+        default="paper",
+        help="paper (default: the paper's table and formula), reference (the reference code's "
+        "schedule), off (one stage at the largest size and strongest regularization) or a "
+        "YAML schedule file",
+    )
+    parser.add_argument("--stages", type=int, help="number of stages (default: the schedule's, 4)")
+    parser.add_argument(
+        "--schedule-size",
+        choices=["s", "m", "l"],
+        help="which preset column (default: from the spec's variant or name, else s)",
+    )
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        help="largest training image size for a preset (scaled from the paper's), the fixed "
+        "size for off (default: the spec's train size)",
+    )
+    parser.add_argument(
+        "--init",
+        help="initial weights for fine-tuning: torchvision:PATH (an EfficientNetV2 state dict) "
+        "or effnas:PATH (an effnas weights file); the classifier is re-sized for the dataset",
+    )
+    parser.add_argument("--out", help="run directory (default runs/train-<spec name or hash>)")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its checkpoint"
+    )
+
+    def flag(name: str, help: str, type: Any = str, shown: str | None = None) -> None:
+        add_config_flag(parser, ProgressiveConfig, name, help, type=type, shown=shown)
+
+    flag("batch_size", "batch size", int)
+    flag("lr", "peak learning rate", float, shown="default: 0.016 per 256 images for RMSProp")
+    flag("optimizer", "rmsprop (the paper's), sgd or adamw")
+    flag("lr_schedule", "after warm-up: cosine or exponential (the paper's x0.97 every 2.4 epochs)")
+    flag(
+        "warmup_epochs",
+        "linear warm-up",
+        float,
+        shown="default: 5 epochs, or a tenth of the training if shorter",
+    )
+    flag("weight_decay", "on weights, not BN/biases", float)
+    flag("label_smoothing", "label smoothing", float)
+    flag("ema_decay", "weight EMA decay; 0: off", float)
+    flag("seed", "seed", int)
+    flag("device", "auto, cpu, cuda or cuda:N")
+    flag("precision", "auto (bf16 on a GPU, fp32 on a CPU), fp32 or bf16")
+    flag("heldout_fraction", "fraction of the training set held out for accuracy", float)
+    flag("max_train_images", "train on at most this many images", int, shown="default: all")
+    flag("num_workers", "data-loading processes", int, shown="default: chosen per dataset")
+    parser.add_argument(
+        "--progress",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="progress bar per epoch on stderr (auto: when stderr is a terminal)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the final record as JSON")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from nas.errors import NonFiniteLossError
+    from nas.train.progressive import train_progressive
+    from nas.train.schedule import schedule_for
+    from searchspace import load_arch
+
+    spec = load_arch(args.arch)
+    schedule = schedule_for(
+        spec,
+        args.progressive,
+        stages=args.stages,
+        image_size=args.image_size,
+        size=args.schedule_size,
+    )
+    config = ProgressiveConfig(schedule=schedule, **config_kwargs(args, ProgressiveConfig))
+    out_dir = Path(args.out) if args.out else Path("runs") / f"train-{spec.label}"
+    progress = {"on": True, "off": False}.get(args.progress, sys.stderr.isatty())
+
+    def log(line: str) -> None:
+        print(f"nas train: {line}", file=sys.stderr, flush=True)
+
+    try:
+        outcome = train_progressive(
+            spec, config, out_dir, resume=args.resume, progress=progress, log=log
+        )
+    except NonFiniteLossError as error:
+        print(
+            f"nas train: {error.reason}; the last good checkpoint is in {out_dir}",
+            file=sys.stderr,
+        )
+        return 1
+    record = json.loads((out_dir / "metrics.json").read_text())
+    if args.json:
+        print(json.dumps(record, indent=2))
+        return 0
+    final = record["final"]
+    ema = " (EMA weights; raw " + f"{final['accuracy_raw']:.2%})" if config.ema_decay > 0 else ""
+    print(
+        f"trained {outcome.spec.label} on {config.dataset}: {config.epochs} epochs in "
+        f"{schedule.stages} stage{'s' if schedule.stages != 1 else ''}, "
+        f"{final['train_seconds']:.1f} s of training"
+    )
+    print(f"held-out accuracy {final['accuracy']:.2%}{ema} at {final['eval_image_size']} px")
+    if final["test_accuracy"] is not None:
+        print(f"test accuracy {final['test_accuracy']:.2%}")
+    print(f"run directory {out_dir}: weights.pt, checkpoint.pt, metrics.csv, metrics.json")
+    return 0

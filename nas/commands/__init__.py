@@ -1,1 +1,0 @@
-"""Sub-commands of ``nas``; each module has ``register(subparsers)``."""

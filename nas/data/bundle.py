@@ -1,0 +1,308 @@
+"""A loaded dataset, split for search, with its loaders: :func:`load_dataset` and
+:class:`DataBundle`.
+
+:func:`load_dataset` returns the *search* split (what a candidate trains on) and the *held-out*
+split (what its accuracy is measured on), both carved from the dataset's training set
+deterministically by seed, as the paper held out about 2% of ImageNet's training images for the
+search. A dataset's official test split, when it has one, is kept apart in
+:attr:`DataBundle.test` for final evaluation.
+
+Every image becomes a 3-channel float tensor of ``image_size`` x ``image_size`` pixels normalized
+with ImageNet's mean and standard deviation. Small datasets are held in memory and resized once,
+so their loaders need no worker processes; datasets of files are decoded by worker processes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, random_split
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from nas.data.sources import Source, TensorImages, load_source
+from nas.errors import DataError
+from searchspace.checks import check_int, check_number
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "DataBundle", "load_dataset"]
+
+#: Normalization applied to every dataset (ImageNet's statistics, as the published nets use).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# In-memory datasets are resized once, up front, when the resized copy stays below this size;
+# above it (say CIFAR-10 at 224 px, 7.5 GB) each image is resized when it is read.
+_PRERESIZE_LIMIT_BYTES = 1 << 30
+
+
+class _View(Dataset):
+    """Selected items of a source, each turned into a normalized float (3, S, S) tensor.
+
+    ``prepare`` turns the source's image into a uint8 3-channel (S, S) ``tv_tensors.Image``;
+    ``augment`` (training only) acts on that; ``finish`` converts to float and normalizes.
+    """
+
+    def __init__(
+        self,
+        source: Dataset,
+        indices: list[int] | None,
+        prepare: Callable[[Any], Any],
+        augment: Callable[[Any], Any] | None,
+        finish: Callable[[Any], torch.Tensor],
+    ) -> None:
+        self.source = source
+        self.indices = indices
+        self.prepare = prepare
+        self.augment = augment
+        self.finish = finish
+
+    def __len__(self) -> int:
+        return len(self.source) if self.indices is None else len(self.indices)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image, label = self.source[index if self.indices is None else self.indices[index]]
+        image = self.prepare(image)
+        if self.augment is not None:
+            image = self.augment(image)
+        return self.finish(image), int(label)
+
+
+def _available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@dataclass
+class DataBundle:
+    """A loaded dataset, split for search, and ready to make loaders.
+
+    Attributes:
+        name: the dataset spec it was loaded from, e.g. ``"mnist5k"``.
+        image_size: every image is ``(3, image_size, image_size)``.
+        num_classes: number of classes (labels are ``0 .. num_classes - 1``).
+        classes: class names, by label.
+        train: the search split, the images a candidate trains on.
+        heldout: the held-out split carved from the training set, where accuracy is measured.
+        test: the dataset's official test split, or ``None`` (never used by the search).
+        in_memory: the images are tensors in memory, already at ``image_size``: reading one
+            costs almost nothing, so loaders use no worker processes by default.
+        seed: the seed the split was carved with.
+        heldout_fraction: the fraction of the training set held out.
+    """
+
+    name: str
+    image_size: int
+    num_classes: int
+    classes: tuple[str, ...]
+    train: Dataset
+    heldout: Dataset
+    test: Dataset | None
+    in_memory: bool
+    seed: int
+    heldout_fraction: float
+
+    def default_workers(self) -> int:
+        """Worker processes worth using: none for in-memory data, else up to 4 spare CPUs."""
+        return 0 if self.in_memory else max(0, min(4, _available_cpus() - 1))
+
+    def _loader(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        seed: int,
+        num_workers: int | None,
+        drop_last: bool,
+        pin_memory: bool,
+    ) -> DataLoader:
+        check_int("batch_size", batch_size, 1, DataError)
+        workers = self.default_workers() if num_workers is None else num_workers
+        check_int("num_workers", workers, 0, DataError)
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            # A seeded generator makes the shuffle order (and worker seeds) reproducible.
+            generator=torch.Generator().manual_seed(seed),
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=pin_memory,
+            drop_last=drop_last,
+        )
+
+    def train_loader(
+        self,
+        batch_size: int,
+        *,
+        seed: int = 0,
+        num_workers: int | None = None,
+        pin_memory: bool = False,
+    ) -> DataLoader:
+        """Shuffled batches of the search split, in an order fixed by ``seed``.
+
+        The last incomplete batch is dropped, so every step has the same shape as the timed step
+        and BatchNorm never sees a batch of one.
+
+        Raises:
+            DataError: ``batch_size`` is not positive or is larger than the search split.
+        """
+        if isinstance(batch_size, int) and batch_size > len(self.train):
+            raise DataError(
+                f"batch_size {batch_size} is larger than the search split of {self.name} "
+                f"({len(self.train)} images)"
+            )
+        return self._loader(
+            self.train,
+            batch_size,
+            shuffle=True,
+            seed=seed,
+            num_workers=num_workers,
+            drop_last=True,
+            pin_memory=pin_memory,
+        )
+
+    def heldout_loader(
+        self, batch_size: int, *, num_workers: int | None = None, pin_memory: bool = False
+    ) -> DataLoader:
+        """Batches of the held-out split, in a fixed order, every image once."""
+        return self._in_order(self.heldout, batch_size, num_workers, pin_memory)
+
+    def test_loader(
+        self, batch_size: int, *, num_workers: int | None = None, pin_memory: bool = False
+    ) -> DataLoader:
+        """Batches of the official test split, in a fixed order.
+
+        Raises:
+            DataError: the dataset has no test split.
+        """
+        if self.test is None:
+            raise DataError(f"dataset {self.name} has no test split")
+        return self._in_order(self.test, batch_size, num_workers, pin_memory)
+
+    def _in_order(
+        self, dataset: Dataset, batch_size: int, num_workers: int | None, pin_memory: bool
+    ) -> DataLoader:
+        return self._loader(
+            dataset,
+            batch_size,
+            shuffle=False,
+            seed=0,
+            num_workers=num_workers,
+            drop_last=False,
+            pin_memory=pin_memory,
+        )
+
+    def describe(self) -> str:
+        """One line: name, split sizes, classes, image size."""
+        test = f", {len(self.test):,} test" if self.test is not None else ""
+        return (
+            f"{self.name}: {len(self.train):,} search / {len(self.heldout):,} held-out images"
+            f"{test}, {self.num_classes} classes, {self.image_size} px"
+        )
+
+
+def load_dataset(
+    name_spec: str,
+    image_size: int,
+    *,
+    seed: int = 0,
+    heldout_fraction: float = 0.1,
+    max_train_images: int | None = None,
+    train_augment: Callable[[Any], Any] | None = None,
+) -> DataBundle:
+    """Load a dataset from the registry and carve the search and held-out splits.
+
+    Args:
+        name_spec: ``NAME[:PATH]`` (see :mod:`nas.data.sources`), e.g. ``"imagefolder:/data/x"``.
+        image_size: side of the square images the loaders yield.
+        seed: fixes which training images are held out (same seed, same split).
+        heldout_fraction: fraction of the training set held out for measuring accuracy, in
+            (0, 1); at least one image is held out and at least one kept.
+        max_train_images: if given, keep only this many images (chosen by ``seed``) of the search
+            split, for a cheaper search on a large dataset.
+        train_augment: an optional transform applied to search-split images only, after
+            resizing and before normalization; it receives and returns a uint8
+            ``tv_tensors.Image`` of shape (3, image_size, image_size) (e.g. ``v2.RandAugment``).
+
+    Returns:
+        The :class:`DataBundle`.
+
+    Raises:
+        DataError: unknown dataset, missing or wrong path, bad sizes or fractions.
+    """
+    check_int("image_size", image_size, 1, DataError)
+    check_number("heldout_fraction", heldout_fraction, 0.0, 1.0, DataError, above=True, below=True)
+    if max_train_images is not None:
+        check_int("max_train_images", max_train_images, 1, DataError)
+    _, source = load_source(name_spec)
+    total = len(source.train)
+    if total < 2:
+        raise DataError(f"dataset {name_spec}: needs at least 2 training images, found {total}")
+    if len(source.classes) < 2:
+        raise DataError(
+            f"dataset {name_spec}: needs at least 2 classes, found {len(source.classes)}"
+        )
+    train, test, prepare, ready = _prepared(source, image_size)
+    search_indices, heldout_indices = _split(total, heldout_fraction, seed)
+    if max_train_images is not None:
+        search_indices = search_indices[:max_train_images]
+    finish = v2.Compose(
+        [
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+            v2.ToPureTensor(),
+        ]
+    )
+    return DataBundle(
+        name=name_spec,
+        image_size=image_size,
+        num_classes=len(source.classes),
+        classes=source.classes,
+        train=_View(train, search_indices, prepare, train_augment, finish),
+        heldout=_View(train, heldout_indices, prepare, None, finish),
+        test=None if test is None else _View(test, None, prepare, None, finish),
+        in_memory=ready,
+        seed=seed,
+        heldout_fraction=float(heldout_fraction),
+    )
+
+
+def _prepared(
+    source: Source, image_size: int
+) -> tuple[Dataset, Dataset | None, Callable[[Any], Any], bool]:
+    """The source's train and test sets, how to bring one image to ``image_size`` px, and
+    whether every image is already at that size in memory."""
+    train, test = source.train, source.test
+    if not source.in_memory:
+        # Files: decode (already RGB from read_image), shorter side to the size, centre square.
+        prepare = v2.Compose(
+            [v2.ToImage(), v2.RGB(), v2.Resize(image_size, antialias=True),
+             v2.CenterCrop(image_size)]
+        )  # fmt: skip
+        return train, test, prepare, False
+    if not isinstance(train, TensorImages):
+        raise TypeError(f"an in-memory source must hold TensorImages, got {type(train).__name__}")
+    if len(train) * 3 * image_size * image_size > _PRERESIZE_LIMIT_BYTES:
+        resize = v2.Resize((image_size, image_size), antialias=True)
+        return train, test, v2.Compose([tv_tensors.Image, resize, v2.RGB()]), False
+    if isinstance(test, TensorImages):
+        test = test.resized(image_size)
+    return train.resized(image_size), test, tv_tensors.Image, True
+
+
+def _split(total: int, heldout_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Search and held-out indices of ``total`` images, carved by ``seed``."""
+    heldout_count = min(total - 1, max(1, math.floor(total * heldout_fraction + 0.5)))
+    # random_split with a seeded generator: the same seed carves the same split on any machine.
+    search, heldout = random_split(
+        range(total), [total - heldout_count, heldout_count], torch.Generator().manual_seed(seed)
+    )
+    return list(search.indices), list(heldout.indices)

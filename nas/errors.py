@@ -1,0 +1,71 @@
+"""The errors ``nas`` raises, all in one place.
+
+Every error a user can cause derives from :class:`~searchspace.errors.EffnasError` (the root of
+the project's one hierarchy: ``SpecError``, ``WeightsError``, ``ScalingError``, ``ResultsError``
+and these), which the ``nas`` command prints as one line with exit status 2. A candidate whose
+loss turns NaN is not bad input but an outcome of training: :class:`NonFiniteLossError` is a
+``RuntimeError``, recorded as a failed trial (``nas evaluate`` and ``nas train`` exit with 1).
+"""
+
+from __future__ import annotations
+
+import math
+
+from searchspace.errors import EffnasError
+
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "DataError",
+    "EffnasError",
+    "NonFiniteLossError",
+    "ScheduleError",
+]
+
+
+class ConfigError(EffnasError, ValueError):
+    """A setting that is malformed or out of range (a search config, an evaluation or training
+    setting, a command-line flag); the message names the field and the value."""
+
+
+class ScheduleError(ConfigError):
+    """A progressive-learning schedule that is malformed; names the field and the value."""
+
+
+class DataError(EffnasError):
+    """A dataset that cannot be found or read. The message is one line naming the dataset/path."""
+
+    def __init__(self, message: str = "") -> None:
+        # A DataLoader worker's exception is re-raised in the main process as
+        # ``type(error)("Caught DataError in DataLoader worker ...\nOriginal Traceback ...")``
+        # (torch.utils._utils.ExceptionWrapper): keep only the original one-line message.
+        if "Original Traceback" in message:
+            last = [line for line in message.splitlines() if line.strip()][-1]
+            message = last.split("DataError: ", 1)[-1]
+        super().__init__(message)
+
+
+class CheckpointError(EffnasError):
+    """A checkpoint that cannot be read, or that belongs to another spec or config."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; the candidate failed and must not be scored.
+
+    Attributes:
+        reason: a one-line description, for the result record's ``failure`` field.
+        loss: the offending loss value (NaN if not given).
+        epoch: the epoch it happened in (from 1; 0 if not given).
+        step: the step within that epoch (from 1; 0 if not given).
+        seconds: training wall time until the failure (set by the loop; 0 before).
+    """
+
+    def __init__(
+        self, reason: str, *, loss: float = math.nan, epoch: int = 0, step: int = 0
+    ) -> None:
+        self.reason = reason
+        self.loss = loss
+        self.epoch = epoch
+        self.step = step
+        self.seconds = 0.0
+        super().__init__(reason)

@@ -1,0 +1,199 @@
+"""Training-aware evaluation of one candidate: build, time the step, train briefly, score.
+
+:func:`evaluate_candidate` is what every search trial runs (and what ``nas evaluate`` runs):
+
+1. build the net the spec describes, with the dataset's number of classes, seeded;
+2. count its parameters and FLOPs (fvcore, batch 1, at the training image size);
+3. time its real training step on the trial's device (:mod:`nas.evaluate.timing`) and the
+   reference net's (:mod:`nas.evaluate.reference`, cached), and normalize;
+4. train it for a few epochs on the search split and measure top-1 accuracy on the held-out split
+   (:func:`nas.train.loop.fit`);
+5. score it with the paper's reward ``A * S^w * P^v`` (:mod:`nas.evaluate.reward`).
+
+The result is one :class:`~nas.evaluate.record.EvalResult`, the record the search stores per
+trial. A candidate whose loss becomes NaN or infinite, or that runs out of GPU memory, is a
+*failed* record (``status="failed"``, ``failure`` says why, no accuracy and no reward), not an
+exception; bad configuration or data raise :class:`~searchspace.errors.EffnasError`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from nas.data.bundle import DataBundle
+from nas.errors import ConfigError, NonFiniteLossError
+from nas.evaluate.config import EvalConfig
+from nas.evaluate.record import EvalResult
+from nas.evaluate.reference import reference_timing
+from nas.evaluate.reward import reward
+from nas.evaluate.timing import StepSetup, time_train_step
+from nas.train.device import device_name, resolve_device
+from nas.train.loop import EpochCallback, fit
+from results.schema import RECORD_KEYS
+from searchspace.builder import build_model
+from searchspace.catalog import load_arch
+from searchspace.profile import count_flops, count_parameters
+from searchspace.spec import ArchSpec
+
+__all__ = ["evaluate_candidate"]
+
+
+def evaluate_candidate(
+    spec: ArchSpec | str,
+    config: EvalConfig,
+    *,
+    data: DataBundle | None = None,
+    on_epoch_end: EpochCallback | None = None,
+) -> EvalResult:
+    """Build, time, train briefly and score one candidate.
+
+    Args:
+        spec: the architecture (an :class:`ArchSpec`, or a catalog name, file or spec string).
+            Its classifier is resized to the dataset's number of classes.
+        config: the evaluation settings.
+        data: the dataset already loaded (e.g. once per Ray worker with
+            :meth:`EvalConfig.load_data`); it must have the config's image size. ``None`` loads
+            ``config.dataset``.
+        on_epoch_end: called after every training epoch with ``(epoch, metrics)``: the
+            training metrics of :func:`nas.train.loop.fit` (held-out ``accuracy`` so far,
+            ``train_loss``, ...) plus ``step_time_ms``, ``step_time_norm``, ``params``,
+            ``params_norm`` and the ``reward`` that accuracy would score, so that Tune's ASHA
+            can stop weak candidates on accuracy or reward. It may raise to stop training.
+
+    Returns:
+        The :class:`EvalResult`. A NaN/infinite loss or a GPU out-of-memory gives a failed
+        result rather than an exception.
+
+    Raises:
+        EffnasError: a bad spec, config or dataset (e.g. an image size below the total stride).
+    """
+    started = time.perf_counter()
+    spec = spec if isinstance(spec, ArchSpec) else load_arch(spec)
+    config.check_spec(spec)
+    image_size = config.image_size_for(spec)
+    if data is None:
+        data = config.load_data(spec)
+    elif data.image_size != image_size:
+        raise ConfigError(
+            f"image_size is {image_size} but the data given was loaded at {data.image_size} px"
+        )
+    device = resolve_device(config.device)
+    # The loaders fail early on a batch larger than the split, before any timing is spent.
+    pin = device.type == "cuda"
+    train_loader = data.train_loader(
+        config.batch_size, seed=config.seed, num_workers=config.num_workers, pin_memory=pin
+    )
+    heldout_loader = data.heldout_loader(
+        max(config.batch_size, 256), num_workers=config.num_workers, pin_memory=pin
+    )
+    spec = spec.replace(num_classes=data.num_classes)
+    torch.manual_seed(config.seed)
+    model = build_model(spec)
+    record = _first_figures(spec, model, config, device, image_size)
+    try:
+        record.update(_time_step(model, config, device, image_size, data.num_classes))
+        trained = fit(
+            model,
+            train_loader,
+            heldout_loader,
+            config.recipe(),
+            device=device,
+            on_epoch_end=_with_figures(on_epoch_end, record, config),
+        )
+        record.update(accuracy=trained.accuracy, train_seconds=trained.train_seconds)
+        record["reward"] = _score(trained.accuracy, record, config)
+    except NonFiniteLossError as error:
+        record.update(status="failed", failure=error.reason, train_seconds=error.seconds)
+    except torch.OutOfMemoryError:
+        record.update(
+            status="failed",
+            failure=f"out of memory on {device_name(device)} at batch size "
+            f"{config.batch_size} and {image_size} px",
+        )
+    finally:
+        del model
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    record["duration_s"] = time.perf_counter() - started
+    return EvalResult(**record)
+
+
+def _first_figures(
+    spec: ArchSpec, model: torch.nn.Module, config: EvalConfig, device: torch.device, size: int
+) -> dict[str, Any]:
+    """The record before timing and training: every key, the ones known from the net filled."""
+    record: dict[str, Any] = dict.fromkeys(RECORD_KEYS)
+    record.update(
+        spec=spec.to_string(),
+        hash=spec.hash,
+        name=spec.label,
+        device=device_name(device),
+        params=count_parameters(model),
+        flops=count_flops(model, size),
+        epochs=config.epochs,
+        image_size=size,
+        batch_size=config.batch_size,
+        train_seconds=0.0,
+        status="ok",
+        failure="",
+    )
+    return record
+
+
+def _time_step(
+    model: torch.nn.Module,
+    config: EvalConfig,
+    device: torch.device,
+    image_size: int,
+    num_classes: int,
+) -> dict[str, Any]:
+    """The candidate's and the reference's step times and the figures normalized by them."""
+    setup = StepSetup(
+        batch_size=config.batch_size,
+        image_size=image_size,
+        num_classes=num_classes,
+        device=device,
+        steps=config.timing_steps,
+        warmup=config.timing_warmup,
+        precision=config.precision,
+        optimizer=config.optimizer,
+        clock=config.timing_clock,
+    )
+    reference = reference_timing(setup, reference=config.reference)
+    timing = time_train_step(model, setup)
+    return {
+        "reference_step_time_ms": reference.timing.median_ms,
+        "params_norm": count_parameters(model) / reference.params,
+        "step_time_ms": timing.median_ms,
+        "step_time_spread_ms": timing.spread_ms,
+        "step_time_norm": timing.median_ms / reference.timing.median_ms,
+        "images_per_second": timing.images_per_second,
+        "peak_memory_mb": timing.peak_memory_mb,
+    }
+
+
+def _score(accuracy: float, record: dict[str, Any], config: EvalConfig) -> float:
+    return reward(
+        accuracy, record["step_time_norm"], record["params_norm"], config.reward_w, config.reward_v
+    )
+
+
+def _with_figures(
+    callback: EpochCallback | None, record: dict[str, Any], config: EvalConfig
+) -> EpochCallback | None:
+    """``callback`` given each epoch's metrics plus the step-time figures and the reward."""
+    if callback is None:
+        return None
+
+    def report(epoch: int, metrics: dict[str, float]) -> None:
+        figures = {
+            k: record[k] for k in ("step_time_ms", "step_time_norm", "params", "params_norm")
+        }
+        callback(
+            epoch, {**metrics, **figures, "reward": _score(metrics["accuracy"], record, config)}
+        )
+
+    return report

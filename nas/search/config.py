@@ -1,0 +1,211 @@
+"""Search configuration: one YAML file, validated, with command-line overrides.
+
+Unknown keys are errors, not ignored: a typo in a config that silently falls back to a default
+would waste a cluster's night. Imports no torch and no Ray: a bad config is refused at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from nas.errors import ConfigError
+from nas.evaluate.config import EvalConfig
+from results.schema import OBJECTIVES_BY_MODE
+from searchspace.checks import check_bool, check_choice, check_int, check_number
+from searchspace.errors import EffnasError
+from searchspace.files import load_yaml_file
+from searchspace.space import SearchSpace
+
+__all__ = ["SAMPLERS", "Resources", "SearchConfig"]
+
+SAMPLERS = ("tpe", "nsga2", "random")
+_STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+#: Evaluation settings a search config gives at its top level; their defaults are EvalConfig's
+#: unless a search wants its own (a reduced image size, brief training).
+_EVAL_DEFAULTS = {f.name: f.default for f in fields(EvalConfig)}
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What each trial asks Ray for. Timing on a GPU always takes a whole GPU (never a fraction)."""
+
+    cpus: float = 1.0
+    gpus: int = 0
+
+    def __post_init__(self) -> None:
+        check_number("resources.cpus", self.cpus, 0.0, error=ConfigError)
+        if isinstance(self.gpus, bool) or not isinstance(self.gpus, int) or self.gpus < 0:
+            raise ConfigError(
+                f"resources.gpus must be a whole number >= 0 (a shared GPU makes step times "
+                f"meaningless), got {self.gpus!r}"
+            )
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Everything a search needs. See ``configs/quick.yaml`` for a commented example.
+
+    Attributes:
+        study: study name; the run lives in ``runs_dir/study``.
+        space: the search space.
+        dataset: dataset spec ``NAME[:PATH]`` (see ``nas.data``).
+        image_size: search image size (reduced, as in the paper).
+        batch_size: training batch size; step time is measured at this size.
+        epochs: brief-training epochs per candidate.
+        trials: number of candidates to evaluate.
+        concurrent: how many trials run at once.
+        resources: CPUs and GPUs per trial.
+        objective: ``reward`` (one objective, A * S^w * P^v) or ``pareto`` (accuracy, normalized
+            step time and parameters as three objectives).
+        reward_w, reward_v: the reward's exponents for step time and parameters.
+        sampler: ``tpe``, ``nsga2`` or ``random``.
+        early_stopping: ASHA on the reward (``reward`` mode only: Optuna's pruners and Tune's
+            schedulers need one objective).
+        storage: Optuna storage URL; default ``sqlite:///<runs_dir>/<study>/study.db``.
+        seed: seed of the sampler and of every candidate's training.
+        runs_dir: where run directories are made.
+        max_failures: how many times Tune retries a trial whose worker died.
+        evaluation: further settings of the candidate evaluation (lr, optimizer, timing steps,
+            ...): any other field of :class:`~nas.evaluate.config.EvalConfig`.
+    """
+
+    space: SearchSpace
+    study: str = "search"
+    dataset: str = _EVAL_DEFAULTS["dataset"]
+    image_size: int = 32
+    batch_size: int = _EVAL_DEFAULTS["batch_size"]
+    epochs: int = 2
+    trials: int = 12
+    concurrent: int = 1
+    resources: Resources = field(default_factory=Resources)
+    objective: str = "reward"
+    reward_w: float = _EVAL_DEFAULTS["reward_w"]
+    reward_v: float = _EVAL_DEFAULTS["reward_v"]
+    sampler: str = "tpe"
+    early_stopping: bool = True
+    storage: str | None = None
+    seed: int = _EVAL_DEFAULTS["seed"]
+    runs_dir: str = "runs"
+    max_failures: int = 1
+    evaluation: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.study, str) or not _STUDY_NAME.match(self.study):
+            raise ConfigError(
+                f"study must be a name of letters, digits, '_', '.', '-', got {self.study!r}"
+            )
+        check_int("trials", self.trials, 1, ConfigError)
+        check_int("concurrent", self.concurrent, 1, ConfigError)
+        check_int("max_failures", self.max_failures, 0, ConfigError)
+        check_choice("objective", self.objective, OBJECTIVES_BY_MODE, ConfigError)
+        check_choice("sampler", self.sampler, SAMPLERS, ConfigError)
+        check_bool("early_stopping", self.early_stopping, ConfigError)
+        if not isinstance(self.runs_dir, str) or not self.runs_dir:
+            raise ConfigError(f"runs_dir must be a directory path, got {self.runs_dir!r}")
+        if self.storage is not None and (
+            not isinstance(self.storage, str) or "://" not in self.storage
+        ):
+            raise ConfigError(
+                f"storage must be a SQLAlchemy URL such as sqlite:///path.db or "
+                f"postgresql://user@host/db, got {self.storage!r}"
+            )
+        if not isinstance(self.evaluation, Mapping):
+            raise ConfigError(f"evaluation must be a mapping, got {self.evaluation!r}")
+        self.eval_config()  # validate the evaluation settings now, not on a worker
+        stride = 2 * math.prod(stage.stride for stage in self.space.stages)
+        if self.image_size < stride:
+            raise ConfigError(
+                f"image_size must be at least the space's total stride {stride}, "
+                f"got {self.image_size}"
+            )
+
+    # -- derived ----------------------------------------------------------------------------------
+
+    def eval_config(self) -> EvalConfig:
+        """The per-candidate evaluation settings this search uses.
+
+        Raises:
+            ConfigError: ``evaluation`` holds an unknown key or a bad value.
+        """
+        fixed = {
+            "dataset": self.dataset,
+            "image_size": self.image_size,
+            "batch_size": self.batch_size,
+            "epochs": self.epochs,
+            "seed": self.seed,
+            "reward_w": self.reward_w,
+            "reward_v": self.reward_v,
+        }
+        allowed = [f.name for f in fields(EvalConfig) if f.name not in fixed]
+        for key in self.evaluation:
+            if key not in allowed:
+                where = "set at the top level" if key in fixed else f"allowed: {', '.join(allowed)}"
+                raise ConfigError(f"unknown key evaluation.{key} ({where})")
+        EvalConfig(**fixed)  # the top-level settings, named as the user wrote them
+        try:
+            return EvalConfig(**fixed, **self.evaluation)
+        except EffnasError as error:
+            raise ConfigError(f"evaluation: {error}") from None
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.runs_dir) / self.study
+
+    @property
+    def storage_url(self) -> str:
+        if self.storage:
+            return self.storage
+        return f"sqlite:///{(self.run_dir / 'study.db').resolve()}"
+
+    @property
+    def use_asha(self) -> bool:
+        return self.early_stopping and self.objective == "reward"
+
+    def replace(self, **changes: Any) -> SearchConfig:
+        return dataclasses.replace(self, **changes)
+
+    # -- serial forms -----------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["space"] = self.space.to_dict()
+        data["resources"] = dataclasses.asdict(self.resources)
+        data["evaluation"] = dict(self.evaluation)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "config") -> SearchConfig:
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{source}: a search config must be a YAML mapping, got {data!r}")
+        allowed = [f.name for f in fields(cls)]
+        for key in data:
+            if key not in allowed:
+                raise ConfigError(f"{source}: unknown key {key!s} (allowed: {', '.join(allowed)})")
+        if "space" not in data:
+            raise ConfigError(f"{source}: space is required")
+        kwargs = dict(data)
+        try:
+            kwargs["space"] = SearchSpace.from_dict(data["space"])
+            resources = data.get("resources", {})
+            if not isinstance(resources, Mapping):
+                raise ConfigError(f"resources must be a mapping, got {resources!r}")
+            for key in resources:
+                if key not in ("cpus", "gpus"):
+                    raise ConfigError(f"unknown key resources.{key} (allowed: cpus, gpus)")
+            kwargs["resources"] = Resources(**resources)
+            if kwargs.get("evaluation") is None:
+                kwargs.pop("evaluation", None)
+            return cls(**kwargs)
+        except EffnasError as error:
+            raise ConfigError(f"{source}: {error}") from None
+
+    @classmethod
+    def load(cls, path: str | Path) -> SearchConfig:
+        data = load_yaml_file(path, "config", ConfigError)
+        return cls.from_dict(data, source=str(path))

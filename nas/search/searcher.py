@@ -1,0 +1,190 @@
+"""The searcher: Optuna chooses each candidate, Tune runs it, and the study stores everything.
+
+:class:`StudySearcher` is a Ray Tune ``Searcher`` that asks an Optuna study for each trial
+(define-by-run: the search space's own ``suggest(trial)``) and tells it the result. It writes the
+whole result record (:mod:`results.schema`) on the Optuna trial as user attributes, so the
+database alone rebuilds the search and ``nas front/report/dashboard`` read it while it runs.
+
+Why not Ray's ``OptunaSearch``: it tells Optuna only the objective values, and storing the record
+meant subclassing it and reaching into its private attributes (and Optuna's). Tune's public
+``Searcher`` interface and Optuna's ask-and-tell do the same in fewer lines, with nothing private,
+and let the searcher decide what Tune pickles: never the storage, so a database password in the
+storage URL is not written into the experiment directory.
+
+Besides asking and telling, the searcher reuses the stored result of a spec the study already
+evaluated (the trial then reports it without training), never tells a trial twice (after a
+resume, Tune may replay the end of a trial Optuna already holds), and on restore records the
+trials that were asked for after the last experiment checkpoint as failed ("interrupted").
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.search import Searcher
+
+from results.schema import OBJECTIVES_BY_MODE, RECORD_KEYS
+from searchspace.space import SearchSpace
+from searchspace.spec import ArchSpec
+
+__all__ = ["REUSED_FROM", "StudySearcher", "make_sampler"]
+
+#: The user attribute (and trial config key) naming the trial whose result a spec reused.
+REUSED_FROM = "reused_from"
+
+
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    """Optuna's sampler ``tpe``, ``nsga2`` or ``random``, seeded."""
+    if name == "tpe":
+        # The space is conditional (SE choices depend on the block type): grouped multivariate
+        # TPE models the joint choices per group. Optuna flags both options as experimental.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+class StudySearcher(Searcher):
+    """A Tune ``Searcher`` over an Optuna study; see the module docstring.
+
+    Args:
+        space: the search space (its ``suggest`` draws a spec from an Optuna trial).
+        study_name: the study, already created in the storage.
+        open_storage: returns the study's storage; called when the searcher first needs it (also
+            after Tune unpickled it on a resume), so no storage object or URL is ever pickled.
+        mode: the objective mode (``reward`` or ``pareto``, :data:`OBJECTIVES_BY_MODE`).
+        sampler: ``tpe``, ``nsga2`` or ``random``.
+        seed: the sampler's seed.
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        study_name: str,
+        open_storage: Callable[[], Any],
+        *,
+        mode: str,
+        sampler: str,
+        seed: int,
+    ) -> None:
+        objectives = OBJECTIVES_BY_MODE[mode]
+        # Tune's Searcher keeps a metric and a mode for show; the study holds the directions.
+        super().__init__(metric=",".join(objectives), mode=None)
+        self.space = space
+        self.study_name = study_name
+        self.open_storage = open_storage
+        self.objectives = objectives
+        self.sampler_name = sampler
+        self.seed = seed
+        self.trial_numbers: dict[str, int] = {}  # Tune's trial id -> Optuna's trial number
+        self.told: set[str] = set()
+        self._storage: Any = None
+        self._study: optuna.Study | None = None
+
+    # -- Tune pickles the searcher into its experiment: everything but the storage. --
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_storage": None, "_study": None}
+
+    @property
+    def storage(self) -> Any:
+        if self._storage is None:
+            self._storage = self.open_storage()
+        return self._storage
+
+    @property
+    def study(self) -> optuna.Study:
+        if self._study is None:
+            self._study = optuna.load_study(
+                study_name=self.study_name,
+                storage=self.storage,
+                sampler=make_sampler(self.sampler_name, self.seed),
+            )
+        return self._study
+
+    def _trial_id(self, number: int) -> int:
+        """The storage's id of the study's trial ``number`` (Optuna's public storage API)."""
+        study_id = self.storage.get_study_id_from_name(self.study_name)
+        return self.storage.get_trial_id_from_study_id_trial_number(study_id, number)
+
+    # -- asking --
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        trial = self.study.ask()
+        spec = self.space.suggest(trial)
+        trial.set_user_attr("spec", spec.to_string())
+        trial.set_user_attr("hash", spec.hash)
+        self.trial_numbers[trial_id] = trial.number
+        config: dict[str, Any] = {"spec": spec.to_string()}
+        previous = self._evaluated(spec)
+        if previous is not None:
+            record = {k: previous.user_attrs[k] for k in RECORD_KEYS if k in previous.user_attrs}
+            config["cached"] = {**record, REUSED_FROM: previous.number}
+        return config
+
+    def _evaluated(self, spec: ArchSpec) -> optuna.trial.FrozenTrial | None:
+        """A finished trial of the study that evaluated the same spec, if any."""
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if trial.user_attrs.get("hash") == spec.hash:
+                return trial
+        return None
+
+    # -- telling --
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
+    ) -> None:
+        number = self.trial_numbers.get(trial_id)
+        if number is None or trial_id in self.told:
+            return
+        self.told.add(trial_id)
+        storage, frozen_id = self.storage, self._trial_id(number)
+        if storage.get_trial(frozen_id).state.is_finished():
+            return  # told before the driver stopped; Tune replayed its end after a resume
+        result = result or {}
+        for key in (*RECORD_KEYS, REUSED_FROM):
+            value = result.get(key)
+            if value is not None and not (isinstance(value, float) and math.isnan(value)):
+                storage.set_trial_user_attr(frozen_id, key, value)
+        if error or result.get("status") == "failed":
+            if error and not result.get("failure"):
+                storage.set_trial_user_attr(frozen_id, "status", "failed")
+                storage.set_trial_user_attr(frozen_id, "failure", "worker error (see Tune's log)")
+            self.study.tell(number, state=TrialState.FAIL)
+        elif not result.get("final"):
+            # Stopped early by the scheduler: keep its figures, but it has no final score.
+            storage.set_trial_user_attr(frozen_id, "status", "stopped")
+            self.study.tell(number, state=TrialState.PRUNED)
+        else:
+            self.study.tell(number, [float(result[name]) for name in self.objectives])
+
+    # -- Tune's experiment checkpoint --
+
+    def save(self, checkpoint_path: str) -> None:
+        state = {"trial_numbers": self.trial_numbers, "told": sorted(self.told)}
+        Path(checkpoint_path).write_text(json.dumps(state))
+
+    def restore(self, checkpoint_path: str) -> None:
+        state = json.loads(Path(checkpoint_path).read_text())
+        self.trial_numbers = dict(state["trial_numbers"])
+        self.told = set(state["told"])
+        # Trials asked of Optuna after the last experiment checkpoint are unknown to the
+        # restored Tune run and would stay RUNNING for ever: record them as interrupted.
+        known = set(self.trial_numbers.values())
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if trial.number not in known:
+                trial_id = self._trial_id(trial.number)
+                self.storage.set_trial_user_attr(trial_id, "status", "failed")
+                self.storage.set_trial_user_attr(
+                    trial_id, "failure", "interrupted: the driver stopped"
+                )
+                self.study.tell(trial.number, state=TrialState.FAIL)

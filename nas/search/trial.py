@@ -1,0 +1,121 @@
+"""One trial, on a Ray worker: evaluate a candidate and report its record to Tune.
+
+:func:`run_trial` is Tune's function trainable. It reports the record of
+:func:`nas.evaluate.evaluate_candidate` (and every epoch's figures on the way, so Tune's
+schedulers can stop weak candidates early). A candidate that fails in any way becomes a failed
+record with its reason; it never takes the search down with it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from nas.errors import ConfigError
+from nas.evaluate.config import EvalConfig
+from searchspace.errors import EffnasError
+from searchspace.spec import ArchSpec
+
+__all__ = ["Evaluate", "TrialSettings", "default_evaluate", "run_trial"]
+
+#: ``evaluate(spec, settings, report) -> record``: evaluates one candidate, calling
+#: ``report(metrics)`` after each epoch. Tests pass their own to inject faults.
+Evaluate = Callable[[ArchSpec, "TrialSettings", Callable[[Mapping[str, Any]], None]], dict]
+
+
+class TrialSettings(dict):
+    """What every trial of a search shares (sent to the workers once, with the trainable).
+
+    Keys: ``metric_names`` (the objectives Tune and the searcher watch), ``evaluate`` (an
+    :data:`Evaluate`), ``eval_config`` (the :class:`EvalConfig`, built and validated once on the
+    driver), ``threads`` (torch threads per trial: the CPUs it asked Ray for).
+    """
+
+
+def _failed_record(spec: ArchSpec, reason: str, started: float) -> dict[str, Any]:
+    return {
+        "spec": spec.to_string(),
+        "hash": spec.hash,
+        "status": "failed",
+        "failure": " ".join(reason.split())[:500],
+        "duration_s": time.monotonic() - started,
+        "final": True,
+    }
+
+
+def run_trial(trial_config: dict[str, Any], settings: TrialSettings) -> None:
+    """Tune's function trainable: evaluate one candidate and report its record."""
+    from ray import tune
+
+    started = time.monotonic()
+    spec = ArchSpec.from_string(trial_config["spec"])
+    metric_names = settings["metric_names"]
+
+    def report(metrics: Mapping[str, Any]) -> None:
+        # Every report carries every metric Tune and the searcher watch (NaN until known).
+        payload = {name: math.nan for name in metric_names}
+        payload.update(spec=spec.to_string(), hash=spec.hash)
+        payload.update({k: v for k, v in metrics.items() if v is not None})
+        tune.report(payload)
+
+    cached = trial_config.get("cached")
+    if cached:
+        report({**cached, "final": True})
+        return
+    try:
+        record = settings["evaluate"](spec, settings, report)
+    except EffnasError as error:
+        record = _failed_record(spec, str(error), started)
+    except Exception as error:  # a candidate must never take the search down with it
+        if "out of memory" in str(error).lower():
+            reason = f"out of memory: {error}"
+        else:
+            reason = f"{type(error).__name__}: {error}"
+        record = _failed_record(spec, reason, started)
+    report({**record, "final": True})
+
+
+#: Datasets loaded by this worker process. Tune reuses a worker for the next trial
+#: (``reuse_actors``), so each worker reads the dataset once, not once per candidate.
+_DATA_CACHE: dict[tuple, Any] = {}
+
+
+def _load_data_once(config: EvalConfig, spec: ArchSpec) -> Any:
+    key = (
+        config.dataset,
+        config.image_size_for(spec),
+        config.seed,
+        config.heldout_fraction,
+        config.max_train_images,
+    )
+    if key not in _DATA_CACHE:
+        _DATA_CACHE.clear()  # one search, one dataset: keep memory flat
+        _DATA_CACHE[key] = config.load_data(spec)
+    return _DATA_CACHE[key]
+
+
+def default_evaluate(
+    spec: ArchSpec, settings: TrialSettings, report: Callable[[Mapping[str, Any]], None]
+) -> dict[str, Any]:
+    """Evaluate a candidate with :mod:`nas.evaluate`, reporting each epoch to Tune."""
+    import torch
+
+    from nas.evaluate.candidate import evaluate_candidate
+
+    # Each trial owns the CPUs it asked Ray for; more threads would steal from the trial beside.
+    torch.set_num_threads(settings["threads"])
+    config = settings["eval_config"]
+    data = _load_data_once(config, spec)
+    if data.num_classes != spec.num_classes:
+        # The study identifies candidates by spec; a head sized differently from the space's
+        # would make every stored spec disagree with the net that was trained.
+        raise ConfigError(
+            f"space.num_classes is {spec.num_classes} but dataset {config.dataset!r} has "
+            f"{data.num_classes} classes; set space.num_classes: {data.num_classes}"
+        )
+    result = evaluate_candidate(
+        spec, config, data=data, on_epoch_end=lambda epoch, metrics: report(metrics)
+    )
+    return result.to_dict()

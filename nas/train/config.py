@@ -1,0 +1,96 @@
+"""How ``nas train`` trains a net fully: :class:`ProgressiveConfig`. Imports no torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from nas.data.config import DataConfig
+from nas.errors import ConfigError
+from nas.train.recipe import Recipe
+from nas.train.schedule import ProgressiveSchedule
+from searchspace.checks import check_number
+from searchspace.errors import WeightsError
+
+__all__ = ["INIT_KINDS", "ProgressiveConfig", "check_init", "split_init"]
+
+#: Where fine-tuning weights come from: ``torchvision:PATH`` or ``effnas:PATH``.
+INIT_KINDS = ("torchvision", "effnas")
+
+
+def split_init(init: str) -> tuple[str, str]:
+    """``KIND:PATH`` -> ``(kind, path)``.
+
+    Raises:
+        ConfigError: not ``torchvision:PATH`` or ``effnas:PATH``.
+    """
+    kind, colon, path = init.partition(":") if isinstance(init, str) else ("", "", "")
+    if not colon or kind not in INIT_KINDS or not path:
+        raise ConfigError(f"init must be torchvision:PATH or effnas:PATH, got {init!r}")
+    return kind, path
+
+
+def check_init(init: str) -> None:
+    """Refuse an ``--init`` whose file does not exist, before any data is loaded.
+
+    Raises:
+        ConfigError: a malformed value.
+        WeightsError: the file does not exist.
+    """
+    path = Path(split_init(init)[1])
+    if not path.is_file():
+        raise WeightsError(f"--init file {str(path)!r} does not exist")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProgressiveConfig(Recipe, DataConfig):
+    """How to train a net fully: the recipe (:class:`~nas.train.recipe.Recipe`), the data
+    (:class:`~nas.data.config.DataConfig`) and these. Validated at construction.
+
+    Attributes:
+        epochs: total epochs over all stages; at least the number of stages.
+        schedule: the progressive schedule (:func:`nas.train.schedule.schedule_for` makes it).
+        ema_decay: weight EMA decay (paper: 0.9999), warmed up as
+            ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates; 0 turns the EMA off.
+        init: ``""`` (random initialization), ``torchvision:PATH`` (a torchvision EfficientNetV2
+            state dict) or ``effnas:PATH`` (an effnas weights file); the classifier is re-sized
+            for the dataset.
+
+    ``device`` and ``num_workers`` may change on resume; nothing else may.
+    """
+
+    epochs: int
+    schedule: ProgressiveSchedule
+    ema_decay: float = 0.9999
+    init: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.schedule, ProgressiveSchedule):
+            raise ConfigError(f"schedule must be a ProgressiveSchedule, got {self.schedule!r}")
+        DataConfig.__post_init__(self)
+        Recipe.__post_init__(self)
+        if self.epochs < self.schedule.stages:  # Recipe checked that it is an integer >= 1
+            raise ConfigError(
+                f"epochs must be at least the number of stages ({self.schedule.stages}), "
+                f"got {self.epochs}"
+            )
+        check_number("ema_decay", self.ema_decay, 0.0, 1.0, ConfigError, below=True)
+        if self.init:
+            check_init(self.init)
+
+    def stage_epochs(self) -> list[range]:
+        """The epochs (0-based) of each stage: ``floor(E*i/M)`` to ``floor(E*(i+1)/M)``."""
+        stages = self.schedule.stages
+        bounds = [self.epochs * i // stages for i in range(stages + 1)]
+        return [range(bounds[i], bounds[i + 1]) for i in range(stages)]
+
+    def stage_of(self, epoch: int) -> int:
+        """The stage (0-based) that epoch ``epoch`` (0-based) belongs to."""
+        return next(i for i, epochs in enumerate(self.stage_epochs()) if epoch in epochs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (the schedule as its dict): what a checkpoint and metrics.json carry."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["schedule"] = self.schedule.to_dict()
+        return data

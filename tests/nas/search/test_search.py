@@ -1,0 +1,420 @@
+"""The search driver: Ray Tune + Optuna, faults, resume, bad input, loopback-only Ray."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from ray import cloudpickle as ray_cloudpickle
+
+from nas.cli import main
+from nas.search import SearchConfig, run_search
+from nas.search.progress import format_line
+from nas.search.ray_session import ray_session
+from searchspace import ArchSpec, build_model, count_parameters
+from tests import REPO
+
+NAS = [sys.executable, "-m", "nas.cli"]
+
+# Ray workers unpickle the fake evaluators below; this module is not importable there.
+ray_cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+SMALL_SPACE = {
+    "stem_channels": 8,
+    "head_channels": 32,
+    "num_classes": 10,
+    "train_resolution": 32,
+    "eval_resolution": 32,
+    "stages": [
+        {"out_channels": 8, "stride": 1, "repeats": [1, 2]},
+        {"out_channels": 16, "stride": 2, "repeats": [1, 2]},
+    ],
+}
+
+
+def small_config(tmp_path: Path, **overrides) -> SearchConfig:
+    data = {
+        "study": "t",
+        "runs_dir": str(tmp_path / "runs"),
+        "dataset": "synthetic",
+        "image_size": 32,
+        "batch_size": 16,
+        "epochs": 1,
+        "trials": 6,
+        "concurrent": 2,
+        "early_stopping": False,
+        "sampler": "random",
+        "space": SMALL_SPACE,
+    }
+    data.update(overrides)
+    return SearchConfig.from_dict(data)
+
+
+def fake_record(spec: ArchSpec, accuracy: float) -> dict:
+    params = count_parameters(build_model(spec))
+    return {
+        "spec": spec.to_string(),
+        "hash": spec.hash,
+        "accuracy": accuracy,
+        "step_time_ms": 10.0,
+        "step_time_norm": 1.0,
+        "params": params,
+        "reward": accuracy * (params / 1e4) ** -0.05,
+        "status": "ok",
+        "failure": "",
+    }
+
+
+def faulty_evaluate(spec: ArchSpec, settings: dict, report) -> dict:
+    """Stage-1 kernel 5 raises; a fused stage 2 fails as a NaN loss does in ``nas.evaluate``
+    (a failed record, with the loss's reason); anything else gets a deterministic record."""
+    if spec.stages[0].kernel == 5:
+        raise RuntimeError("candidate exploded on purpose")
+    if spec.stages[1].block == "fused":
+        return {
+            "spec": spec.to_string(),
+            "hash": spec.hash,
+            "status": "failed",
+            "failure": "loss became nan at epoch 1, step 3",
+        }
+    record = fake_record(spec, accuracy=0.5 + 0.01 * spec.stages[0].repeats)
+    report({"accuracy": record["accuracy"], "reward": record["reward"]})
+    return record
+
+
+@pytest.mark.slow
+def test_failing_candidates_are_recorded_and_the_search_finishes(tmp_path):
+    config = small_config(tmp_path, trials=8)
+    lines: list[str] = []
+    outcome = run_search(config, evaluate=faulty_evaluate, log=lines.append)
+    study = optuna.load_study(study_name="t", storage=config.storage_url)
+    trials = study.get_trials()
+    assert len(trials) == 8
+    assert all(t.state.is_finished() for t in trials)
+    for trial in trials:
+        spec = ArchSpec.from_string(trial.user_attrs["spec"])
+        if spec.stages[0].kernel == 5:
+            assert trial.state == optuna.trial.TrialState.FAIL
+            assert "exploded on purpose" in trial.user_attrs["failure"]
+        elif spec.stages[1].block == "fused":
+            assert trial.state == optuna.trial.TrialState.FAIL
+            assert "loss became nan" in trial.user_attrs["failure"]
+        elif trial.user_attrs.get("reused_from") is None:
+            assert trial.state == optuna.trial.TrialState.COMPLETE
+            assert trial.values[0] == pytest.approx(trial.user_attrs["reward"])
+            assert trial.user_attrs["params"] > 0
+    failures = " ".join(t.user_attrs.get("failure", "") for t in trials)
+    assert "exploded on purpose" in failures and "loss became nan" in failures  # both kinds ran
+    assert outcome.finished + outcome.failed == 8
+    assert len(PROGRESS.findall("\n".join(lines))) == 8
+    assert any("FAILED" in line for line in lines)
+
+
+def ray_listening_addresses() -> list[str]:
+    """Local addresses of every listening TCP socket owned by a Ray process on this machine."""
+    listening = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True)
+    addresses = []
+    for line in listening.stdout.splitlines():
+        pids = re.findall(r"pid=(\d+)", line)
+        commands = []
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                commands.append(Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"))
+        if any("ray" in command for command in commands):
+            addresses.append(line.split()[3])
+    return addresses
+
+
+PROGRESS = re.compile(r"^\[\d+/\d+\] .*$", re.MULTILINE)  # one line per finished trial
+LOOPBACK = ("127.0.0.1:", "[::ffff:127.0.0.1]:", "[::1]:")
+
+
+def test_local_ray_listens_on_loopback_only():
+    with ray_session(None):
+        addresses = ray_listening_addresses()
+    assert addresses
+    assert [a for a in addresses if not a.startswith(LOOPBACK)] == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: one line, exit 2, nothing touched
+
+
+def write_config(tmp_path: Path, **overrides) -> Path:
+    data = yaml.safe_load((REPO / "configs" / "quick.yaml").read_text())
+    data["runs_dir"] = str(tmp_path / "runs")
+    data.update(overrides)
+    path = tmp_path / "search.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"trails": 3}, "unknown key trails"),
+        ({"trials": 0}, "trials must be an integer of at least 1, got 0"),
+        ({"space": {**SMALL_SPACE, "stages": []}}, "space.stages must hold at least one stage"),
+        ({"storage": "postgresql://nobody@127.0.0.1:9/none"}, "as an Optuna storage"),
+        ({"storage": "nosuchdb://x/y"}, "as an Optuna storage"),
+    ],
+)
+def test_bad_search_input_is_one_line_and_exit_2(tmp_path, capsys, overrides, message):
+    path = write_config(tmp_path, **overrides)
+    assert main(["search", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert "Traceback" not in err
+
+
+def test_trials_zero_on_the_command_line(tmp_path, capsys):
+    path = write_config(tmp_path)
+    assert main(["search", str(path), "--trials", "0"]) == 2
+    assert "trials must be an integer of at least 1, got 0" in capsys.readouterr().err
+
+
+def test_study_with_a_different_space_is_refused_and_untouched(tmp_path, capsys):
+    path = write_config(tmp_path)
+    config = SearchConfig.load(path)
+    storage_url = config.storage_url
+    Path(config.run_dir).mkdir(parents=True)
+    study = optuna.create_study(study_name=config.study, storage=storage_url)
+    study.set_user_attr("space_hash", "another")
+    study.set_user_attr("mode", "reward")
+    study.add_trial(optuna.trial.create_trial(value=1.0))
+    before = (study.user_attrs, len(study.trials))
+    for extra in ([], ["--resume"]):
+        assert main(["search", str(path), *extra]) == 2
+        assert "different search space" in capsys.readouterr().err
+    again = optuna.load_study(study_name=config.study, storage=storage_url)
+    assert (again.user_attrs, len(again.trials)) == before
+
+
+def test_resume_of_a_missing_study_is_refused(tmp_path, capsys):
+    path = write_config(tmp_path)
+    assert main(["search", str(path), "--resume"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_missing_config_file(tmp_path, capsys):
+    assert main(["search", str(tmp_path / "nope.yaml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# Real searches (the real evaluation on small data)
+
+
+def kill_session(process: subprocess.Popen) -> None:
+    """SIGKILL the driver and every Ray process it started (they share its session)."""
+    subprocess.run(["pkill", "-KILL", "-s", str(process.pid)], check=False)
+    process.wait(timeout=30)
+
+
+def study_trials(config: SearchConfig) -> list:
+    return optuna.load_study(study_name=config.study, storage=config.storage_url).get_trials()
+
+
+@pytest.mark.slow
+def test_driver_killed_mid_search_resumes_without_loss_or_double_count(tmp_path):
+    path = write_config(
+        tmp_path,
+        dataset="synthetic",
+        trials=6,
+        concurrent=2,
+        epochs=1,
+        space=SMALL_SPACE,
+        study="crash",
+        sampler="random",
+    )
+    config = SearchConfig.load(path)
+    log = (tmp_path / "first.log").open("w")
+    first = subprocess.Popen(
+        [*NAS, "search", str(path)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            done = len(PROGRESS.findall((tmp_path / "first.log").read_text()))
+            if done >= 2:
+                break
+            assert first.poll() is None, (tmp_path / "first.log").read_text()
+            time.sleep(0.5)
+        else:
+            pytest.fail("no trial finished in 300 s")
+    finally:
+        kill_session(first)
+    finished_before = [t for t in study_trials(config) if t.state.is_finished()]
+    assert 2 <= len(finished_before) < 6
+
+    resumed = subprocess.run(
+        [*NAS, "search", str(path), "--resume"], capture_output=True, text=True, timeout=600,
+        start_new_session=True,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    trials = study_trials(config)
+    done = [t for t in trials if t.state.is_finished() and t.user_attrs.get("failure", "") == ""]
+    interrupted = [t for t in trials if "interrupted" in t.user_attrs.get("failure", "")]
+    # Exactly the requested number of evaluated trials; none lost, none counted twice.
+    summary = [(t.number, t.state.name, t.user_attrs.get("failure")) for t in trials]
+    assert len(done) == 6, (summary, resumed.stdout[-3000:])
+    assert len(trials) == 6 + len(interrupted)
+    assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+    for before in finished_before:
+        after = next(t for t in trials if t.number == before.number)
+        assert after.state == before.state and after.values == before.values
+        assert after.user_attrs == before.user_attrs
+
+
+@pytest.mark.slow
+def test_quick_search_six_trials_two_at_a_time(tmp_path):
+    runs = tmp_path / "runs"
+    result = subprocess.run(
+        [*NAS, "search", str(REPO / "configs" / "quick.yaml"), "--trials", "6",
+         "--runs-dir", str(runs)],
+        capture_output=True, text=True, timeout=900, start_new_session=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    trials = optuna.load_study(
+        study_name="quick", storage=f"sqlite:///{runs}/quick/study.db"
+    ).trials
+    assert len(trials) == 6
+    for trial in trials:
+        assert trial.state == optuna.trial.TrialState.COMPLETE, trial.user_attrs
+        attrs = trial.user_attrs
+        ArchSpec.from_string(attrs["spec"])
+        for key in ("accuracy", "step_time_ms", "step_time_norm", "params", "flops", "reward"):
+            assert isinstance(attrs[key], (int, float)) and math.isfinite(attrs[key]), key
+        assert attrs["accuracy"] > 0.2  # 10 classes: well above chance after brief training
+    lines = PROGRESS.findall(result.stdout)
+    assert len(lines) == 6 and lines[-1].startswith("[6/6]")
+    show = subprocess.run(
+        [*NAS, "show", str(runs / "quick" / "best.yaml"), "--json"], capture_output=True, text=True
+    )
+    assert show.returncode == 0, show.stderr
+    assert '"params"' in show.stdout
+
+
+@pytest.mark.slow
+def test_ray_job_submit_to_a_loopback_head(tmp_path):
+    ray = str(Path(sys.executable).parent / "ray")
+    env = {
+        **os.environ,
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        # Ray's token authentication, explicit for the head and the job client alike (the client
+        # does not turn it on by itself even when ~/.ray/auth_token exists).
+        "RAY_AUTH_MODE": "token",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    env.pop("RAY_ADDRESS", None)
+    gcs_port, dashboard_port = free_port(), free_port()
+    head = subprocess.run(
+        [ray, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs_port}",
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", "--num-cpus=2",
+         "--disable-usage-stats"],
+        env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    try:
+        assert head.returncode == 0, head.stdout + head.stderr
+        addresses = ray_listening_addresses()
+        assert addresses
+        assert [a for a in addresses if not a.startswith(LOOPBACK)] == []
+        job_dir = tmp_path / "job"
+        job_dir.mkdir()
+        config = write_config(
+            job_dir, dataset="synthetic", trials=2, concurrent=1, epochs=1, space=SMALL_SPACE,
+            study="job", runs_dir=str(tmp_path / "runs"),
+        )  # fmt: skip
+        submit = subprocess.run(
+            [ray, "job", "submit", "--address", f"http://127.0.0.1:{dashboard_port}",
+             "--working-dir", str(job_dir), "--", "nas", "search", config.name],
+            env=env, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
+        assert "succeeded" in (submit.stdout + submit.stderr).lower()
+        trials = optuna.load_study(
+            study_name="job", storage=f"sqlite:///{tmp_path}/runs/job/study.db"
+        ).trials
+        assert len(trials) == 2 and all(t.state.is_finished() for t in trials)
+    finally:
+        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_progress_format_handles_failures():
+    line = format_line(3, 12, {"spec": "stem8", "status": "failed", "failure": "boom"})
+    assert line == "[3/12] stem8  FAILED: boom"
+
+
+def slow_learner_evaluate(spec: ArchSpec, settings: dict, report) -> dict:
+    """Three epochs; accuracy grows with the first stage's depth, so ASHA has losers to stop."""
+    record = fake_record(spec, accuracy=0.3 + 0.2 * spec.stages[0].repeats)
+    for epoch in (1, 2, 3):
+        accuracy = record["accuracy"] * epoch / 3
+        report({"accuracy": accuracy, "reward": accuracy, "epoch": epoch})
+    return record
+
+
+@pytest.mark.slow
+def test_asha_stops_weak_candidates_and_keeps_their_figures(tmp_path):
+    config = small_config(tmp_path, trials=8, concurrent=1, epochs=3, early_stopping=True)
+    outcome = run_search(config, evaluate=slow_learner_evaluate, log=lambda line: None)
+    trials = optuna.load_study(study_name="t", storage=config.storage_url).get_trials()
+    states = {t.state for t in trials}
+    assert optuna.trial.TrialState.PRUNED in states  # ASHA stopped someone
+    assert optuna.trial.TrialState.COMPLETE in states
+    for trial in trials:
+        if trial.state == optuna.trial.TrialState.PRUNED:
+            assert trial.user_attrs["status"] == "stopped"
+            assert trial.user_attrs["accuracy"] > 0  # the figures it reached are kept
+    assert outcome.best_spec is not None
+
+
+def steady_evaluate(spec: ArchSpec, settings: dict, report) -> dict:
+    record = fake_record(spec, accuracy=0.5 + 0.1 * spec.stages[0].repeats)
+    report({"accuracy": record["accuracy"], "reward": record["reward"]})
+    return record
+
+
+@pytest.mark.slow
+def test_a_spec_already_evaluated_is_not_trained_again(tmp_path):
+    # A space of exactly two architectures: five trials must repeat some.
+    space = {
+        **SMALL_SPACE,
+        "blocks": ["fused"],
+        "expand_ratios": [1],
+        "kernels": [3],
+        "fused_se_ratios": [0.0],
+        "stages": [
+            {"out_channels": 8, "stride": 1, "repeats": [1, 2]},
+            {"out_channels": 16, "stride": 2, "repeats": 1},
+        ],
+    }
+    config = small_config(tmp_path, trials=5, concurrent=1, space=space)
+    run_search(config, evaluate=steady_evaluate, log=lambda line: None)
+    trials = optuna.load_study(study_name="t", storage=config.storage_url).get_trials()
+    evaluated = [t for t in trials if "reused_from" not in t.user_attrs]
+    reused = [t for t in trials if "reused_from" in t.user_attrs]
+    assert len({t.user_attrs["hash"] for t in trials}) == len(evaluated) == 2
+    assert len(reused) == 3
+    by_number = {t.number: t for t in trials}
+    for trial in reused:
+        original = by_number[trial.user_attrs["reused_from"]]
+        assert trial.user_attrs["hash"] == original.user_attrs["hash"]
+        assert trial.values == original.values

@@ -1,0 +1,69 @@
+"""``nas dashboard``: optuna-dashboard on the study, our figures and note attached."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+
+import optuna
+import pytest
+
+from nas.cli import main
+from results import load_study_frame, pareto_front, reward_best
+from results.dashboard import attach_to_study
+from results.figures import front_trace_name
+from tests.results.dashboard_helpers import dashboard, free_port, study_detail
+from tests.results.synthetic_study import make_run
+
+
+@pytest.mark.slow
+def test_dashboard_serves_the_study_with_our_figures_and_note(tmp_path):
+    run_dir = make_run(tmp_path, "live", "pareto", n_complete=30)
+    with dashboard(run_dir, log=tmp_path / "dashboard.log") as base:
+        detail = study_detail(base, "live")
+    frame = load_study_frame(run_dir)
+    assert len(detail["trials"]) == len(frame)
+    assert detail["objective_names"] == ["accuracy", "step_time_norm", "params"]
+    # The dashboard's own Pareto front (its best trials) is ours too.
+    front_3d = pareto_front(frame, ["accuracy", "step_time_norm", "params"])
+    assert sorted(trial["number"] for trial in detail["best_trials"]) == sorted(front_3d["number"])
+    best = reward_best(frame)
+    note = detail["note"]["body"]
+    assert f"trial {best['number']}" in note and best["spec"] in note
+    attached = detail["plotly_graph_objects"]
+    figures = {item["id"]: item["graph_object"] for item in attached}
+    assert set(figures) == {"effnas-accuracy-vs-step-time", "effnas-accuracy-vs-params",
+                            "effnas-pareto-3d"}  # fmt: skip
+    traces = json.loads(figures["effnas-accuracy-vs-step-time"])["data"]
+    front = next(trace for trace in traces if trace["name"] == front_trace_name("live"))
+    expected = pareto_front(frame, ["accuracy", "step_time_ms"])
+    assert len(front["x"]) == len(expected)
+
+
+def test_attach_sets_missing_metric_names_and_replaces_figures(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(storage=storage, study_name="plain", direction="maximize")
+    study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs={"accuracy": 0.5,
+                                                                     "step_time_ms": 3.0,
+                                                                     "params": 1000}))  # fmt: skip
+    attach_to_study(study)
+    attach_to_study(study)  # again: same figure IDs, no duplicates
+    assert study.metric_names == ["reward"]
+    keys = study._storage.get_study_system_attrs(study._study_id)
+    ids = {key.split(":")[2] for key in keys if key.startswith("dashboard:plot_data:")}
+    assert ids == {"effnas-accuracy-vs-step-time", "effnas-accuracy-vs-params", "effnas-pareto-3d"}
+
+
+def test_port_in_use_is_one_line_and_writes_nothing(capsys, tmp_path):
+    run_dir = make_run(tmp_path, "busy", "reward", n_complete=3)
+    before = hashlib.sha256((run_dir / "study.db").read_bytes()).hexdigest()
+    port = free_port()
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", port))
+        server.listen()
+        code = main(["dashboard", str(run_dir), "--port", str(port)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err == f"nas dashboard: error: --port {port} is already in use on 127.0.0.1\n"
+    assert hashlib.sha256((run_dir / "study.db").read_bytes()).hexdigest() == before

@@ -1,0 +1,122 @@
+"""The search space: sampling, validation and the search config."""
+
+from __future__ import annotations
+
+import random
+
+import optuna
+import pytest
+import yaml
+
+from nas.errors import ConfigError
+from nas.search import SearchConfig
+from searchspace import ArchSpec, SpecError, build_model
+from searchspace.space import SearchSpace
+from tests import REPO
+
+
+def small_space(**overrides) -> dict:
+    space = {
+        "stem_channels": 8,
+        "head_channels": 32,
+        "num_classes": 10,
+        "train_resolution": 32,
+        "eval_resolution": 32,
+        "se_ratios": [0.0, 0.25],
+        "stages": [
+            {"out_channels": 8, "stride": 1, "repeats": [1, 2]},
+            {"out_channels": 16, "stride": 2, "repeats": [1, 3], "kernels": [3]},
+        ],
+    }
+    space.update(overrides)
+    return space
+
+
+def test_suggest_draws_valid_specs_from_optuna_trials():
+    space = SearchSpace.from_dict(small_space())
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(30):
+        trial = study.ask()
+        spec = space.suggest(trial)
+        assert isinstance(spec, ArchSpec)
+        assert [s.out_channels for s in spec.stages] == [8, 16]
+        assert [s.stride for s in spec.stages] == [1, 2]
+        assert spec.stages[1].kernel == 3
+        assert 1 <= spec.stages[1].repeats <= 3
+        for stage in spec.stages:
+            if stage.block == "fused":
+                assert stage.se_ratio == 0.0  # the published nets put no SE on fused stages
+        seen.add(spec.hash)
+        study.tell(trial, 0.0)
+    assert len(seen) > 10  # the space is really explored
+
+
+def test_single_choice_is_not_a_decision():
+    space = SearchSpace.from_dict(small_space())
+    study = optuna.create_study()
+    trial = study.ask()
+    space.suggest(trial)
+    assert "s2_kernel" not in trial.params  # one kernel allowed in stage 2
+    assert "s1_kernel" in trial.params
+
+
+def test_random_sample_is_reproducible_and_builds():
+    space = SearchSpace.from_dict(small_space())
+    first = [space.sample(random.Random(3)) for _ in range(1)]
+    again = [space.sample(random.Random(3)) for _ in range(1)]
+    assert first == again
+    build_model(first[0])
+
+
+def test_space_size_counts_every_architecture():
+    space = SearchSpace.from_dict(small_space())
+    # stage 1: (mbconv x 2 SE + fused x 1) x 2 repeats x 2 kernels x 3 expansions = 36
+    # stage 2: 3 block/SE options x 3 repeats x 1 kernel x 3 expansions = 27
+    assert space.size == 36 * 27
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"stages": []}, "space.stages"),
+        ({"kernels": [4]}, "kernel"),
+        ({"expand_ratios": []}, "expand_ratios"),
+        ({"blocks": ["conv"]}, "block"),
+        ({"color": 3}, "space.color"),
+        ({"stages": [{"out_channels": 8, "stride": 3, "repeats": 1}]}, "stride"),
+        ({"stages": [{"out_channels": 8, "stride": 1, "repeats": [3, 1]}]}, "repeats"),
+        ({"stages": [{"out_channels": 8, "stride": 1}]}, "repeats"),
+    ],
+)
+def test_bad_space_names_the_field(change, field):
+    with pytest.raises(SpecError, match=field.replace("[", r"\[").replace("]", r"\]")):
+        SearchSpace.from_dict(small_space(**change))
+
+
+def test_shipped_configs_load():
+    quick = SearchConfig.load(REPO / "configs" / "quick.yaml")
+    paper = SearchConfig.load(REPO / "configs" / "paper.yaml")
+    assert quick.dataset == "mnist5k" and quick.concurrent == 2
+    assert paper.resources.gpus == 1
+    # The paper's space: both ops, kernels 3 and 5, expansions 1, 4, 6 in every stage.
+    for stage in paper.space.stages:
+        assert set(stage.blocks) == {"mbconv", "fused"}
+        assert stage.kernels == (3, 5) and stage.expand_ratios == (1, 4, 6)
+
+
+def test_config_rejects_unknown_keys_and_bad_values(tmp_path):
+    base = yaml.safe_load((REPO / "configs" / "quick.yaml").read_text())
+    for change, message in [
+        ({"trails": 3}, "unknown key trails"),
+        ({"trials": 0}, "trials"),
+        ({"objective": "speed"}, "objective"),
+        ({"sampler": "cmaes"}, "sampler"),
+        ({"resources": {"cpus": 1, "gpus": 0.5}}, "resources.gpus"),
+        ({"storage": "not a url"}, "storage"),
+        ({"image_size": 8}, "image_size"),
+    ]:
+        path = tmp_path / "bad.yaml"
+        path.write_text(yaml.safe_dump({**base, **change}))
+        with pytest.raises(ConfigError, match=message):
+            SearchConfig.load(path)
