@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "nas.commands.scale",
     "nas.commands.train",
     "nas.commands.weights",
+    "nas.commands.export",
     "nas.commands.front",
     "nas.commands.report",
     "nas.commands.dashboard",
