@@ -18,6 +18,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "EffnasError",
+    "ExportError",
     "NonFiniteLossError",
     "ScheduleError",
 ]
@@ -43,6 +44,10 @@ class DataError(EffnasError):
             last = [line for line in message.splitlines() if line.strip()][-1]
             message = last.split("DataError: ", 1)[-1]
         super().__init__(message)
+
+
+class ExportError(EffnasError):
+    """Bad input to an export: a format, an option value, an output path, a missing extra."""
 
 
 class CheckpointError(EffnasError):

@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "nas.cli.scale",
     "nas.cli.train",
     "nas.cli.weights",
+    "nas.cli.export",
     "nas.cli.front",
     "nas.cli.report",
     "nas.cli.dashboard",
