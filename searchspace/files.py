@@ -121,4 +121,8 @@ def atomic_write(
         if partial is not None:
             Path(partial).unlink(missing_ok=True)
         raise error(f"cannot write {str(path)!r}: {reason.strerror or reason}") from None
+    except BaseException:  # a second Ctrl-C while writing: no half-written file left behind
+        if partial is not None:
+            Path(partial).unlink(missing_ok=True)
+        raise
     return path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,4 +46,16 @@ def run(args: argparse.Namespace) -> int:
         except EffnasError as error:
             raise ConfigError(f"command line: {error}") from None
     outcome = run_search(config, resume=args.resume, address=args.address)
+    if outcome.interrupted:
+        again = " ".join(
+            ["nas search", args.config, "--resume"]
+            + [f"--{key.replace('_', '-')} {value}" for key, value in changes.items()]
+        )
+        print(
+            f"nas search: interrupted; the finished trials are saved in the study. Continue "
+            f"with: {again}",
+            file=sys.stderr,
+        )
+        return 130
+    # A search in which no candidate could be evaluated has failed, whatever the cause.
     return 0 if outcome.finished > 0 else 1

@@ -123,6 +123,13 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    except KeyboardInterrupt:
+        print(
+            f"nas train: interrupted; every finished epoch is saved in {out_dir}. Continue with "
+            f"the same command and --resume{'' if args.out else f' --out {out_dir}'}",
+            file=sys.stderr,
+        )
+        return 130
     record = json.loads((out_dir / "metrics.json").read_text())
     if args.json:
         print(json.dumps(record, indent=2))

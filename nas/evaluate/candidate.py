@@ -30,9 +30,10 @@ from nas.evaluate.record import EvalResult
 from nas.evaluate.reference import reference_timing
 from nas.evaluate.reward import reward
 from nas.evaluate.timing import StepSetup, time_train_step
-from nas.train.device import device_name, resolve_device
+from nas.train.device import device_name, memory_shortfall, resolve_device, resolve_precision
 from nas.train.loop import EpochCallback, fit
 from results.schema import RECORD_KEYS
+from scaling.measures import spec_parameters
 from searchspace.builder import build_model
 from searchspace.catalog import load_arch
 from searchspace.profile import count_flops, count_parameters
@@ -82,17 +83,17 @@ def evaluate_candidate(
         )
     device = resolve_device(config.device)
     # The loaders fail early on a batch larger than the split, before any timing is spent.
-    pin = device.type == "cuda"
-    train_loader = data.train_loader(
-        config.batch_size, seed=config.seed, num_workers=config.num_workers, pin_memory=pin
-    )
-    heldout_loader = data.heldout_loader(
-        max(config.batch_size, 256), num_workers=config.num_workers, pin_memory=pin
-    )
+    train_loader, heldout_loader = _loaders(data, config, device)
     spec = spec.replace(num_classes=data.num_classes)
+    precision = resolve_precision(config.precision, device)
+    shortfall = memory_shortfall(spec, config.batch_size, image_size, device, precision)
+    if shortfall is not None:
+        return _failed(spec, config, device, image_size, shortfall, started)
     torch.manual_seed(config.seed)
     model = build_model(spec)
-    record = _first_figures(spec, model, config, device, image_size)
+    record = _first_figures(
+        spec, count_parameters(model), count_flops(model, image_size), config, device, image_size
+    )
     try:
         record.update(_time_step(model, config, device, image_size, data.num_classes))
         trained = fit(
@@ -121,8 +122,24 @@ def evaluate_candidate(
     return EvalResult(**record)
 
 
+def _loaders(data: DataBundle, config: EvalConfig, device: torch.device) -> tuple[Any, Any]:
+    pin = device.type == "cuda"
+    train_loader = data.train_loader(
+        config.batch_size, seed=config.seed, num_workers=config.num_workers, pin_memory=pin
+    )
+    heldout_loader = data.heldout_loader(
+        max(config.batch_size, 256), num_workers=config.num_workers, pin_memory=pin
+    )
+    return train_loader, heldout_loader
+
+
 def _first_figures(
-    spec: ArchSpec, model: torch.nn.Module, config: EvalConfig, device: torch.device, size: int
+    spec: ArchSpec,
+    params: int,
+    flops: int | None,
+    config: EvalConfig,
+    device: torch.device,
+    size: int,
 ) -> dict[str, Any]:
     """The record before timing and training: every key, the ones known from the net filled."""
     record: dict[str, Any] = dict.fromkeys(RECORD_KEYS)
@@ -131,8 +148,8 @@ def _first_figures(
         hash=spec.hash,
         name=spec.label,
         device=device_name(device),
-        params=count_parameters(model),
-        flops=count_flops(model, size),
+        params=params,
+        flops=flops,
         epochs=config.epochs,
         image_size=size,
         batch_size=config.batch_size,
@@ -141,6 +158,20 @@ def _first_figures(
         failure="",
     )
     return record
+
+
+def _failed(
+    spec: ArchSpec,
+    config: EvalConfig,
+    device: torch.device,
+    size: int,
+    reason: str,
+    started: float,
+) -> EvalResult:
+    """The record of a candidate refused before it was built (it would not fit in memory)."""
+    record = _first_figures(spec, spec_parameters(spec), None, config, device, size)
+    record.update(status="failed", failure=reason, duration_s=time.perf_counter() - started)
+    return EvalResult(**record)
 
 
 def _time_step(

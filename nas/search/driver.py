@@ -25,6 +25,7 @@ import yaml
 from nas.errors import ConfigError
 from nas.search.config import SearchConfig
 from nas.search.ray_session import keep_local_ray_on_loopback, ray_address, ray_session
+from nas.search.rundir import hold_run_dir
 from nas.search.study import check_existing_study, create_study
 from nas.search.trial import Evaluate, TrialSettings, default_evaluate, run_trial
 from results.schema import OBJECTIVES_BY_MODE
@@ -49,6 +50,7 @@ class SearchOutcome:
     failed: int
     best_spec: ArchSpec | None
     best_path: Path | None
+    interrupted: bool = False
 
 
 class StudyStorage:
@@ -85,16 +87,36 @@ def run_search(
 
     log = log or _print_flushed
     run_dir = config.run_dir.resolve()
+    check_dataset(config)
     opener = StudyStorage(config.storage_url)
-    storage = opener()
-    check_existing_study(storage, config, resume)
-    tune_dir = run_dir / TUNE_DIR
-    if resume and not tune_dir.exists():
-        raise ConfigError(f"--resume: no Tune experiment in {tune_dir}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        create_study(storage, config)
-        atomic_write(run_dir / CONFIG_FILE, yaml.safe_dump(config.to_dict(), sort_keys=False))
+    with hold_run_dir(run_dir, config.study):
+        storage = opener()
+        check_existing_study(storage, config, resume)
+        tune_dir = run_dir / TUNE_DIR
+        if resume and not tune_dir.exists():
+            raise ConfigError(f"--resume: no Tune experiment in {tune_dir}")
+        if not resume:
+            create_study(storage, config)
+            atomic_write(run_dir / CONFIG_FILE, yaml.safe_dump(config.to_dict(), sort_keys=False))
+        trainable = _trainable(config, evaluate)
+        log(
+            f"nas search: study {config.study!r}, {config.trials} trials, {config.concurrent} at "
+            f"a time, objective {config.objective}, storage {config.storage_url}"
+        )
+        with ray_session(address):
+            if resume:
+                tuner = tune.Tuner.restore(
+                    str(tune_dir), trainable=trainable, resume_unfinished=True, resume_errored=True
+                )
+            else:
+                tuner = _new_tuner(config, trainable, opener, run_dir, log)
+            tuner.fit()  # a first Ctrl-C (SIGINT) ends it early, the experiment saved
+        return _finish(config, storage, log)
+
+
+def _trainable(config: SearchConfig, evaluate: Evaluate | None) -> Any:
+    """Tune's trainable: :func:`run_trial` with the search's shared settings and resources."""
+    from ray import tune
 
     settings = TrialSettings(
         metric_names=list(OBJECTIVES_BY_MODE[config.objective]),
@@ -103,25 +125,35 @@ def run_search(
         threads=max(1, int(config.resources.cpus)),
     )
     resources = {"cpu": config.resources.cpus, "gpu": config.resources.gpus}
-    trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings), resources)
     # Save the experiment state on every controller step, so that a killed driver loses at most
     # the trial it was telling (Tune's default throttles saves to a share of the run time).
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
     # Tune's own table would interleave with our one-line-per-trial progress.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    log(
-        f"nas search: study {config.study!r}, {config.trials} trials, {config.concurrent} at a "
-        f"time, objective {config.objective}, storage {config.storage_url}"
-    )
-    with ray_session(address):
-        if resume:
-            tuner = tune.Tuner.restore(
-                str(tune_dir), trainable=trainable, resume_unfinished=True, resume_errored=True
-            )
-        else:
-            tuner = _new_tuner(config, trainable, opener, run_dir, log)
-        tuner.fit()
-    return _finish(config, storage, log)
+    return tune.with_resources(tune.with_parameters(run_trial, settings=settings), resources)
+
+
+def check_dataset(config: SearchConfig) -> None:
+    """Refuse on the driver, before any trial starts, a dataset that every trial would refuse.
+
+    The dataset is opened here (for the embedded ones this costs a moment; a folder of images is
+    listed, not decoded) so that a missing path, a path that is a file, files that are not the
+    named dataset, or classes that differ from the space's are one line and exit status 2,
+    instead of every trial failing on a worker.
+
+    Raises:
+        DataError: the dataset cannot be opened.
+        ConfigError: its number of classes is not the space's ``num_classes``.
+    """
+    from nas.data.sources import load_source
+
+    _, source = load_source(config.dataset)
+    classes = len(source.classes)
+    if classes != config.space.num_classes:
+        raise ConfigError(
+            f"space.num_classes is {config.space.num_classes} but dataset {config.dataset!r} has "
+            f"{classes} classes; set space.num_classes: {classes}"
+        )
 
 
 def _print_flushed(line: str) -> None:
@@ -191,6 +223,10 @@ def _finish(config: SearchConfig, storage: Any, log: Callable[[str], None]) -> S
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     failed = [t for t in trials if t.state == TrialState.FAIL]
+    ended = [t for t in trials if t.state.is_finished()]
+    # Stopped (Ctrl-C, SIGTERM) before every trial ended; a trial the driver marked
+    # "interrupted" on a resume is run anew and does not count.
+    interrupted = len(ended) - _interrupted_count(failed) < config.trials
     best_spec = best_path = None
     if trials:
         log(format_front(load_study_frame(config.storage_url, config.study)))
@@ -214,4 +250,9 @@ def _finish(config: SearchConfig, storage: Any, log: Callable[[str], None]) -> S
         failed=len(failed),
         best_spec=best_spec,
         best_path=best_path,
+        interrupted=interrupted,
     )
+
+
+def _interrupted_count(failed: list) -> int:
+    return sum("interrupted" in t.user_attrs.get("failure", "") for t in failed)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 
 from nas.errors import ConfigError
@@ -43,6 +45,9 @@ def ray_session(address: str | None) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
+    # ray.init installs a SIGTERM handler of its own that aborts the driver; keep the one the
+    # process had (``nas`` stops on SIGTERM as on Ctrl-C, saving what it has done).
+    on_sigterm = signal.getsignal(signal.SIGTERM)
     if address:
         try:
             ray.init(address=address, log_to_driver=True)
@@ -55,6 +60,8 @@ def ray_session(address: str | None) -> Iterator[None]:
             log_to_driver=True,
             configure_logging=False,
         )
+    if callable(on_sigterm) and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_sigterm)
     try:
         yield
     finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 
@@ -18,8 +19,10 @@ from searchspace.checks import check_choice
 
 __all__ = [
     "autocast",
+    "available_memory",
     "device_name",
     "memory_format_for",
+    "memory_shortfall",
     "resolve_device",
     "resolve_precision",
 ]
@@ -89,3 +92,45 @@ def autocast(device: torch.device, precision: str) -> Iterator[None]:
             yield
     else:
         yield
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for a run on ``device``: the GPU's free memory, or the machine's available
+    memory (``MemAvailable``) for the CPU; ``None`` where it cannot be read."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as file:
+            for line in file:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def memory_shortfall(
+    spec: Any, batch_size: int, image_size: int, device: torch.device, precision: str
+) -> str | None:
+    """Why one training step of ``spec`` cannot fit on ``device``, or ``None`` if it can.
+
+    Checked before a net is built, from an estimate of its parameters, gradients, optimizer
+    state and activations (:func:`searchspace.profile.estimate_training_memory`), so that an
+    absurd candidate fails with a reason instead of taking the machine's memory.
+    """
+    from searchspace.profile import estimate_training_memory
+
+    available = available_memory(device)
+    if available is None:
+        return None
+    estimate = estimate_training_memory(
+        spec, batch_size, image_size, activation_bytes=2 if precision == "bf16" else 4
+    )
+    if estimate.total <= available:
+        return None
+    return (
+        f"needs about {estimate.total / 2**30:.1f} GiB for a training step at batch size "
+        f"{batch_size} and {image_size} px ({estimate.activations / 2**30:.1f} GiB of it "
+        f"activations), but {device_name(device)} has {available / 2**30:.1f} GiB free"
+    )

@@ -46,7 +46,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchvision.transforms import v2
 
 from nas.data.bundle import DataBundle
-from nas.errors import CheckpointError, ScheduleError
+from nas.errors import CheckpointError, ConfigError, ScheduleError
 from nas.train.checkpoint import (
     CHECKPOINT_NAME,
     check_checkpoint,
@@ -56,7 +56,13 @@ from nas.train.checkpoint import (
     write_checkpoint,
 )
 from nas.train.config import ProgressiveConfig
-from nas.train.device import device_name, memory_format_for, resolve_device, resolve_precision
+from nas.train.device import (
+    device_name,
+    memory_format_for,
+    memory_shortfall,
+    resolve_device,
+    resolve_precision,
+)
 from nas.train.initial import load_initial_weights
 from nas.train.loop import EpochCallback, evaluate_accuracy, train_one_epoch
 from nas.train.metrics import write_metrics
@@ -174,9 +180,9 @@ def train_progressive(
     """
     say = log if log is not None else (lambda line: None)
     out_dir = Path(out_dir)
-    checkpoint = _preflight(spec, config, out_dir, resume)  # refused before any data loads
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
+    checkpoint = _preflight(spec, config, out_dir, resume, device, precision)
 
     # Accuracy is measured on the held-out split at the spec's eval size; the training split is
     # loaded per stage, at that stage's size.
@@ -223,16 +229,26 @@ def train_progressive(
 
 
 def _preflight(
-    spec: ArchSpec, config: ProgressiveConfig, out_dir: Path, resume: bool
+    spec: ArchSpec,
+    config: ProgressiveConfig,
+    out_dir: Path,
+    resume: bool,
+    device: torch.device,
+    precision: str,
 ) -> dict[str, Any] | None:
-    """Refuse at once what would otherwise fail after the data has loaded; the checkpoint to
-    resume from, if any."""
+    """Refuse at once what would otherwise fail after the data has loaded (a stage below the
+    net's stride, a step that cannot fit in memory, a checkpoint in the way or missing); the
+    checkpoint to resume from, if any."""
     for settings in config.schedule.all_stages():
         if settings.image_size < spec.total_stride:
             raise ScheduleError(
                 f"image size {settings.image_size} of stage {settings.stage + 1} is below the "
                 f"net's total stride {spec.total_stride}"
             )
+    largest = max(settings.image_size for settings in config.schedule.all_stages())
+    shortfall = memory_shortfall(spec, config.batch_size, largest, device, precision)
+    if shortfall is not None:
+        raise ConfigError(f"{spec.label} {shortfall}; lower --batch-size or the image size")
     checkpoint_path = out_dir / CHECKPOINT_NAME
     if resume:
         if not checkpoint_path.is_file():

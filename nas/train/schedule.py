@@ -148,7 +148,11 @@ class ProgressiveSchedule:
         The minimum keeps its ratio to the maximum (128/300 for the paper's S), rounded to the
         nearest pixel and raised to ``floor`` (the net's total stride) if it falls below.
         """
-        check_int("image size", max_size, floor, ScheduleError)
+        check_int("image_size", max_size, 1, ScheduleError)
+        if max_size < floor:
+            raise ScheduleError(
+                f"image_size must be at least the net's total stride {floor}, got {max_size}"
+            )
         low = max(floor, round(self.image_size.min * max_size / self.image_size.max))
         return self.replace(image_size=Range(min(low, max_size), max_size))
 

@@ -6,6 +6,7 @@ import contextlib
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -13,65 +14,20 @@ from pathlib import Path
 
 import optuna
 import pytest
-import yaml
 from ray import cloudpickle as ray_cloudpickle
 
 from nas.cli import main
 from nas.search import SearchConfig, run_search
 from nas.search.progress import format_line
 from nas.search.ray_session import ray_session
-from searchspace import ArchSpec, build_model, count_parameters
+from searchspace import ArchSpec
 from tests import REPO
+from tests.nas.search.helpers import SMALL_SPACE, fake_record, small_config, write_config
 
 NAS = [sys.executable, "-m", "nas.cli"]
 
 # Ray workers unpickle the fake evaluators below; this module is not importable there.
 ray_cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
-SMALL_SPACE = {
-    "stem_channels": 8,
-    "head_channels": 32,
-    "num_classes": 10,
-    "train_resolution": 32,
-    "eval_resolution": 32,
-    "stages": [
-        {"out_channels": 8, "stride": 1, "repeats": [1, 2]},
-        {"out_channels": 16, "stride": 2, "repeats": [1, 2]},
-    ],
-}
-
-
-def small_config(tmp_path: Path, **overrides) -> SearchConfig:
-    data = {
-        "study": "t",
-        "runs_dir": str(tmp_path / "runs"),
-        "dataset": "synthetic",
-        "image_size": 32,
-        "batch_size": 16,
-        "epochs": 1,
-        "trials": 6,
-        "concurrent": 2,
-        "early_stopping": False,
-        "sampler": "random",
-        "space": SMALL_SPACE,
-    }
-    data.update(overrides)
-    return SearchConfig.from_dict(data)
-
-
-def fake_record(spec: ArchSpec, accuracy: float) -> dict:
-    params = count_parameters(build_model(spec))
-    return {
-        "spec": spec.to_string(),
-        "hash": spec.hash,
-        "accuracy": accuracy,
-        "step_time_ms": 10.0,
-        "step_time_norm": 1.0,
-        "params": params,
-        "reward": accuracy * (params / 1e4) ** -0.05,
-        "status": "ok",
-        "failure": "",
-    }
 
 
 def faulty_evaluate(spec: ArchSpec, settings: dict, report) -> dict:
@@ -149,15 +105,6 @@ def test_local_ray_listens_on_loopback_only():
 # Bad input: one line, exit 2, nothing touched
 
 
-def write_config(tmp_path: Path, **overrides) -> Path:
-    data = yaml.safe_load((REPO / "configs" / "quick.yaml").read_text())
-    data["runs_dir"] = str(tmp_path / "runs")
-    data.update(overrides)
-    path = tmp_path / "search.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
@@ -224,43 +171,51 @@ def study_trials(config: SearchConfig) -> list:
     return optuna.load_study(study_name=config.study, storage=config.storage_url).get_trials()
 
 
+def barrier_driver(path: Path, barrier: Path, slots: int, *extra: str) -> list[str]:
+    """``nas search path ...`` with the stand-in evaluation of
+    :mod:`tests.nas.search.barrier_driver` (``slots`` candidates finish, the rest wait)."""
+    barrier.mkdir(exist_ok=True)
+    return [sys.executable, "-m", "tests.nas.search.barrier_driver", str(barrier), str(slots),
+            "search", str(path), *extra]  # fmt: skip
+
+
+def wait_for(condition, seconds: float, what: str, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert process.poll() is None, f"the driver ended before {what}"
+        assert time.monotonic() < deadline, f"no {what} within {seconds:.0f} s"
+        time.sleep(0.2)
+
+
 @pytest.mark.slow
 def test_driver_killed_mid_search_resumes_without_loss_or_double_count(tmp_path):
     path = write_config(
-        tmp_path,
-        dataset="synthetic",
-        trials=6,
-        concurrent=2,
-        epochs=1,
-        space=SMALL_SPACE,
-        study="crash",
-        sampler="random",
-    )
+        tmp_path, dataset="synthetic", trials=6, concurrent=2, epochs=1, space=SMALL_SPACE,
+        study="crash", sampler="random",
+    )  # fmt: skip
     config = SearchConfig.load(path)
-    log = (tmp_path / "first.log").open("w")
+    barrier = tmp_path / "barrier"
     first = subprocess.Popen(
-        [*NAS, "search", str(path)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
+        barrier_driver(path, barrier, 2), cwd=REPO, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
     try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            done = len(PROGRESS.findall((tmp_path / "first.log").read_text()))
-            if done >= 2:
-                break
-            assert first.poll() is None, (tmp_path / "first.log").read_text()
-            time.sleep(0.5)
-        else:
-            pytest.fail("no trial finished in 300 s")
+        # Two candidates finish and are told; the next two wait on the barrier for ever.
+        wait_for(lambda: len(list(barrier.glob("blocked-*"))) == 2, 300, "2 blocked", first)
+        wait_for(
+            lambda: sum(t.state.is_finished() for t in study_trials(config)) == 2,
+            60, "2 finished trials", first,
+        )  # fmt: skip
     finally:
         kill_session(first)
     finished_before = [t for t in study_trials(config) if t.state.is_finished()]
-    assert 2 <= len(finished_before) < 6
+    assert len(finished_before) == 2
 
     resumed = subprocess.run(
-        [*NAS, "search", str(path), "--resume"], capture_output=True, text=True, timeout=600,
-        start_new_session=True,
+        barrier_driver(path, barrier, 100, "--resume"), cwd=REPO, capture_output=True,
+        text=True, timeout=600, start_new_session=True,
     )  # fmt: skip
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     trials = study_trials(config)
     done = [t for t in trials if t.state.is_finished() and t.user_attrs.get("failure", "") == ""]
     interrupted = [t for t in trials if "interrupted" in t.user_attrs.get("failure", "")]
@@ -273,6 +228,56 @@ def test_driver_killed_mid_search_resumes_without_loss_or_double_count(tmp_path)
         after = next(t for t in trials if t.number == before.number)
         assert after.state == before.state and after.values == before.values
         assert after.user_attrs == before.user_attrs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_stops_the_search_saved_and_resumable(tmp_path, stop):
+    path = write_config(
+        tmp_path, dataset="synthetic", trials=4, concurrent=2, epochs=1, space=SMALL_SPACE,
+        study="stop", sampler="random",
+    )  # fmt: skip
+    config = SearchConfig.load(path)
+    barrier = tmp_path / "barrier"
+    process = subprocess.Popen(
+        barrier_driver(path, barrier, 2), cwd=REPO, start_new_session=True, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: len(list(barrier.glob("blocked-*"))) == 2, 300, "2 blocked", process)
+        wait_for(
+            lambda: sum(t.state.is_finished() for t in study_trials(config)) == 2,
+            60, "2 finished trials", process,
+        )  # fmt: skip
+        stopped_at = time.monotonic()
+        process.send_signal(stop)
+        output, _ = process.communicate(timeout=120)
+        seconds = time.monotonic() - stopped_at
+    finally:
+        kill_session(process)
+    assert process.returncode == 130, output[-3000:]
+    assert f"Continue with: nas search {path} --resume" in output
+    assert "Traceback" not in output
+    assert seconds < 60, f"took {seconds:.0f} s to stop"
+    assert not ray_processes_of(process.pid)
+    trials = study_trials(config)
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == 2
+    resumed = subprocess.run(
+        barrier_driver(path, barrier, 100, "--resume"), cwd=REPO, capture_output=True,
+        text=True, timeout=600, start_new_session=True,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    done = [t for t in study_trials(config) if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 4
+
+
+def ray_processes_of(session: int) -> list[str]:
+    """Ray processes left in a driver's process session (the Ray it started lives there)."""
+    listing = subprocess.run(["ps", "-o", "pid=,sid=,args=", "-e"], capture_output=True, text=True)
+    return [
+        line for line in listing.stdout.splitlines()
+        if line.split()[1] == str(session) and "ray" in line
+    ]  # fmt: skip
 
 
 @pytest.mark.slow

@@ -28,6 +28,7 @@ from nas.train.progressive import ema_multi_avg_fn, train_progressive
 from nas.train.schedule import ProgressiveSchedule, Range
 from searchspace import build_model, load_weights
 from searchspace.errors import EffnasError
+from tests import REPO
 
 CPU = torch.device("cpu")
 DATASET = "synthetic:100"  # 90 training images: 4 steps of 20 per epoch, 10 held out
@@ -339,7 +340,8 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
     assert json.loads((run / "metrics.json").read_text())["final"]["accuracy"] == whole.accuracy
 
 
-def test_a_run_killed_by_sigkill_resumes_to_the_same_result(tmp_path):
+def _cli_run(tmp_path):
+    """``nas train`` arguments of a 4-epoch, 2-stage run on a tiny net."""
     config_args = [
         "--dataset", "synthetic:200", "--epochs", "4", "--stages", "2", "--batch-size", "20",
         "--lr", "0.004", "--ema-decay", "0.99", "--device", "cpu", "--progress", "off",
@@ -348,26 +350,45 @@ def test_a_run_killed_by_sigkill_resumes_to_the_same_result(tmp_path):
     tiny32().save(spec_path)
     schedule = tmp_path / "schedule.yaml"
     schedule.write_text(yaml.safe_dump(two_stage_schedule().to_dict()))
-    args = ["train", str(spec_path), "--progressive", str(schedule), *config_args]
-    run = tmp_path / "killed"
+    return ["train", str(spec_path), "--progressive", str(schedule), *config_args]
+
+
+def _held_after(epoch: int, args: list[str], run, marker) -> subprocess.Popen:
+    """The run, in a subprocess, held after ``epoch`` (see tests.nas.train.hold_after_epoch)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same thread count as this process
     process = subprocess.Popen(
-        [sys.executable, "-m", "nas.cli", *args, "--out", str(run)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+        [sys.executable, "-m", "tests.nas.train.hold_after_epoch", str(epoch), str(marker),
+         *args, "--out", str(run)],
+        env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not marker.exists():
+        assert process.poll() is None, process.stdout.read()[-3000:]
+        assert time.monotonic() < deadline, "the run never reached the epoch"
+        time.sleep(0.05)
+    return process
+
+
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
+def test_a_stopped_run_resumes_to_the_same_result(tmp_path, stop):
+    args = _cli_run(tmp_path)
+    run = tmp_path / "stopped"
+    process = _held_after(2, args, run, tmp_path / "held")
     try:
-        deadline = time.monotonic() + 120
-        while not (run / "metrics.csv").exists() and process.poll() is None:
-            assert time.monotonic() < deadline, "the training subprocess wrote no checkpoint"
-            time.sleep(0.01)
-        process.send_signal(signal.SIGKILL)
+        process.send_signal(stop)
+        output, _ = process.communicate(timeout=60)
     finally:
+        process.kill()
         process.wait()
-    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
-    done = read_checkpoint(run)["epoch"]
-    assert 1 <= done < 4
+    if stop == signal.SIGKILL:
+        assert process.returncode == -signal.SIGKILL
+    else:
+        # Ctrl-C or SIGTERM: one line saying how to go on, exit 130, no traceback.
+        assert process.returncode == 130, output[-3000:]
+        assert "interrupted; every finished epoch is saved" in output and "--resume" in output
+        assert "Traceback" not in output
+    assert read_checkpoint(run)["epoch"] == 2
+    assert not list(run.glob("*.partial"))
 
     assert main([*args, "--out", str(run), "--resume"]) == 0
     assert main([*args, "--out", str(tmp_path / "whole")]) == 0

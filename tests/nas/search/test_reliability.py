@@ -1,0 +1,71 @@
+"""The search refuses what it can see is wrong before compute is spent, and says the truth after.
+
+- A search in which no candidate finished exits with 1 and points at no file it did not write.
+- A second driver on a run directory that another one is using is refused with one line.
+(Bad configs and datasets, caught on the driver before any trial: tests/nas/cli/test_malformed.)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+from ray import cloudpickle as ray_cloudpickle
+
+import nas.search.driver as driver
+from nas.cli import main
+from nas.search import SearchConfig, run_search
+from nas.search.rundir import hold_run_dir
+from searchspace import ArchSpec
+from tests.nas.search.helpers import SMALL_SPACE, small_config, write_config
+
+ray_cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def always_failing(spec: ArchSpec, settings: dict, report) -> dict:
+    raise RuntimeError("every candidate fails here")
+
+
+@pytest.mark.slow
+def test_a_search_where_no_trial_finished_fails_and_points_at_nothing(tmp_path):
+    config = small_config(tmp_path, trials=2, concurrent=1)
+    lines: list[str] = []
+    outcome = run_search(config, evaluate=always_failing, log=lines.append)
+    assert (outcome.finished, outcome.failed, outcome.best_path) == (0, 2, None)
+    assert not (config.run_dir / "best.yaml").exists()
+    text = "\n".join(lines)
+    assert "no trial finished (2 failed)" in text and "best.yaml" not in text
+
+
+@pytest.mark.slow
+def test_the_command_exits_1_when_no_trial_finished(tmp_path, monkeypatch, capsys):
+    path = write_config(
+        tmp_path, dataset="synthetic", trials=2, concurrent=1, epochs=1, space=SMALL_SPACE,
+        study="nothing",
+    )  # fmt: skip
+    monkeypatch.setattr(driver, "default_evaluate", always_failing)
+    assert main(["search", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "best.yaml" not in out and "nas show" not in out
+
+
+def test_a_second_driver_on_the_same_run_directory_is_refused(tmp_path, capsys):
+    path = write_config(tmp_path, dataset="synthetic", space=SMALL_SPACE, study="busy")
+    config = SearchConfig.load(path)
+    with hold_run_dir(config.run_dir.resolve(), config.study):  # as the first driver holds it
+        before = sorted(p.name for p in config.run_dir.iterdir())
+        assert main(["search", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1
+        assert f"study 'busy' in {config.run_dir.resolve()} is being searched by another" in err
+        assert f"pid {os.getpid()}" in err
+        assert sorted(p.name for p in config.run_dir.iterdir()) == before  # nothing written
+    assert not (config.run_dir / "study.db").exists()
+
+
+def test_a_refused_search_leaves_no_run_directory(tmp_path, capsys):
+    path = write_config(tmp_path, dataset="synthetic", space=SMALL_SPACE, storage="nosuch://x/y")
+    assert main(["search", str(path)]) == 2
+    assert "nosuch://x/y" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
