@@ -227,9 +227,38 @@ def connect_ray(address: str, *, timeout: float = DEFAULT_PROBE_TIMEOUT, **init_
     parsed = probe_address(address, timeout)
     target = parsed.for_ray_init
     import ray
+    from ray.exceptions import AuthenticationError
 
     try:
         return ray.init(address=target, **init_kwargs)
-    except (ConnectionError, RuntimeError, ValueError) as error:
+    except (AuthenticationError, ConnectionError, RuntimeError, ValueError) as error:
+        # A cluster with token authentication (Ray's default since 2.5x) refuses a driver
+        # without its token after ~20 s of retries, as ConnectionError("Failed to connect to
+        # Ray cluster at ...") caused by an AuthenticationError: name the real reason.
+        if _refused_token(error):
+            raise RayAddressError(
+                f"Ray at {target!r} refused this client's authentication token: set "
+                "RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to the cluster's token, "
+                "~/.ray/auth_token on its head"
+            ) from None
         reason = " ".join(str(error).split())[:300]
         raise RayAddressError(f"cannot connect to Ray at {target!r}: {reason}") from None
+
+
+def _refused_token(error: BaseException) -> bool:
+    """Whether ``error`` comes from a cluster that rejected this client's token.
+
+    Ray 2.60's ``ray.init`` raises ``ConnectionError`` from a ``RuntimeError`` whose message
+    holds the formatted traceback of the ``AuthenticationError`` (not the exception itself),
+    so the chain is searched for the type and for the gRPC status text.
+    """
+    from ray.exceptions import AuthenticationError
+
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, AuthenticationError) or "InvalidAuthToken" in str(current):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
