@@ -10,6 +10,9 @@ login role that owns one database, and is stopped with ``pg_ctl stop`` on its ow
 as the unprivileged ``postgres`` user (or ``nobody`` where that user does not exist) through
 ``setpriv``, and the temporary directory is handed to that user; as anyone else it runs as the
 current user. Nothing outside the temporary directory is written.
+
+Tests use the session fixture ``postgres`` (:func:`postgres_fixture`; import it into the test
+module).
 """
 
 from __future__ import annotations
@@ -28,11 +31,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+import pytest
+from system_tools import missing
+
 __all__ = [
     "INSTALL_HINT",
     "PostgresServer",
     "ServerBinariesMissing",
     "find_server_binaries",
+    "postgres_fixture",
     "running_postgres",
 ]
 
@@ -322,6 +329,25 @@ def running_postgres(**kwargs) -> Iterator[PostgresServer]:
     """A started :class:`PostgresServer` that is stopped and removed on exit, also on errors."""
     server = PostgresServer(**kwargs)
     server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session", name="postgres")
+def postgres_fixture() -> Iterator[PostgresServer]:
+    """Fixture ``postgres``: a :class:`PostgresServer` for the session (import it to use it).
+
+    Role ``effnas`` (a random password with characters that need percent-encoding in a URL)
+    owns database ``effnas``; tests that write studies use their own study names. Skipped with
+    the install hint where the server programs are missing, failed instead on CI.
+    """
+    try:
+        server = PostgresServer(password="pw:with/odd@chars%" + secrets.token_hex(4))
+    except ServerBinariesMissing as error:
+        missing(str(error))
+    server.start()  # stops and cleans up itself if it fails half-way
     try:
         yield server
     finally:

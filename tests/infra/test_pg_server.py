@@ -26,7 +26,7 @@ import optuna
 import psycopg
 import pytest
 import sqlalchemy.exc
-from pg_server import PostgresServer, running_postgres
+from pg_server import PostgresServer, postgres_fixture, running_postgres  # noqa: F401 (fixture)
 
 from nas.storage_url import describe_storage_error, split_password, storage_engine_kwargs
 
@@ -63,14 +63,23 @@ def test_server_listens_on_loopback_and_requires_a_password(postgres):
             _connect(postgres, host=host, password="wrong")
 
 
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (an exited one may linger as a zombie until reaped)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
 def test_server_stops_and_leaves_nothing_when_the_body_fails():
     with pytest.raises(RuntimeError, match="body failed"), running_postgres() as server:
         root = server.root
         pid = int((server.data_dir / "postmaster.pid").read_text().splitlines()[0])
-        assert Path(f"/proc/{pid}").exists()
+        assert _running(pid)
         raise RuntimeError("body failed")
     assert not root.exists()
-    assert not Path(f"/proc/{pid}").exists()  # pg_ctl stop -w waited for the postmaster to exit
+    assert not _running(pid)  # pg_ctl stop -w waited for the postmaster to exit
     assert not server.is_running()
 
 
