@@ -4,6 +4,8 @@
 - :mod:`nas.train`: the training recipe, the step loop, full training with progressive learning;
 - :mod:`nas.evaluate`: one candidate: time its real training step, train it briefly, score it;
 - :mod:`nas.search`: the search itself: Optuna chooses candidates, Ray Tune runs them;
+- :mod:`nas.cluster`: where work runs: a local Ray on 127.0.0.1, or the cluster named;
+- :mod:`nas.export`: getting a found net out (plain PyTorch, TorchScript, ONNX);
 - :mod:`nas.cli`: the ``nas`` command;
 - :mod:`nas.errors`: every error these raise.
 

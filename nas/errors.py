@@ -20,6 +20,7 @@ __all__ = [
     "EffnasError",
     "ExportError",
     "NonFiniteLossError",
+    "RayAddressError",
     "ScheduleError",
 ]
 
@@ -48,6 +49,10 @@ class DataError(EffnasError):
 
 class ExportError(EffnasError):
     """Bad input to an export: a format, an option value, an output path, a missing extra."""
+
+
+class RayAddressError(ConfigError):
+    """A Ray address that is malformed, does not answer, or refuses this client."""
 
 
 class CheckpointError(EffnasError):

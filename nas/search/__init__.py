@@ -4,7 +4,6 @@
 - :mod:`nas.search.study`: the Optuna study a search owns, created once and never mixed;
 - :mod:`nas.search.searcher`: :class:`StudySearcher`, Tune's searcher over the study;
 - :mod:`nas.search.trial`: what one trial runs on a Ray worker;
-- :mod:`nas.search.ray_session`: a local Ray on 127.0.0.1, or the cluster named;
 - :mod:`nas.search.progress`: one line per finished trial;
 - :mod:`nas.search.driver`: :func:`run_search`, which ties them together and resumes.
 

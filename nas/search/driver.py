@@ -22,9 +22,9 @@ from typing import Any
 
 import yaml
 
+from nas.cluster import keep_local_ray_on_loopback, ray_session, requested_address
 from nas.errors import ConfigError
 from nas.search.config import SearchConfig
-from nas.search.ray_session import keep_local_ray_on_loopback, ray_address, ray_session
 from nas.search.rundir import hold_run_dir
 from nas.search.study import check_existing_study, create_study
 from nas.search.trial import Evaluate, TrialSettings, default_evaluate, run_trial
@@ -81,7 +81,7 @@ def run_search(
             candidate with :mod:`nas.evaluate`. Tests pass their own to inject faults.
         log: where progress lines go (default: stdout, flushed).
     """
-    if not ray_address(address):
+    if not requested_address(address):
         keep_local_ray_on_loopback()  # before the first import of ray
     from ray import tune
 

@@ -17,9 +17,9 @@ import pytest
 from ray import cloudpickle as ray_cloudpickle
 
 from nas.cli import main
+from nas.cluster import ray_session
 from nas.search import SearchConfig, run_search
 from nas.search.progress import format_line
-from nas.search.ray_session import ray_session
 from searchspace import ArchSpec
 from tests import REPO
 from tests.nas.search.helpers import SMALL_SPACE, fake_record, small_config, write_config
