@@ -1,7 +1,7 @@
 """Synthetic search studies for the ``results`` tests: Optuna studies filled the way ``nas search``
 fills them (the team's result-record schema as trial user attributes), without training anything.
 
-Also a script: ``python tests/test_results/synthetic_study.py write-loop URL STUDY SECONDS`` adds
+Also a script: ``python tests/results/synthetic_study.py write-loop URL STUDY SECONDS`` adds
 completed trials to a study in a loop, the way a running search writes, and exits 1 if a write
 fails.
 """
