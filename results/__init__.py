@@ -3,8 +3,11 @@
 - :mod:`results.schema`: the result record every trial stores, and which way each metric is
   better; :mod:`results.storage`: the one opener of a study's storage;
 - :mod:`results.study`: a study as a pandas DataFrame; :mod:`results.pareto`: non-dominated
-  sorting; :mod:`results.tables`, :mod:`results.figures`, :mod:`results.report`,
-  :mod:`results.dashboard`: what users look at.
+  sorting; :mod:`results.hypervolume`: the front's hypervolume and its history;
+  :mod:`results.importance`: which choices matter for each objective (Optuna's PED-ANOVA);
+- :mod:`results.tables`, :mod:`results.figures` (Pareto plots), :mod:`results.progress`
+  (hypervolume and importance plots), :mod:`results.report`, :mod:`results.dashboard`: what users
+  look at.
 
 This package reads studies (the dashboard adds notes and figures to one); it must never run a
 search, train or time anything, and it imports no torch.

@@ -2,10 +2,12 @@
 
 optuna-dashboard reads the study straight from its storage, so it follows a running search. We
 add what it does not know: the study's metric names (if the search did not set them), the
-figures of :mod:`results.figures` (``save_plotly_graph_object``, shown with the study in the
-dashboard) and a Markdown note with the reward-best spec and the front (``save_note``). These are
-study system attributes, written in short transactions that a search's writes wait out; a
-background thread refreshes them while trials keep arriving.
+Pareto figures of :mod:`results.figures` and the progress figures of :mod:`results.progress`
+(the hypervolume of the front against trials and wall time, which choices matter for each
+objective), saved with ``save_plotly_graph_object`` and shown with the study in the dashboard,
+and a Markdown note with the reward-best spec, the front and the hypervolume (``save_note``).
+These are study system attributes, written in short transactions that a search's writes wait
+out; a background thread refreshes them while trials keep arriving.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import pandas as pd
 from results.errors import ResultsError
 from results.figures import plotly_figures
 from results.pareto import pareto_front, reward_best
+from results.progress import IMPORTANCE_NOTE, IMPORTANCE_PREFIX, Progress, progress
 from results.schema import describe_objectives, parse_objectives
 from results.study import StudySource, open_run, study_frame
 from results.tables import default_objectives, format_cell
@@ -61,8 +64,12 @@ def check_port_free(host: str, port: int) -> None:
             raise ResultsError(f"cannot listen on {host}:{port}: {error.strerror}") from None
 
 
-def study_note(frame: pd.DataFrame, objectives: Sequence[str]) -> str:
-    """The Markdown note attached to the study: the reward-best spec and the front."""
+def study_note(
+    frame: pd.DataFrame, objectives: Sequence[str], found: Progress | None = None
+) -> str:
+    """The Markdown note attached to the study: the reward-best spec, the front and, given
+    ``found`` (:func:`results.progress.progress` of this study), the hypervolume and the
+    importances that could not be computed."""
     study = frame.attrs.get("study_name", "?")
     now = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
     states = frame["state"].value_counts()
@@ -101,7 +108,26 @@ def study_note(frame: pd.DataFrame, objectives: Sequence[str]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     if len(front) > NOTE_ROWS:
         lines.append(f"\n... and {len(front) - NOTE_ROWS} more (`nas front` lists them all).")
+    if found is not None:
+        lines += ["", *_progress_lines(found)]
     return "\n".join(lines)
+
+
+def _progress_lines(found: Progress) -> list[str]:
+    lines = []
+    for history in found.histories.values():
+        if len(history):
+            lines.append(
+                f"**Hypervolume** {history['hypervolume'].iloc[-1]:.4f} after "
+                f"{len(history)} finished trials (figures effnas-hypervolume-*)."
+            )
+    lines += ["", found.hypervolume_note()]
+    if any(key.startswith(IMPORTANCE_PREFIX) for key in found.figures):
+        lines += ["", IMPORTANCE_NOTE + " (figures effnas-importance-*)"]
+    notes = found.importance_notes()
+    if notes:
+        lines += ["", "**Importances not computed:** " + "; ".join(notes) + "."]
+    return lines
 
 
 def attach_to_study(
@@ -124,10 +150,16 @@ def attach_to_study(
                 study.set_metric_names(names)
             frame.attrs["objectives"] = names
     names = default_objectives(frame) if objectives is None else parse_objectives(objectives)
+    found = None
     if (frame["state"] == "COMPLETE").any():
-        for key, figure in plotly_figures([frame], names).items():
+        found = progress([frame], names)
+        figures = {**plotly_figures([frame], names), **found.figures}
+        for key, figure in figures.items():
+            # No fixed height: the figure fills the dashboard's card (450 px in 0.21) instead of
+            # being cut off at its bottom.
+            figure.update_layout(height=None)
             save_plotly_graph_object(study, figure, graph_object_id=FIGURE_ID_PREFIX + key)
-    save_note(study, study_note(frame, names))
+    save_note(study, study_note(frame, names, found))
     return frame
 
 
@@ -170,8 +202,6 @@ def serve_dashboard(
     """
     names = parse_objectives(objectives) if objectives is not None else None
     check_port_free(host, port)
-    from optuna_dashboard import run_server
-
     source = open_run(run, study, writable=True)
     attach_to_study(source.load(), names)
     stop = threading.Event()
@@ -187,8 +217,34 @@ def serve_dashboard(
         flush=True,
     )
     try:
-        run_server(source.storage, host=host, port=port)
-    except OSError as error:  # lost a race for the port after the check
-        raise ResultsError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+        _serve(source.storage, host, port)
     finally:
         stop.set()
+
+
+def _serve(storage: optuna.storages.BaseStorage, host: str, port: int) -> None:
+    """Serve optuna-dashboard's WSGI app until Ctrl-C or SIGTERM.
+
+    Not ``optuna_dashboard.run_server``: it serves on the main thread, where the
+    KeyboardInterrupt of a signal that lands while a request is being answered is swallowed by
+    wsgiref's handler (a bare ``except``), so the dashboard would ignore that Ctrl-C or SIGTERM.
+    Here requests are answered on a worker thread and the main thread only waits.
+    """
+    from wsgiref.simple_server import WSGIServer, make_server
+
+    from optuna_dashboard import wsgi
+
+    class Server(WSGIServer):
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    try:
+        server = make_server(host, port, wsgi(storage), server_class=Server)
+    except OSError as error:  # lost a race for the port after the check
+        raise ResultsError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+    worker = threading.Thread(target=server.serve_forever, name="dashboard-server", daemon=True)
+    worker.start()
+    try:
+        worker.join()
+    finally:  # KeyboardInterrupt: stop after the request in hand, free the port
+        server.shutdown()
+        server.server_close()

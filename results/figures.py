@@ -22,8 +22,13 @@ from results.tables import format_cell
 __all__ = [
     "PLOTS",
     "Plot",
+    "axis_values",
     "front_trace_name",
+    "log_formatter",
+    "percent_formatter",
+    "plotly_axis",
     "plotly_figures",
+    "png_figures",
     "save_png_figures",
     "study_label",
 ]
@@ -56,6 +61,9 @@ class Plot:
     y: str = "accuracy"
 
 
+#: Metrics recorded as fractions and drawn in percent.
+PERCENT_METRICS = frozenset({"accuracy"})
+
 PLOTS = (
     Plot("accuracy-vs-step-time", "Accuracy against training step time", "step_time_ms"),
     Plot("accuracy-vs-params", "Accuracy against parameters", "params"),
@@ -84,6 +92,81 @@ def _values(column) -> list[float]:
     """Plain floats. Plotly would store numpy arrays as base64 typed arrays ("bdata"), which
     the plotly.js inside optuna-dashboard may predate; plain lists read everywhere."""
     return [float(value) for value in np.asarray(column, dtype=np.float64)]
+
+
+def axis_values(metric: str, column) -> list[float]:
+    """A metric column as plotted: :data:`PERCENT_METRICS` times 100, plain floats."""
+    values = _values(column)
+    return [100 * value for value in values] if metric in PERCENT_METRICS else values
+
+
+def plotly_axis(metric: str, *, log: bool = False, values: Sequence[float] = ()) -> dict:
+    """A plotly axis for ``metric`` whose tick labels read plainly.
+
+    Percentages are drawn as numbers with a ``%`` suffix (:func:`axis_values`) rather than with a
+    fixed ``tickformat``: plotly then picks the decimals from the tick spacing, so a narrow range
+    (or a zoom) never shows the same label on two ticks. Log axes print every tick as a plain
+    number, counts with SI suffixes (``200k``, ``3M``), instead of plotly's default of exponents
+    (``4x10^1``) or bare leading digits between decades; over a decade or more of ``values``
+    (the plotted ones) ticks sit at 1, 2 and 5 times powers of ten, so that full labels fit.
+    """
+    axis: dict = {"title": METRICS[metric].label}
+    if metric in PERCENT_METRICS:
+        axis["ticksuffix"] = "%"
+    if log:
+        # d3 formats: "~s" SI prefixes, "~r" significant digits; "~" drops trailing zeros.
+        axis.update(type="log", tickformat="~s" if METRICS[metric].integer else "~r")
+        positive = np.asarray(values, dtype=np.float64)
+        positive = positive[np.isfinite(positive) & (positive > 0)]
+        if positive.size and np.log10(positive.max() / positive.min()) >= 1:
+            axis["dtick"] = "D2"
+    return axis
+
+
+def plain_number(value: float, *, si: bool = False) -> str:
+    """``0.05``, ``40``, ``1500`` (or with ``si``: ``1.5k``, ``3M``): never an exponent."""
+    if si:
+        for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+            if abs(value) >= size:
+                return np.format_float_positional(value / size, precision=3, trim="-") + unit
+    return np.format_float_positional(value, precision=6, trim="-")
+
+
+def log_formatter(metric: str):
+    """A matplotlib tick formatter for a log axis of ``metric``: matplotlib's own choice of
+    which ticks to label, printed as :func:`plain_number` (its default prints ``4x10^1``)."""
+    from matplotlib.ticker import LogFormatter
+
+    si = METRICS[metric].integer
+
+    class PlainLogFormatter(LogFormatter):
+        def _num_to_string(self, x, vmin, vmax):  # LogFormatter's hook for one label
+            return plain_number(x, si=si)
+
+    return PlainLogFormatter()
+
+
+def tick_decimals(values: Sequence[float], *, most: int = 6) -> int:
+    """The fewest decimals that write every one of ``values`` exactly (ticks: 97.5 needs 1)."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    for decimals in range(most):
+        if np.allclose(np.round(values, decimals), values, rtol=0, atol=10.0 ** -(decimals + 3)):
+            return decimals
+    return most
+
+
+def percent_formatter():
+    """A matplotlib tick formatter for fractions as percentages, with the decimals the ticks
+    need (:func:`tick_decimals`): ``97%, 97.5%, 98%``, never ``98%, 98%``."""
+    from matplotlib.ticker import PercentFormatter
+
+    class TickPercentFormatter(PercentFormatter):
+        def set_locs(self, locs):  # called with the ticks before they are labelled
+            super().set_locs(locs)
+            self.decimals = tick_decimals(np.asarray(locs) * 100)
+
+    return TickPercentFormatter(xmax=1.0)
 
 
 def _hover(frame: pd.DataFrame) -> tuple[list[list[str]], str]:
@@ -133,8 +216,8 @@ def plotly_figures(frames: Sequence[pd.DataFrame], objectives: Sequence[str]) ->
             data, template = _hover(done)
             figure.add_trace(
                 scatter(
-                    x=_values(done[plot.x]),
-                    y=_values(done[plot.y]),
+                    x=axis_values(plot.x, done[plot.x]),
+                    y=axis_values(plot.y, done[plot.y]),
                     mode="markers",
                     name=f"{label}: trials",
                     legendgroup=label,
@@ -146,8 +229,8 @@ def plotly_figures(frames: Sequence[pd.DataFrame], objectives: Sequence[str]) ->
             data, template = _hover(front)
             figure.add_trace(
                 go.Scatter(
-                    x=_values(front[plot.x]),
-                    y=_values(front[plot.y]),
+                    x=axis_values(plot.x, front[plot.x]),
+                    y=axis_values(plot.y, front[plot.y]),
                     mode="lines+markers",
                     line={"shape": "hv", "color": color, "width": 1.5},
                     name=front_trace_name(label),
@@ -160,8 +243,8 @@ def plotly_figures(frames: Sequence[pd.DataFrame], objectives: Sequence[str]) ->
             _add_best_2d(figure, frame, plot, label, color)
         figure.update_layout(
             title=plot.title,
-            xaxis={"title": METRICS[plot.x].label, "type": "log"},
-            yaxis={"title": METRICS[plot.y].label, "tickformat": ".1%"},
+            xaxis=plotly_axis(plot.x, log=True, values=_plotted(figure, "x")),
+            yaxis=plotly_axis(plot.y),
             legend={"orientation": "h", "y": -0.2},
             margin={"l": 60, "r": 20, "t": 50, "b": 40},
             height=480,
@@ -170,6 +253,11 @@ def plotly_figures(frames: Sequence[pd.DataFrame], objectives: Sequence[str]) ->
         figures[plot.key] = figure
     figures[PLOT_3D_KEY] = _figure_3d(frames, objectives)
     return figures
+
+
+def _plotted(figure, axis: str) -> list[float]:
+    """Every value a figure's traces plot on ``axis`` ("x" or "y")."""
+    return [value for trace in figure.data for value in (getattr(trace, axis) or ())]
 
 
 def _add_best_2d(figure, frame: pd.DataFrame, plot: Plot, label: str, color: str) -> None:
@@ -181,8 +269,8 @@ def _add_best_2d(figure, frame: pd.DataFrame, plot: Plot, label: str, color: str
     data, template = _hover(best.to_frame().T)
     figure.add_trace(
         go.Scatter(
-            x=[float(best[plot.x])],
-            y=[float(best[plot.y])],
+            x=axis_values(plot.x, [best[plot.x]]),
+            y=axis_values(plot.y, [best[plot.y]]),
             mode="markers",
             name=f"{label}: reward-best (trial #{best['number']})",
             legendgroup=label,
@@ -217,7 +305,7 @@ def _figure_3d(frames: Sequence[pd.DataFrame], objectives: Sequence[str]):
                 go.Scatter3d(
                     x=_values(np.log10(part["step_time_ms"].astype(float))),
                     y=_values(np.log10(part["params"].astype(float))),
-                    z=_values(part["accuracy"]),
+                    z=axis_values("accuracy", part["accuracy"]),
                     mode="markers",
                     name=name,
                     legendgroup=label,
@@ -231,7 +319,7 @@ def _figure_3d(frames: Sequence[pd.DataFrame], objectives: Sequence[str]):
         scene={
             "xaxis": {"title": "log10 step time (ms)"},
             "yaxis": {"title": "log10 parameters"},
-            "zaxis": {"title": "accuracy", "tickformat": ".1%"},
+            "zaxis": {"title": "accuracy", "ticksuffix": "%"},
         },
         legend={"orientation": "h"},
         margin={"l": 0, "r": 0, "t": 50, "b": 0},
@@ -242,14 +330,24 @@ def _figure_3d(frames: Sequence[pd.DataFrame], objectives: Sequence[str]):
 
 
 def save_png_figures(frames: Sequence[pd.DataFrame], prefix: Path) -> list[Path]:
-    """Write the :data:`PLOTS` as PNGs named ``<prefix>-<plot key>.png``; return their paths.
+    """Write the :data:`PLOTS` as PNGs named ``<prefix>-<plot key>.png``; return their paths."""
+    paths = []
+    for key, figure in png_figures(frames).items():
+        path = prefix.with_name(f"{prefix.name}-{key}.png")
+        figure.savefig(path)
+        paths.append(path)
+    return paths
 
-    Uses matplotlib's object API (``Figure`` + ``savefig``, the Agg renderer): no display and no
-    global pyplot state, so it is safe inside a server or a test process.
+
+def png_figures(frames: Sequence[pd.DataFrame]) -> dict[str, object]:
+    """The :data:`PLOTS` as matplotlib figures, by key.
+
+    Uses matplotlib's object API (``Figure``, the Agg renderer): no display and no global pyplot
+    state, so it is safe inside a server or a test process.
     """
     from matplotlib.figure import Figure
 
-    paths = []
+    figures = {}
     for plot in PLOTS:
         figure = Figure(figsize=(6.4, 4.4), dpi=150, layout="constrained")
         axes = figure.add_subplot()
@@ -275,13 +373,13 @@ def save_png_figures(frames: Sequence[pd.DataFrame], prefix: Path) -> list[Path]
                     label=f"{label}: reward-best (#{best['number']})",
                 )  # fmt: skip
         axes.set_xscale("log")
+        axes.xaxis.set_major_formatter(log_formatter(plot.x))
+        axes.xaxis.set_minor_formatter(log_formatter(plot.x))
         axes.set_xlabel(METRICS[plot.x].label)
         axes.set_ylabel(METRICS[plot.y].label)
-        axes.yaxis.set_major_formatter(lambda value, _: f"{100 * value:.0f}%")
+        axes.yaxis.set_major_formatter(percent_formatter())
         axes.set_title(plot.title)
         axes.grid(True, which="both", alpha=0.3)
         axes.legend(fontsize="small")
-        path = prefix.with_name(f"{prefix.name}-{plot.key}.png")
-        figure.savefig(path)
-        paths.append(path)
-    return paths
+        figures[plot.key] = figure
+    return figures

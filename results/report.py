@@ -1,9 +1,11 @@
 """The search report: one self-contained HTML file and PNG figures.
 
-The HTML embeds plotly's JavaScript (no network needed to open it) and holds, per study: a
-summary, the figures of :mod:`results.figures`, the Pareto front as a table with the reward-best
-trial marked, and the reasons trials failed. Several studies share the figures, in different
-colours, so that searches on different hardware or data compare at a glance.
+The HTML embeds plotly's JavaScript (no network needed to open it) and holds: a summary, the
+Pareto figures of :mod:`results.figures`, the search's progress (the hypervolume of the front
+against trials and wall time) and which choices matter for each objective (:mod:`results.progress`),
+then per study the Pareto front as a table with the reward-best trial marked, and the reasons
+trials failed. Several studies share the figures, in different colours, so that searches on
+different hardware or data compare at a glance.
 """
 
 from __future__ import annotations
@@ -19,6 +21,14 @@ import pandas as pd
 from results.errors import ResultsError
 from results.figures import PLOT_3D_KEY, PLOTS, plotly_figures, save_png_figures, study_label
 from results.pareto import pareto_front, reward_best
+from results.progress import (
+    HYPERVOLUME_PLOTS,
+    IMPORTANCE_NOTE,
+    IMPORTANCE_PREFIX,
+    Progress,
+    progress,
+    save_hypervolume_png,
+)
 from results.schema import describe_objectives, parse_objectives
 from results.tables import default_objectives, format_cell
 
@@ -63,8 +73,9 @@ def write_report(
     Args:
         frames: study frames from :func:`results.load_study_frame`, one per search.
         out: the HTML file; PNGs are named ``<out stem>-<plot>.png`` in the same folder.
-        objectives: metrics of the front tables and the 3-D view; default the first study's
-            objectives (:func:`results.default_objectives`).
+        objectives: metrics of the front tables, the 3-D view and the hypervolume; default the
+            first study's objectives (:func:`results.default_objectives`). Importances are shown
+            for these and the reward.
         png: also write the matplotlib PNGs.
 
     Raises:
@@ -79,17 +90,8 @@ def write_report(
         raise ResultsError(f"--out: directory {out.parent} does not exist")
     frames = _labelled(frames)
     figures = plotly_figures(frames, names)
-    config = {"displaylogo": False, "responsive": True}
-    divs = []
-    for index, key in enumerate([plot.key for plot in PLOTS] + [PLOT_3D_KEY]):
-        divs.append(
-            figures[key].to_html(
-                full_html=False,
-                include_plotlyjs=index == 0,  # plotly.js once, embedded: opens offline
-                div_id=key,
-                config=config,
-            )
-        )
+    found = progress(frames, names)
+    divs = _PlotDivs()
     title = "effnas search report: " + ", ".join(study_label(frame) for frame in frames)
     now = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     parts = [
@@ -101,9 +103,10 @@ def write_report(
         "has more trials now. Fronts: accuracy is maximized, every cost minimized.</p>",
         _summary_table(frames, names),
         '<div class="figures">',
-        *(f"<div>{div}</div>" for div in divs[: len(PLOTS)]),
+        *(f"<div>{divs(figures[plot.key], plot.key)}</div>" for plot in PLOTS),
         "</div>",
-        divs[-1],
+        divs(figures[PLOT_3D_KEY], PLOT_3D_KEY),
+        *_progress_sections(found, divs),
     ]
     for frame in frames:
         parts.append(_front_section(frame, names))
@@ -115,8 +118,55 @@ def write_report(
     )
     parts.append("</body></html>")
     out.write_text("\n".join(parts), encoding="utf-8")
-    pngs = tuple(save_png_figures(frames, out.with_suffix(""))) if png else ()
-    return ReportFiles(out, pngs)
+    pngs = []
+    if png:
+        pngs += save_png_figures(frames, out.with_suffix(""))
+        hypervolume_png = save_hypervolume_png(found, out.with_name(f"{out.stem}-hypervolume.png"))
+        pngs += [hypervolume_png] if hypervolume_png is not None else []
+    return ReportFiles(out, tuple(pngs))
+
+
+class _PlotDivs:
+    """Plotly figures as HTML divs; the first one carries plotly.js, embedded (opens offline)."""
+
+    def __init__(self) -> None:
+        self.first = True
+
+    def __call__(self, figure, div_id: str) -> str:
+        div = figure.to_html(
+            full_html=False,
+            include_plotlyjs=self.first,
+            div_id=div_id,
+            config={"displaylogo": False, "responsive": True},
+        )
+        self.first = False
+        return div
+
+
+def _progress_sections(found: Progress, divs: _PlotDivs) -> list[str]:
+    """The hypervolume figures and the importances, with what could not be computed said."""
+    parts = ['<h2 id="section-progress">Search progress: the hypervolume of the Pareto front</h2>']
+    hypervolume = [key for key in HYPERVOLUME_PLOTS if key in found.figures]
+    if hypervolume:
+        parts.append('<div class="figures">')
+        parts += [f"<div>{divs(found.figures[key], key)}</div>" for key in hypervolume]
+        parts.append("</div>")
+    parts.append(f'<p class="note">{html.escape(found.hypervolume_note())}</p>')
+    parts.append('<h2 id="section-importance">Which choices matter for each objective</h2>')
+    importance = [key for key in found.figures if key.startswith(IMPORTANCE_PREFIX)]
+    if importance:
+        parts.append('<div class="figures">')
+        parts += [f"<div>{divs(found.figures[key], key)}</div>" for key in importance]
+        parts.append("</div>")
+        parts.append(f'<p class="note">{html.escape(IMPORTANCE_NOTE)}</p>')
+    else:
+        parts.append("<p>No study has importances to show.</p>")
+    notes = found.importance_notes()
+    if notes:
+        parts.append('<p class="note">Importances not computed:</p><ul class="note">')
+        parts += [f"<li>{html.escape(note)}</li>" for note in notes]
+        parts.append("</ul>")
+    return parts
 
 
 def _labelled(frames: Sequence[pd.DataFrame]) -> list[pd.DataFrame]:

@@ -28,8 +28,10 @@ __all__ = [
     "study_frame",
 ]
 
-#: Every column of a study frame, in order: one row per trial.
-FRAME_COLUMNS = ("study", "number", "state", *RECORD_KEYS, "datetime_start", "datetime_complete")
+#: Every column of a study frame, in order: one row per trial. ``trial_params`` holds the
+#: trial's Optuna parameters (the search space's choices, ``s1_block``, ...) as a dict.
+FRAME_COLUMNS = ("study", "number", "state", *RECORD_KEYS, "datetime_start", "datetime_complete",
+                 "trial_params")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -141,8 +143,9 @@ def study_frame(study: optuna.Study) -> pd.DataFrame:
     Metrics come from the trial's user attributes (the result-record schema); an objective the
     attributes lack is taken from the trial's values under the study's metric name, and the
     duration from Optuna's start and end times. ``frame.attrs`` holds ``study_name``, ``mode``
-    (``"reward"`` or ``"pareto"``), ``objectives`` (the study's metric names) and
-    ``directions``.
+    (``"reward"`` or ``"pareto"``), ``objectives`` (the study's metric names),
+    ``directions`` and ``param_distributions`` (each parameter's Optuna distribution, for
+    :mod:`results.importance`).
     """
     directions = [direction.name.lower() for direction in study.directions]
     objectives = list(study.metric_names or [])
@@ -150,6 +153,9 @@ def study_frame(study: optuna.Study) -> pd.DataFrame:
         objectives = ["reward"] if len(directions) == 1 else []
     trials = study.get_trials(deepcopy=False)
     rows = [_trial_row(study.study_name, trial, objectives) for trial in trials]
+    distributions = {}
+    for trial in trials:
+        distributions.update(trial.distributions)
     frame = pd.DataFrame(rows, columns=list(FRAME_COLUMNS))
     for field in RECORD:
         if field.kind is int:
@@ -159,7 +165,11 @@ def study_frame(study: optuna.Study) -> pd.DataFrame:
     frame["number"] = frame["number"].astype("int64")
     mode = study.user_attrs.get("mode") or ("reward" if len(directions) == 1 else "pareto")
     frame.attrs.update(
-        study_name=study.study_name, mode=str(mode), objectives=objectives, directions=directions
+        study_name=study.study_name,
+        mode=str(mode),
+        objectives=objectives,
+        directions=directions,
+        param_distributions=distributions,
     )
     return frame
 
@@ -188,4 +198,5 @@ def _trial_row(study_name: str, trial: optuna.trial.FrozenTrial, objectives: lis
         row["duration_s"] = trial.duration.total_seconds()
     row["datetime_start"] = trial.datetime_start
     row["datetime_complete"] = trial.datetime_complete
+    row["trial_params"] = dict(trial.params)
     return row

@@ -12,8 +12,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "report",
         help="write an HTML report (opens offline) and PNG figures of searches",
         description="Write one self-contained HTML file with accuracy against step time and "
-        "parameters, a 3-D view, the reward-best trial and the Pareto front as a table, plus "
-        "matplotlib PNGs beside it. Several runs are drawn side by side on the same axes.",
+        "parameters, a 3-D view, the hypervolume of the Pareto front against trials and wall "
+        "time, which choices matter for each objective, the reward-best trial and the Pareto "
+        "front as a table, plus matplotlib PNGs beside it. Several runs are drawn side by side "
+        "on the same axes.",
     )
     add_run_arguments(parser, several=True)
     parser.add_argument(
@@ -23,8 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--objectives",
-        help="metrics of the front tables and the 3-D view (default: the study's objectives, "
-        "else accuracy,step_time_norm,params)",
+        help="metrics of the front tables, the 3-D view and the hypervolume (default: the "
+        "study's objectives, else accuracy,step_time_norm,params)",
     )
     parser.add_argument("--no-png", action="store_true", help="write only the HTML file")
     parser.set_defaults(func=run)
