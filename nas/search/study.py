@@ -26,7 +26,7 @@ from nas.search.config import SearchConfig
 from results.schema import METRICS, OBJECTIVES_BY_MODE
 from results.storage import advisory_lock, is_postgres_url
 
-__all__ = ["SCORING_FIELDS", "check_existing_study", "create_study", "prepare_study"]
+__all__ = ["SCORING_FIELDS", "create_study", "prepare_study"]
 
 #: Config fields that decide how a candidate is trained and scored: a study's trials are only
 #: comparable if every search that adds to it (a resumed or a joining driver) has the same.
@@ -88,35 +88,22 @@ def prepare_study(
         Whether this call created the study.
 
     Raises:
-        ConfigError: as :func:`check_existing_study`.
+        ConfigError: ``resume`` without the study; a study with another space, objective or
+            scoring setting (:data:`SCORING_FIELDS`), or (on resume) another number of trials;
+            a study that exists without ``resume`` or ``join``. Nothing is written then.
     """
     with _study_lock(storage, config):
-        exists = check_existing_study(
-            storage, config, resume=resume, join=join, trials_requested=trials_requested
-        )
+        exists = _check_existing_study(storage, config, resume, join, trials_requested)
         if not exists:
             create_study(storage, config)
         return not exists
 
 
-def check_existing_study(
-    storage: Any,
-    config: SearchConfig,
-    *,
-    resume: bool = False,
-    join: bool = False,
-    trials_requested: int | None = None,
+def _check_existing_study(
+    storage: Any, config: SearchConfig, resume: bool, join: bool, trials_requested: int | None
 ) -> bool:
-    """Refuse, before writing anything, to mix a search into a study it does not belong to.
-
-    Returns:
-        Whether the study exists.
-
-    Raises:
-        ConfigError: ``resume`` without the study; a study with another space, objective or
-            scoring setting (:data:`SCORING_FIELDS`), or (on resume) another number of trials;
-            a study that exists without ``resume`` or ``join``.
-    """
+    """Whether the study exists; refuses (see :func:`prepare_study`) to mix a search into a
+    study it does not belong to."""
     if not _study_exists(storage, config.study):
         if resume:
             raise ConfigError(
