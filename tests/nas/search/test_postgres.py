@@ -14,14 +14,18 @@ searches take seconds; the server is started once for the session (~6 s).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
 import re
+import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -344,3 +348,68 @@ def test_joining_a_study_that_scores_otherwise_is_refused(postgres, tmp_path, ca
         "2; its trials would not compare: use the same epochs or another --study\n"
     )
     assert len(optuna.load_study(study_name="pg-scoring", storage=url).get_trials()) == 0
+
+
+_OPEN = """
+import sys
+from results.storage import open_storage
+open_storage(sys.argv[1], writable=True)
+print("opened")
+"""
+
+
+def test_writers_take_turns_creating_optunas_tables(postgres):
+    """Two processes open a new, empty Optuna storage at once (a schema of its own) while the
+    test holds the schema lock: both wait on it (PostgreSQL lists their lock requests) before
+    any table exists; released, both open it. Without the lock one of them would often fail
+    with an IntegrityError (tests/infra/README.md)."""
+    import psycopg
+    import sqlalchemy
+
+    from results.storage import SCHEMA_LOCK, advisory_lock, storage_engine_kwargs
+
+    schema = "fresh_" + secrets.token_hex(4)
+    with psycopg.connect(postgres.url(driver="postgresql"), autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    url = postgres.url() + f"?options=-csearch_path%3D{schema}"
+
+    # PostgreSQL shows a bigint advisory key as its high and low 32 bits (classid, objid).
+    key = int.from_bytes(hashlib.sha256(SCHEMA_LOCK.encode()).digest()[:8], "big")
+
+    def waiting() -> int:
+        """Sessions waiting for the schema lock."""
+        query = ("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                 "AND classid::bigint = %s AND objid::bigint = %s")  # fmt: skip
+        with psycopg.connect(postgres.url(driver="postgresql")) as conn:
+            return conn.execute(query, (key >> 32, key & 0xFFFFFFFF)).fetchone()[0]
+
+    def tables() -> int:
+        with psycopg.connect(postgres.url(driver="postgresql")) as conn:
+            query = "SELECT count(*) FROM information_schema.tables WHERE table_schema = %s"
+            return conn.execute(query, (schema,)).fetchone()[0]
+
+    engine = sqlalchemy.create_engine(url, **storage_engine_kwargs(url))
+    writers: list[subprocess.Popen] = []
+    try:
+        with engine.connect() as connection, advisory_lock(connection, SCHEMA_LOCK):
+            argv = [sys.executable, "-c", _OPEN, url]
+            for _ in range(2):
+                writer = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, text=True)
+                writers.append(writer)
+            deadline = time.monotonic() + 120
+            while waiting() < 2:
+                assert all(w.poll() is None for w in writers), [w.communicate() for w in writers]
+                assert time.monotonic() < deadline, "the writers never waited on the lock"
+                time.sleep(0.1)
+            assert tables() == 0
+        results = [writer.communicate(timeout=120) for writer in writers]
+    finally:
+        engine.dispose()
+        for writer in writers:
+            if writer.poll() is None:
+                writer.kill()
+    assert [writer.returncode for writer in writers] == [0, 0], results
+    assert [out for out, _ in results] == ["opened\n", "opened\n"]
+    assert tables() > 0
+    storage = optuna.storages.RDBStorage(url)
+    assert storage.get_all_studies() == []
