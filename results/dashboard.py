@@ -170,8 +170,6 @@ def serve_dashboard(
     """
     names = parse_objectives(objectives) if objectives is not None else None
     check_port_free(host, port)
-    from optuna_dashboard import run_server
-
     source = open_run(run, study, writable=True)
     attach_to_study(source.load(), names)
     stop = threading.Event()
@@ -187,8 +185,41 @@ def serve_dashboard(
         flush=True,
     )
     try:
-        run_server(source.storage, host=host, port=port)
-    except OSError as error:  # lost a race for the port after the check
-        raise ResultsError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+        _serve(source.storage, host, port)
     finally:
         stop.set()
+
+
+def _serve(storage: optuna.storages.BaseStorage, host: str, port: int) -> None:
+    """optuna-dashboard's WSGI app on ``host:port`` until Ctrl-C or SIGTERM.
+
+    Not ``optuna_dashboard.run_server``: that serves in the main thread, where a Ctrl-C (or the
+    SIGTERM that ``nas`` turns into one) that lands while a request is being answered is
+    swallowed by wsgiref's catch-all error handler, and the dashboard runs on. Here the server
+    runs in a thread of its own and the main thread only waits, so the interrupt always reaches
+    it, and it shuts the server down.
+
+    Raises:
+        ResultsError: the port was taken after :func:`check_port_free` looked.
+    """
+    from wsgiref.simple_server import WSGIServer, make_server
+
+    from optuna_dashboard import wsgi
+
+    server_class = WSGIServer
+    if ":" in host:  # an IPv6 address
+        server_class = type("WSGIServerV6", (WSGIServer,), {"address_family": socket.AF_INET6})
+    try:
+        server = make_server(host, port, wsgi(storage), server_class=server_class)
+    except OSError as error:  # lost a race for the port after the check
+        raise ResultsError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+    serving = threading.Thread(target=server.serve_forever, name="dashboard", daemon=True)
+    serving.start()
+    try:
+        while serving.is_alive():
+            serving.join(timeout=1.0)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C or SIGTERM: the way to stop a dashboard
+    finally:
+        server.shutdown()
+        server.server_close()
