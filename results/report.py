@@ -30,7 +30,7 @@ from results.progress import (
     save_hypervolume_png,
 )
 from results.schema import describe_objectives, parse_objectives
-from results.tables import default_objectives, format_cell
+from results.tables import default_objectives, format_cell, node_columns
 
 __all__ = ["ReportFiles", "write_report"]
 
@@ -226,13 +226,18 @@ def _front_section(frame: pd.DataFrame, objectives: Sequence[str]) -> str:
     parts = [
         f"<h2>{html.escape(label)}: Pareto front on {html.escape(on)} ({len(front)} trials)</h2>"
     ]
-    columns = list(TABLE_COLUMNS) + [name for name in objectives if name not in TABLE_COLUMNS]
+    columns = list(TABLE_COLUMNS)
+    # Where each trial ran, when the study spans several Ray nodes: beside the device.
+    columns[columns.index("device") + 1 : columns.index("device") + 1] = node_columns(frame)
+    columns += [name for name in objectives if name not in columns]
     rows, classes = [], []
     for _, trial in front.iterrows():
         rows.append([format_cell(column, trial[column]) for column in columns])
         is_best = best is not None and trial["number"] == best["number"]
         classes.append("best" if is_best else "")
-    text = {columns.index(column) for column in ("name", "device", "spec")}
+    text = {
+        columns.index(column) for column in ("name", "device", "node", "spec") if column in columns
+    }
     parts.append(
         _html_table(
             columns, rows, text_columns=text, row_classes=classes, table_id=f"front-{label}"

@@ -73,6 +73,8 @@ RECORD: tuple[Field, ...] = (
     Field("reward", float, "accuracy * step_time_norm^w * params_norm^v; None if failed", True,
           "reward A·S^w·P^v"),
     Field("device", str, "cpu or cuda:<GPU model>"),
+    Field("node", str, "where it ran: in a search the Ray node, as <IP>/<first 8 hex digits of "
+          "its node ID>; else the host name"),
     Field("duration_s", float, "wall time of the whole evaluation, s", False,
           "trial duration (s)"),
     Field("failure", str, "why the candidate failed; empty when ok"),

@@ -4,21 +4,26 @@ share.
 SQLite files written by a search are read by reports and dashboards at the same time, so every
 connection waits up to :data:`SQLITE_TIMEOUT_S` for another process's short write transaction
 instead of failing with "database is locked", and a reader opens the file in SQLite's own
-read-only mode (a report can never change, or lock for writing, a study). Any other SQLAlchemy
-URL (PostgreSQL on a cluster) is opened as it is.
-PostgreSQL is reached through psycopg 3 (``pip install 'effnas[postgres]'``): a user's
-``postgresql://user:pw@host/db`` (or ``postgres://``) is mapped to SQLAlchemy's
-``postgresql+psycopg://`` dialect (:func:`normalize_storage_url`), connection attempts are bounded
-(:func:`storage_engine_kwargs`), a password is never printed (:func:`hide_password`,
-:func:`describe_storage_error`) and never stored (:func:`split_password`: a URL stored without its
-password still connects when libpq finds the password in ``PGPASSWORD`` or the password file,
-``PGPASSFILE``, default ``~/.pgpass``, mode 0600).
+read-only mode (a report can never change, or lock for writing, a study).
+
+PostgreSQL (a study on a cluster) is reached through psycopg 3 (``pip install
+'effnas[postgres]'``): :func:`open_storage` maps a user's ``postgresql://user:pw@host/db`` (or
+``postgres://``) to SQLAlchemy's ``postgresql+psycopg://`` dialect (:func:`normalize_storage_url`),
+bounds connection attempts (:func:`storage_engine_kwargs`), serializes the creation of Optuna's
+tables between processes (:func:`advisory_lock`) and turns a refused connection into one line
+(:func:`describe_storage_error`). A password is never printed (:func:`hide_password`) and never
+stored (:func:`split_password`: a URL stored without its password still connects, with the
+password handed to :func:`open_storage` from memory, or found by libpq in ``PGPASSWORD`` or the
+password file, ``PGPASSFILE``, default ``~/.pgpass``, mode 0600).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import importlib.util
 import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +32,9 @@ from searchspace.errors import EffnasError
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
+    "SCHEMA_LOCK",
     "SQLITE_TIMEOUT_S",
+    "advisory_lock",
     "describe_storage_error",
     "hide_password",
     "is_postgres_url",
@@ -54,8 +61,12 @@ def sqlite_file_of_url(url: str, error: type[EffnasError] = ResultsError) -> Pat
 
     try:
         parsed = make_url(url)
-    except ArgumentError as reason:
-        raise error(f"storage URL {url!r} is malformed: {reason}") from None
+    except (ArgumentError, ValueError):
+        # SQLAlchemy's reason may quote the URL, password included: name the problem only.
+        raise error(
+            f"storage URL {_redact_unparsable(url)!r} is malformed (expected sqlite:///PATH or "
+            f"postgresql://USER@HOST[:PORT]/DATABASE)"
+        ) from None
     if not parsed.drivername.startswith("sqlite"):
         return None
     database = parsed.database or ""
@@ -66,28 +77,42 @@ def sqlite_file_of_url(url: str, error: type[EffnasError] = ResultsError) -> Pat
     return Path(database)
 
 
-def open_storage(url: str, *, writable: bool = False, error: type[EffnasError] = ResultsError):
-    """An Optuna ``RDBStorage`` on ``url``.
+def open_storage(
+    url: str,
+    *,
+    writable: bool = False,
+    error: type[EffnasError] = ResultsError,
+    password: str | None = None,
+):
+    """An Optuna ``RDBStorage`` on ``url``: the one opener of the search, readers and dashboard.
 
     Args:
-        url: a SQLAlchemy URL (``sqlite:///runs/quick/study.db``, ``postgresql://...``).
+        url: a SQLAlchemy URL (``sqlite:///runs/quick/study.db``, ``postgresql://...``; a
+            PostgreSQL scheme is mapped to psycopg 3 by :func:`normalize_storage_url`).
         writable: the search's own connection: it may create the SQLite file (and its folder)
             and Optuna's tables. Otherwise the storage must already exist, and a SQLite file is
             opened read-only.
-        error: the error class of a failure (one line naming the URL).
+        error: the error class of a failure (one line naming the URL, its password hidden).
+        password: a PostgreSQL password to connect with when the URL holds none (it goes to
+            libpq as a connection argument, not into the URL); without either, libpq looks in
+            ``PGPASSWORD`` and the password file. The returned storage keeps it in its
+            ``engine_kwargs``: never pickle a storage opened with one.
 
     Raises:
-        error: a malformed URL, a missing SQLite file (when not ``writable``), or a database
-            that cannot be opened as an Optuna storage.
+        error: a malformed URL, a missing driver, a missing SQLite file (when not
+            ``writable``), or a database that cannot be opened as an Optuna storage (a wrong
+            password, a host that does not answer, a missing database: the server's reason).
     """
     import optuna
     from sqlalchemy.exc import SQLAlchemyError
 
+    try:
+        open_url = normalize_storage_url(url)
+    except ResultsError as reason:
+        raise error(str(reason)) from None
     sqlite_file = sqlite_file_of_url(url, error)
-    engine_kwargs: dict[str, Any] = {}
-    open_url = url
+    engine_kwargs = storage_engine_kwargs(open_url)
     if sqlite_file is not None:
-        engine_kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT_S}
         if writable:
             sqlite_file.parent.mkdir(parents=True, exist_ok=True)
         elif not sqlite_file.is_file():
@@ -96,17 +121,65 @@ def open_storage(url: str, *, writable: bool = False, error: type[EffnasError] =
         else:
             quoted = urllib.parse.quote(str(sqlite_file.resolve()))
             open_url = f"sqlite:///file:{quoted}?mode=ro&uri=true"
+    elif password is not None:
+        engine_kwargs.setdefault("connect_args", {})["password"] = password
     try:
-        return optuna.storages.RDBStorage(
-            open_url, engine_kwargs=engine_kwargs, skip_table_creation=not writable
-        )
+        creating = writable and is_postgres_url(url)
+        with _schema_lock(open_url, engine_kwargs) if creating else contextlib.nullcontext():
+            return optuna.storages.RDBStorage(
+                open_url, engine_kwargs=engine_kwargs, skip_table_creation=not writable
+            )
     except (SQLAlchemyError, optuna.exceptions.OptunaError, RuntimeError, ImportError,
             ValueError) as reason:  # fmt: skip
         # Optuna wraps some database errors in StorageInternalError; the cause says more.
         if reason.__cause__ is not None:
             reason = reason.__cause__
+        if is_postgres_url(url):
+            raise error(describe_storage_error(reason, url, password)) from None
         text = " ".join(str(reason).split())[:200] or type(reason).__name__
-        raise error(f"cannot open {url} as an Optuna storage: {text}") from None
+        raise error(f"cannot open {hide_password(url)} as an Optuna storage: {text}") from None
+
+
+#: The advisory lock that serializes the creation of Optuna's tables in one PostgreSQL database.
+SCHEMA_LOCK = "effnas: optuna schema"
+
+
+@contextlib.contextmanager
+def _schema_lock(url: str, engine_kwargs: dict[str, Any]) -> Iterator[None]:
+    """Hold :data:`SCHEMA_LOCK` while the block creates (or finds) Optuna's tables.
+
+    Optuna creates its tables, enum types and version rows on the first ``RDBStorage``; two
+    processes doing that at once on an empty database fail one of them with an IntegrityError
+    (``CREATE TYPE studydirection``). Optuna has no lock of its own, so the writers take turns
+    on a PostgreSQL advisory lock, held on a connection of its own (which is also the first
+    connection attempt: a refused password or a missing database fails here).
+    """
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, **engine_kwargs)
+    try:
+        with engine.connect() as connection, advisory_lock(connection, SCHEMA_LOCK):
+            yield
+    finally:
+        engine.dispose()
+
+
+@contextlib.contextmanager
+def advisory_lock(connection: Any, name: str) -> Iterator[None]:
+    """Hold PostgreSQL's session advisory lock named ``name`` on ``connection`` for the block.
+
+    Waits for another session that holds it. The key is the first 8 bytes of ``name``'s SHA-256,
+    so every effnas process that names the same lock takes the same one.
+    """
+    import sqlalchemy
+
+    key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+    connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
+    try:
+        yield
+    finally:
+        connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+        connection.commit()
 
 
 # Seconds a PostgreSQL connection attempt may take before it fails (libpq's connect_timeout).
@@ -131,10 +204,12 @@ def _parse(url: str):
 
 
 def _redact_unparsable(url: str) -> str:
-    """``url`` with anything between ``://`` and the last ``@`` replaced, when it has both."""
+    """``url`` with anything between ``://`` (or the start) and the last ``@`` replaced."""
     scheme, sep, rest = url.partition("://")
     if sep and "@" in rest:
         return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    if not sep and "@" in url:
+        return f"***@{url.rsplit('@', 1)[1]}"
     return url
 
 
@@ -206,15 +281,16 @@ def storage_engine_kwargs(url: str, connect_timeout: int = DEFAULT_CONNECT_TIMEO
     """``engine_kwargs`` for Optuna's ``RDBStorage`` on ``url``.
 
     PostgreSQL: ``connect_timeout`` (libpq's, in seconds; psycopg enforces at least 2) unless
-    the URL's query sets one. SQLite: a 60 s busy timeout, so that a reader never makes the
-    search fail with "database is locked". Holds no password (Optuna pickles these).
+    the URL's query sets one. SQLite: a :data:`SQLITE_TIMEOUT_S` busy timeout, so that a
+    reader never makes the search fail with "database is locked". Holds no password (Optuna
+    pickles these).
     """
     if is_postgres_url(url):
         if "connect_timeout" in _parse(url).query:
             return {}
         return {"connect_args": {"connect_timeout": connect_timeout}}
     if url.startswith("sqlite:"):
-        return {"connect_args": {"timeout": 60}}
+        return {"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
     return {}
 
 

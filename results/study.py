@@ -18,7 +18,7 @@ import pandas as pd
 
 from results.errors import ResultsError
 from results.schema import METRICS, RECORD, RECORD_KEYS
-from results.storage import open_storage, sqlite_file_of_url
+from results.storage import hide_password, open_storage, sqlite_file_of_url
 
 __all__ = [
     "FRAME_COLUMNS",
@@ -40,7 +40,8 @@ class StudySource:
 
     Attributes:
         storage: the Optuna storage (read-only for SQLite files unless opened for writing).
-        url: the storage URL as a user would write it (no read-only options).
+        url: the storage URL as a user would write it (no read-only options), its password
+            (if any) hidden: what messages and reports may show.
         study_name: the study's name in that storage.
         run_dir: where reports go by default: the run directory, the SQLite file's folder, or
             ``runs/<study>`` for a server database.
@@ -91,6 +92,7 @@ def open_run(run: str | Path, study: str | None = None, *, writable: bool = Fals
             sqlite_file, run_dir = path, path.parent
         url = f"sqlite:///{sqlite_file.resolve()}"
     storage = open_storage(url, writable=writable)
+    url = hide_password(url)
     names = _study_names(storage, url)
     if study is not None:
         if study not in names:

@@ -16,6 +16,7 @@ __all__ = [
     "format_front",
     "front_records",
     "front_table",
+    "node_columns",
 ]
 
 #: Columns of the printed table, besides any objective that is not among them.
@@ -68,10 +69,20 @@ def format_cell(column: str, value: Any) -> str:
     return str(value)
 
 
-def front_table(front: pd.DataFrame, objectives: Sequence[str] = ()) -> str:
-    """A plain-text table of trials: number, metrics (objectives included) and the spec last."""
+def node_columns(frame: pd.DataFrame) -> tuple[str, ...]:
+    """``("node",)`` when the study's trials ran on several Ray nodes, else nothing: the column
+    front tables add, so that a multi-node search says where each trial ran."""
+    nodes = {node for node in frame["node"] if isinstance(node, str) and node}
+    return ("node",) if len(nodes) > 1 else ()
+
+
+def front_table(
+    front: pd.DataFrame, objectives: Sequence[str] = (), extra: Sequence[str] = ()
+) -> str:
+    """A plain-text table of trials: number, metrics (objectives included), the ``extra``
+    columns (e.g. :func:`node_columns`) and the spec last."""
     columns = [c for c in TABLE_COLUMNS if c != "spec"]
-    columns += [name for name in objectives if name not in columns]
+    columns += [name for name in (*objectives, *extra) if name not in columns]
     columns.append("spec")
     headers = {"number": "trial", "step_time_ms": "step ms", "step_time_norm": "step/ref"}
     rows = [[headers.get(column, column) for column in columns]]
@@ -81,7 +92,7 @@ def front_table(front: pd.DataFrame, objectives: Sequence[str] = ()) -> str:
     lines = []
     for index, row in enumerate(rows):
         cells = [
-            cell.ljust(width) if column == "spec" else cell.rjust(width)
+            cell.ljust(width) if column in ("spec", "node") else cell.rjust(width)
             for cell, width, column in zip(row, widths, columns, strict=True)
         ]
         lines.append("  ".join(cells).rstrip())
@@ -92,7 +103,8 @@ def front_table(front: pd.DataFrame, objectives: Sequence[str] = ()) -> str:
 
 def format_front(frame: pd.DataFrame, objectives: Sequence[str] | str | None = None) -> str:
     """The study's state, its Pareto front over ``objectives`` as a table and the reward-best
-    trial: a complete text block (what ``nas front`` and the end of ``nas search`` print).
+    trial: a complete text block (what ``nas front`` and the end of ``nas search`` print). The
+    table has a ``node`` column when the study's trials ran on several nodes.
 
     Args:
         frame: a study frame from :func:`results.load_study_frame`.
@@ -115,7 +127,7 @@ def format_front(frame: pd.DataFrame, objectives: Sequence[str] | str | None = N
         f"Pareto front on {on}: {len(front)} trials",
     ]
     if len(front):
-        lines.append(front_table(front, names))
+        lines.append(front_table(front, names, node_columns(frame)))
     best = reward_best(frame)
     if best is not None:
         accuracy = format_cell("accuracy", best["accuracy"])

@@ -15,9 +15,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("config", help="search config YAML (e.g. configs/quick.yaml)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted search")
+    parser.add_argument(
+        "--join",
+        action="store_true",
+        help="start the study, or join it if another driver did: several drivers search one "
+        "PostgreSQL study at once, each with its own --runs-dir and --trials",
+    )
     parser.add_argument("--trials", type=int, help="override the number of trials")
     parser.add_argument("--concurrent", type=int, help="override how many trials run at once")
-    parser.add_argument("--storage", help="Optuna storage URL (default: SQLite in the run dir)")
+    parser.add_argument(
+        "--storage",
+        help="Optuna storage URL (default: SQLite in the run dir); a password in it is used, "
+        "never printed or saved (else PGPASSWORD or a password file)",
+    )
     parser.add_argument("--study", help="study name (default: the config's)")
     parser.add_argument("--runs-dir", help="where run directories go (default: runs)")
     parser.add_argument(
@@ -45,17 +55,29 @@ def run(args: argparse.Namespace) -> int:
             config = config.replace(**changes)
         except EffnasError as error:
             raise ConfigError(f"command line: {error}") from None
-    outcome = run_search(config, resume=args.resume, address=args.address)
+    outcome = run_search(config, resume=args.resume, join=args.join, address=args.address)
     if outcome.interrupted:
-        again = " ".join(
-            ["nas search", args.config, "--resume"]
-            + [f"--{key.replace('_', '-')} {value}" for key, value in changes.items()]
-        )
-        print(
-            f"nas search: interrupted; the finished trials are saved in the study. Continue "
-            f"with: {again}",
-            file=sys.stderr,
-        )
+        print(f"nas search: interrupted; {_how_to_continue(args.config, changes)}", file=sys.stderr)
         return 130
     # A search in which no candidate could be evaluated has failed, whatever the cause.
     return 0 if outcome.finished > 0 else 1
+
+
+def _how_to_continue(config: str, changes: dict) -> str:
+    """The command that resumes the search, without the storage URL's password."""
+    from results.storage import split_password
+
+    password = None
+    if "storage" in changes:
+        bare, password = split_password(changes["storage"])
+        changes = {**changes, "storage": bare}
+    again = " ".join(
+        ["nas search", config, "--resume"]
+        + [f"--{key.replace('_', '-')} {value}" for key, value in changes.items()]
+    )
+    where = (
+        " (with the database password in PGPASSWORD, a password file, or the --storage URL)"
+        if password is not None
+        else ""
+    )
+    return f"the finished trials are saved in the study. Continue with: {again}{where}"

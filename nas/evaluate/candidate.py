@@ -18,6 +18,7 @@ exception; bad configuration or data raise :class:`~searchspace.errors.EffnasErr
 
 from __future__ import annotations
 
+import socket
 import time
 from typing import Any
 
@@ -148,6 +149,7 @@ def _first_figures(
         hash=spec.hash,
         name=spec.label,
         device=device_name(device),
+        node=socket.gethostname(),  # a search's trial replaces it with its Ray node
         params=params,
         flops=flops,
         epochs=config.epochs,

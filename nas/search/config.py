@@ -17,6 +17,7 @@ from typing import Any
 from nas.errors import ConfigError
 from nas.evaluate.config import EvalConfig
 from results.schema import OBJECTIVES_BY_MODE
+from results.storage import hide_password
 from searchspace.checks import check_bool, check_choice, check_int, check_number
 from searchspace.errors import EffnasError
 from searchspace.files import load_yaml_file
@@ -67,7 +68,9 @@ class SearchConfig:
         sampler: ``tpe``, ``nsga2`` or ``random``.
         early_stopping: ASHA on the reward (``reward`` mode only: Optuna's pruners and Tune's
             schedulers need one objective).
-        storage: Optuna storage URL; default ``sqlite:///<runs_dir>/<study>/study.db``.
+        storage: Optuna storage URL; default ``sqlite:///<runs_dir>/<study>/study.db``. A
+            PostgreSQL URL may hold the password; the search uses it and saves the URL
+            without it (see :mod:`nas.search.driver`).
         seed: seed of the sampler and of every candidate's training.
         runs_dir: where run directories are made.
         max_failures: how many times Tune retries a trial whose worker died.
@@ -111,9 +114,10 @@ class SearchConfig:
         if self.storage is not None and (
             not isinstance(self.storage, str) or "://" not in self.storage
         ):
+            shown = hide_password(self.storage) if isinstance(self.storage, str) else self.storage
             raise ConfigError(
                 f"storage must be a SQLAlchemy URL such as sqlite:///path.db or "
-                f"postgresql://user@host/db, got {self.storage!r}"
+                f"postgresql://user@host/db, got {shown!r}"
             )
         if not isinstance(self.evaluation, Mapping):
             raise ConfigError(f"evaluation must be a mapping, got {self.evaluation!r}")

@@ -8,17 +8,28 @@ builds the candidate, times its training step, trains it briefly and reports eve
 Nothing is lost: a candidate that fails is recorded as a failed trial with its reason and the
 search goes on; a killed driver resumes from Tune's experiment directory (``Tuner.restore``) and
 the same study, and a trial Optuna already finished is never told twice.
+
+A database password never leaves this process's memory: the storage URL is split
+(:func:`results.storage.split_password`) before anything is printed or saved, so the run
+directory, the study's attributes and Tune's pickled experiment hold the URL without it, and
+each connection gets the password from :class:`StudyStorage`'s in-memory table (or, when the
+command line gave none, libpq finds it in ``PGPASSWORD`` or a password file).
+
+Several drivers may search one study at once (``join``: Optuna's distributed mode on a
+PostgreSQL study), each with its own run directory, Tune experiment and number of trials.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import socket
 import sys
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -26,14 +37,14 @@ from nas.cluster import keep_local_ray_on_loopback, ray_session, requested_addre
 from nas.errors import ConfigError
 from nas.search.config import SearchConfig
 from nas.search.rundir import hold_run_dir
-from nas.search.study import check_existing_study, create_study
-from nas.search.trial import Evaluate, TrialSettings, default_evaluate, run_trial
+from nas.search.study import prepare_study
+from nas.search.trial import NUMBER, Evaluate, TrialSettings, default_evaluate, run_trial
 from results.schema import OBJECTIVES_BY_MODE
-from results.storage import open_storage
+from results.storage import is_postgres_url, open_storage, split_password
 from searchspace.files import atomic_write
 from searchspace.spec import ArchSpec
 
-__all__ = ["CONFIG_FILE", "TUNE_DIR", "SearchOutcome", "StudyStorage", "run_search"]
+__all__ = ["CONFIG_FILE", "TUNE_DIR", "SearchOutcome", "StudyStorage", "driver_id", "run_search"]
 
 TUNE_DIR = "tune"
 CONFIG_FILE = "config.yaml"
@@ -41,7 +52,7 @@ CONFIG_FILE = "config.yaml"
 
 @dataclass(frozen=True)
 class SearchOutcome:
-    """What a finished search left behind."""
+    """What a finished search left behind (``storage_url`` without its password)."""
 
     run_dir: Path
     storage_url: str
@@ -54,19 +65,33 @@ class SearchOutcome:
 
 
 class StudyStorage:
-    """Opens the search's storage when called; what the searcher holds (and Tune pickles)."""
+    """Opens the search's storage when called; what the searcher holds (and Tune pickles).
+
+    Holds the URL without its password. A password that came with the URL is kept in a table
+    in this process's memory (never pickled), where a searcher that Tune restored from its
+    experiment finds it again when the resumed driver was given the password the same way;
+    otherwise libpq looks in ``PGPASSWORD`` and the password file.
+    """
+
+    _passwords: ClassVar[dict[str, str]] = {}
 
     def __init__(self, url: str) -> None:
-        self.url = url
+        bare, password = split_password(url)
+        self.url = bare
+        if password is not None:
+            StudyStorage._passwords[bare] = password
 
     def __call__(self) -> Any:
-        return open_storage(self.url, writable=True, error=ConfigError)
+        return open_storage(
+            self.url, writable=True, error=ConfigError, password=self._passwords.get(self.url)
+        )
 
 
 def run_search(
     config: SearchConfig,
     *,
     resume: bool = False,
+    join: bool = False,
     address: str | None = None,
     evaluate: Evaluate | None = None,
     log: Callable[[str], None] | None = None,
@@ -74,34 +99,54 @@ def run_search(
     """Run (or resume) a search and write ``best.yaml`` into the run directory.
 
     Args:
-        config: the validated search config.
+        config: the validated search config (a password in its storage URL stays in memory).
         resume: continue an interrupted search from its Tune experiment and study.
+        join: start the study, or join it if another driver already did (Optuna's distributed
+            mode; PostgreSQL only). This driver runs ``config.trials`` trials of its own in its
+            own run directory; the sampler's seed is mixed with :func:`driver_id`, so that the
+            drivers do not propose the same candidates.
         address: a Ray cluster address; default ``RAY_ADDRESS``, else a local Ray on 127.0.0.1.
         evaluate: ``evaluate(spec, settings, report) -> record``; the default trains and times the
             candidate with :mod:`nas.evaluate`. Tests pass their own to inject faults.
         log: where progress lines go (default: stdout, flushed).
+
+    Raises:
+        ConfigError: bad input, seen before any trial runs: a dataset that cannot be read, a
+            storage that cannot be opened (one line, no password), a study that is not this
+            search's (:func:`~nas.search.study.prepare_study`).
     """
     if not requested_address(address):
         keep_local_ray_on_loopback()  # before the first import of ray
     from ray import tune
 
     log = log or _print_flushed
+    opener = StudyStorage(config.storage_url)
+    if config.storage is not None:
+        config = config.replace(storage=opener.url)  # what is printed and saved: no password
+    if join and not is_postgres_url(config.storage_url):
+        raise ConfigError(
+            f"--join needs the study on a database server (--storage postgresql://...), not "
+            f"{config.storage_url}: several drivers write it at once"
+        )
     run_dir = config.run_dir.resolve()
     check_dataset(config)
-    opener = StudyStorage(config.storage_url)
     with hold_run_dir(run_dir, config.study):
         storage = opener()
-        check_existing_study(storage, config, resume)
+        # On a resume this only checks the study (it must exist); else it may create it.
+        prepare_study(
+            storage, config, resume=resume, join=join, trials_requested=_started_with(run_dir)
+        )
         tune_dir = run_dir / TUNE_DIR
         if resume and not tune_dir.exists():
             raise ConfigError(f"--resume: no Tune experiment in {tune_dir}")
         if not resume:
-            create_study(storage, config)
             atomic_write(run_dir / CONFIG_FILE, yaml.safe_dump(config.to_dict(), sort_keys=False))
         trainable = _trainable(config, evaluate)
+        joining = " (shared with other drivers)" if join else ""
         log(
-            f"nas search: study {config.study!r}, {config.trials} trials, {config.concurrent} at "
-            f"a time, objective {config.objective}, storage {config.storage_url}"
+            f"nas search: study {config.study!r}{joining}, {config.trials} trials, "
+            f"{config.concurrent} at a time, objective {config.objective}, storage "
+            f"{config.storage_url}"
         )
         with ray_session(address):
             if resume:
@@ -109,9 +154,26 @@ def run_search(
                     str(tune_dir), trainable=trainable, resume_unfinished=True, resume_errored=True
                 )
             else:
-                tuner = _new_tuner(config, trainable, opener, run_dir, log)
-            tuner.fit()  # a first Ctrl-C (SIGINT) ends it early, the experiment saved
-        return _finish(config, storage, log)
+                tuner = _new_tuner(config, trainable, opener, run_dir, join, log)
+            grid = tuner.fit()  # a first Ctrl-C (SIGINT) ends it early, the experiment saved
+        # Each Tune trial's config names the study's trial it ran (StudySearcher.suggest).
+        numbers = {result.config[NUMBER] for result in grid if NUMBER in result.config}
+        return _finish(config, storage, log, numbers)
+
+
+def _started_with(run_dir: Path) -> int | None:
+    """The trials this run directory's search was started for (its saved config), if known."""
+    try:
+        saved = yaml.safe_load((run_dir / CONFIG_FILE).read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    trials = saved.get("trials") if isinstance(saved, dict) else None
+    return trials if isinstance(trials, int) and not isinstance(trials, bool) else None
+
+
+def driver_id(run_dir: Path) -> str:
+    """A driver as the trials it asks for record it (``driver``): ``<host name>:<run dir>``."""
+    return f"{socket.gethostname()}:{run_dir}"
 
 
 def _trainable(config: SearchConfig, evaluate: Evaluate | None) -> Any:
@@ -165,6 +227,7 @@ def _new_tuner(
     trainable: Any,
     opener: StudyStorage,
     run_dir: Path,
+    join: bool,
     log: Callable[[str], None],
 ) -> Any:
     from ray import tune
@@ -173,13 +236,17 @@ def _new_tuner(
     from nas.search.progress import Progress
     from nas.search.searcher import StudySearcher
 
+    driver = driver_id(run_dir)
+    # Drivers that share a study must not all propose the same candidates.
+    seed = zlib.crc32(f"{config.seed}:{driver}".encode()) if join else config.seed
     searcher = StudySearcher(
         config.space,
         config.study,
         opener,
         mode=config.objective,
         sampler=config.sampler,
-        seed=config.seed,
+        seed=seed,
+        driver=driver,
     )
     if config.use_asha:
         scheduler = ASHAScheduler(
@@ -212,24 +279,34 @@ def _new_tuner(
     )
 
 
-def _finish(config: SearchConfig, storage: Any, log: Callable[[str], None]) -> SearchOutcome:
-    """Print the front, write the reward-best spec as ``best.yaml``, say where to look next."""
+def _finish(
+    config: SearchConfig,
+    storage: Any,
+    log: Callable[[str], None],
+    numbers: set[int],
+) -> SearchOutcome:
+    """Print the study's front, write its reward-best spec as ``best.yaml``, say where to look.
+
+    Args:
+        numbers: the study's trials that this driver's Tune experiment ran (other drivers of a
+            joined study run the rest); ``finished``, ``failed`` and ``interrupted`` count these.
+    """
     import optuna
     from optuna.trial import TrialState
 
-    from results import format_front, load_study_frame
+    from results import format_front, study_frame
 
     study = optuna.load_study(study_name=config.study, storage=storage)
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    failed = [t for t in trials if t.state == TrialState.FAIL]
-    ended = [t for t in trials if t.state.is_finished()]
-    # Stopped (Ctrl-C, SIGTERM) before every trial ended; a trial the driver marked
-    # "interrupted" on a resume is run anew and does not count.
-    interrupted = len(ended) - _interrupted_count(failed) < config.trials
+    mine = [t for t in trials if t.number in numbers]
+    finished = sum(t.state == TrialState.COMPLETE for t in mine)
+    failed = sum(t.state == TrialState.FAIL for t in mine)
+    # Stopped (Ctrl-C, SIGTERM) before every trial of this driver ended.
+    interrupted = sum(t.state.is_finished() for t in mine) < config.trials
     best_spec = best_path = None
     if trials:
-        log(format_front(load_study_frame(config.storage_url, config.study)))
+        log(format_front(study_frame(study)))
     if complete:
         best = max(complete, key=lambda t: t.user_attrs.get("reward", -math.inf))
         best_spec = ArchSpec.from_string(best.user_attrs["spec"], name=f"{config.study}-best")
@@ -237,22 +314,22 @@ def _finish(config: SearchConfig, storage: Any, log: Callable[[str], None]) -> S
         log(f"best by reward: trial {best.number} -> {best_path}")
         log("look further with:")
         log(f"  nas show {best_path}")
+        if is_postgres_url(config.storage_url):
+            where = f"{config.storage_url} --study {config.study}"
+        else:
+            where = str(config.run_dir)
         for command in ("front", "report", "dashboard"):
-            log(f"  nas {command} {config.run_dir}")
+            log(f"  nas {command} {where}")
     else:
-        log(f"no trial finished ({len(failed)} failed); nothing to write")
+        log(f"no trial finished ({failed} failed); nothing to write")
     sys.stdout.flush()
     return SearchOutcome(
         run_dir=config.run_dir,
         storage_url=config.storage_url,
         study_name=config.study,
-        finished=len(complete),
-        failed=len(failed),
+        finished=finished,
+        failed=failed,
         best_spec=best_spec,
         best_path=best_path,
         interrupted=interrupted,
     )
-
-
-def _interrupted_count(failed: list) -> int:
-    return sum("interrupted" in t.user_attrs.get("failure", "") for t in failed)

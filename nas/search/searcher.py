@@ -8,13 +8,16 @@ database alone rebuilds the search and ``nas front/report/dashboard`` read it wh
 Why not Ray's ``OptunaSearch``: it tells Optuna only the objective values, and storing the record
 meant subclassing it and reaching into its private attributes (and Optuna's). Tune's public
 ``Searcher`` interface and Optuna's ask-and-tell do the same in fewer lines, with nothing private,
-and let the searcher decide what Tune pickles: never the storage, so a database password in the
-storage URL is not written into the experiment directory.
+and let the searcher decide what Tune pickles: never the storage, only its opener
+(:class:`nas.search.driver.StudyStorage`, the URL without its password), so a database password
+is never written into the experiment directory.
 
 Besides asking and telling, the searcher reuses the stored result of a spec the study already
 evaluated (the trial then reports it without training), never tells a trial twice (after a
 resume, Tune may replay the end of a trial Optuna already holds), and on restore records the
-trials that were asked for after the last experiment checkpoint as failed ("interrupted").
+trials that were asked for after the last experiment checkpoint as failed ("interrupted"). Each
+Tune trial's config holds the study's trial number (``number``), so Tune's records and the study
+name the same trial alike.
 """
 
 from __future__ import annotations
@@ -30,14 +33,17 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
+from nas.search.trial import NUMBER
 from results.schema import OBJECTIVES_BY_MODE, RECORD_KEYS
 from searchspace.space import SearchSpace
 from searchspace.spec import ArchSpec
 
-__all__ = ["REUSED_FROM", "StudySearcher", "make_sampler"]
+__all__ = ["DRIVER", "REUSED_FROM", "StudySearcher", "make_sampler"]
 
 #: The user attribute (and trial config key) naming the trial whose result a spec reused.
 REUSED_FROM = "reused_from"
+#: The user attribute naming the driver that asked for a trial.
+DRIVER = "driver"
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
@@ -64,6 +70,8 @@ class StudySearcher(Searcher):
         mode: the objective mode (``reward`` or ``pareto``, :data:`OBJECTIVES_BY_MODE`).
         sampler: ``tpe``, ``nsga2`` or ``random``.
         seed: the sampler's seed.
+        driver: who asks (:func:`nas.search.driver.driver_id`), recorded on each trial as the
+            user attribute ``driver``: a study that several drivers search says which asked.
     """
 
     def __init__(
@@ -75,6 +83,7 @@ class StudySearcher(Searcher):
         mode: str,
         sampler: str,
         seed: int,
+        driver: str = "",
     ) -> None:
         objectives = OBJECTIVES_BY_MODE[mode]
         # Tune's Searcher keeps a metric and a mode for show; the study holds the directions.
@@ -85,6 +94,7 @@ class StudySearcher(Searcher):
         self.objectives = objectives
         self.sampler_name = sampler
         self.seed = seed
+        self.driver = driver
         self.trial_numbers: dict[str, int] = {}  # Tune's trial id -> Optuna's trial number
         self.told: set[str] = set()
         self._storage: Any = None
@@ -123,8 +133,9 @@ class StudySearcher(Searcher):
         spec = self.space.suggest(trial)
         trial.set_user_attr("spec", spec.to_string())
         trial.set_user_attr("hash", spec.hash)
+        trial.set_user_attr(DRIVER, self.driver)
         self.trial_numbers[trial_id] = trial.number
-        config: dict[str, Any] = {"spec": spec.to_string()}
+        config: dict[str, Any] = {NUMBER: trial.number, "spec": spec.to_string()}
         previous = self._evaluated(spec)
         if previous is not None:
             record = {k: previous.user_attrs[k] for k in RECORD_KEYS if k in previous.user_attrs}

@@ -18,7 +18,10 @@ from nas.evaluate.config import EvalConfig
 from searchspace.errors import EffnasError
 from searchspace.spec import ArchSpec
 
-__all__ = ["Evaluate", "TrialSettings", "default_evaluate", "run_trial"]
+__all__ = ["NUMBER", "Evaluate", "TrialSettings", "default_evaluate", "node_name", "run_trial"]
+
+#: The trial config key that holds the study's trial number (Tune's own records show it too).
+NUMBER = "number"
 
 #: ``evaluate(spec, settings, report) -> record``: evaluates one candidate, calling
 #: ``report(metrics)`` after each epoch. Tests pass their own to inject faults.
@@ -45,18 +48,35 @@ def _failed_record(spec: ArchSpec, reason: str, started: float) -> dict[str, Any
     }
 
 
+def node_name() -> str:
+    """The Ray node this process runs on: ``<IP>/<first 8 hex digits of its node ID>``.
+
+    The IP is what ``ray status`` and a cluster's machines go by; the node ID tells apart nodes
+    that share an IP (several Ray nodes on one machine, or in one network namespace).
+    """
+    import ray
+
+    node_id = ray.get_runtime_context().get_node_id()
+    return f"{ray.util.get_node_ip_address()}/{node_id[:8]}"
+
+
 def run_trial(trial_config: dict[str, Any], settings: TrialSettings) -> None:
-    """Tune's function trainable: evaluate one candidate and report its record."""
+    """Tune's function trainable: evaluate one candidate and report its record.
+
+    Every report says which Ray node the trial runs on (``node``); a reused result keeps the
+    node that measured it.
+    """
     from ray import tune
 
     started = time.monotonic()
     spec = ArchSpec.from_string(trial_config["spec"])
     metric_names = settings["metric_names"]
+    node = node_name()
 
     def report(metrics: Mapping[str, Any]) -> None:
         # Every report carries every metric Tune and the searcher watch (NaN until known).
         payload = {name: math.nan for name in metric_names}
-        payload.update(spec=spec.to_string(), hash=spec.hash)
+        payload.update(spec=spec.to_string(), hash=spec.hash, node=node)
         payload.update({k: v for k, v in metrics.items() if v is not None})
         tune.report(payload)
 
@@ -74,7 +94,8 @@ def run_trial(trial_config: dict[str, Any], settings: TrialSettings) -> None:
         else:
             reason = f"{type(error).__name__}: {error}"
         record = _failed_record(spec, reason, started)
-    report({**record, "final": True})
+    # The evaluation may name the host; the trial knows the Ray node it ran on.
+    report({**record, "node": node, "final": True})
 
 
 #: Datasets loaded by this worker process. Tune reuses a worker for the next trial

@@ -35,7 +35,19 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["NamespaceCluster", "NamespaceUnavailable", "RayNode", "namespace_support"]
+import pytest
+
+from tests.infra.system_tools import missing
+
+__all__ = [
+    "NamespaceCluster",
+    "NamespaceUnavailable",
+    "RayNode",
+    "cluster_fixture",
+    "namespace_support",
+    "processes_mentioning",
+    "two_node_cluster",
+]
 
 RAY = str(Path(sys.executable).with_name("ray"))
 HEAD_PORT = 6379  # fixed ports are safe: nothing else listens in this network namespace
@@ -281,6 +293,14 @@ class NamespaceCluster:
                 raise TimeoutError(f"{len(alive)} of {count} Ray nodes alive: {result.stderr}")
             time.sleep(0.5)
 
+    def node_names(self) -> dict[str, str]:
+        """Node ID -> node name (``a``, ``b``) of every live node, from its custom resource."""
+        names = {}
+        for node in self.wait_for_nodes(1):
+            custom = [key for key in node["Resources"] if key.startswith("node_")]
+            names[node["NodeID"]] = custom[0].removeprefix("node_")
+        return names
+
     def kill_node(self, name: str) -> list[int]:
         """SIGKILL the raylet of node ``name`` (its workers exit when their raylet is gone)."""
         pids = self.nodes[name].raylet_pids()
@@ -334,3 +354,38 @@ def two_node_cluster(cpus_a: int = 1, cpus_b: int = 1) -> Iterator[NamespaceClus
         cluster.start_node("b", cpus_b)
         cluster.wait_for_nodes(2)
         yield cluster
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """``"<pid>: <command line>"`` of every process (but this one) whose command line holds
+    ``text``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and entry.name != str(os.getpid()):
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if text in cmdline:
+                found.append(f"{entry.name}: {cmdline[:200]}")
+    return found
+
+
+@pytest.fixture(scope="module", name="cluster")
+def cluster_fixture() -> Iterator[NamespaceCluster]:
+    """Fixture ``cluster``: :func:`two_node_cluster` for a test module (import it to use it).
+
+    Skipped where namespaces cannot be made (failed on CI). The teardown checks that no
+    process of the cluster is left. A test that kills node ``b`` must run last in its module.
+    """
+    reason = namespace_support()
+    if reason is not None:
+        missing(reason)
+    started = time.monotonic()
+    with two_node_cluster() as cluster:
+        print(f"\ntwo-node cluster up in {time.monotonic() - started:.1f} s")
+        root = str(cluster.root)
+        yield cluster
+        stopping = time.monotonic()
+    print(f"cluster down in {time.monotonic() - stopping:.1f} s")
+    assert processes_mentioning(root) == []

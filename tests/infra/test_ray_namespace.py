@@ -8,7 +8,6 @@ cluster is left.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -16,40 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.infra.ray_namespace import NamespaceCluster, namespace_support, two_node_cluster
+from tests.infra.ray_namespace import (  # noqa: F401 (fixture)
+    NamespaceCluster,
+    cluster_fixture,
+    namespace_support,
+    processes_mentioning,
+)
 from tests.infra.system_tools import missing
 
 pytestmark = pytest.mark.slow
 
 JOBS = Path(__file__).parent / "jobs"
-
-
-def _processes_mentioning(text: str) -> list[str]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and entry.name != str(os.getpid()):
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if text in cmdline:
-                found.append(f"{entry.name}: {cmdline[:200]}")
-    return found
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    reason = namespace_support()
-    if reason is not None:
-        missing(reason)
-    started = time.monotonic()
-    with two_node_cluster() as cluster:
-        print(f"\ntwo-node cluster up in {time.monotonic() - started:.1f} s")
-        root = str(cluster.root)
-        yield cluster
-        stopping = time.monotonic()
-    print(f"cluster down in {time.monotonic() - stopping:.1f} s")
-    assert _processes_mentioning(root) == []
 
 
 def _job_result(cluster: NamespaceCluster, argv: list[str], timeout: float = 300) -> object:
@@ -63,15 +39,6 @@ def _job_result(cluster: NamespaceCluster, argv: list[str], timeout: float = 300
     lines = [line for line in output.splitlines() if line.startswith("RESULT ")]
     assert process.returncode == 0 and lines, output
     return json.loads(lines[-1].removeprefix("RESULT "))
-
-
-def _node_names(cluster: NamespaceCluster) -> dict[str, str]:
-    """Node ID -> node name (``a``, ``b``), from each live node's custom resource."""
-    names = {}
-    for node in cluster.wait_for_nodes(1):
-        custom = [key for key in node["Resources"] if key.startswith("node_")]
-        names[node["NodeID"]] = custom[0].removeprefix("node_")
-    return names
 
 
 def test_each_node_has_its_own_cpus_resource_and_temp_dir(cluster):
@@ -131,7 +98,7 @@ def test_a_tune_trial_whose_node_dies_is_retried_on_the_other_node(cluster, tmp_
     """Runs last: it kills node b. Trials need 1 CPU each and each node has 1: one per node."""
     markers = cluster.root / "markers"
     markers.mkdir()
-    names = _node_names(cluster)
+    names = cluster.node_names()
     node_of = {name: node_id for node_id, name in names.items()}
     job = cluster.submit([sys.executable, str(JOBS / "tune_node_death.py"), str(markers)])
     try:
@@ -173,9 +140,9 @@ def test_stop_kills_every_process_of_the_namespace_also_when_the_body_fails():
         # A daemon, like Ray's: double-forked, re-parented to the namespace's PID 1.
         cluster.run(["sh", "-c", f"setsid sleep {tag} >/dev/null 2>&1 &"], check=True)
         deadline = time.monotonic() + 30
-        while len(_processes_mentioning(f"sleep {tag}")) < 2:
+        while len(processes_mentioning(f"sleep {tag}")) < 2:
             assert time.monotonic() < deadline
             time.sleep(0.05)
         raise RuntimeError("body failed")
-    assert _processes_mentioning(f"sleep {tag}") == []
+    assert processes_mentioning(f"sleep {tag}") == []
     assert not cluster.root.exists()

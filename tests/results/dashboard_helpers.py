@@ -49,8 +49,13 @@ def dashboard(run: Path, *extra: str, log: Path) -> Iterator[str]:
                 time.sleep(0.5)
         yield base
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        process.terminate()  # SIGTERM: nas stops as on Ctrl-C
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()  # leave nothing behind, and say what went wrong
+            process.wait(timeout=30)
+            raise AssertionError(f"the dashboard ignored SIGTERM: {log.read_text()}") from None
 
 
 def study_detail(base: str, name: str) -> dict:

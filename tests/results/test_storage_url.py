@@ -7,6 +7,7 @@ from sqlalchemy.engine import make_url
 
 from results.errors import ResultsError
 from results.storage import (
+    SQLITE_TIMEOUT_S,
     describe_storage_error,
     hide_password,
     normalize_storage_url,
@@ -66,7 +67,8 @@ def test_split_password():
 def test_engine_kwargs_bound_the_connect_time_and_hold_no_password():
     assert storage_engine_kwargs(URL, 7) == {"connect_args": {"connect_timeout": 7}}
     assert storage_engine_kwargs(URL + "?connect_timeout=3") == {}
-    assert storage_engine_kwargs("sqlite:///a.db") == {"connect_args": {"timeout": 60}}
+    sqlite = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
+    assert storage_engine_kwargs("sqlite:///a.db") == sqlite
 
 
 def test_unparsable_url_is_one_line_without_the_password():

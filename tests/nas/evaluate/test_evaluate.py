@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 
 import pytest
 import torch
@@ -34,6 +35,7 @@ SCHEMA = [
     "peak_memory_mb",
     "reward",
     "device",
+    "node",
     "epochs",
     "image_size",
     "batch_size",
@@ -108,6 +110,7 @@ def test_record_has_exactly_the_schema_and_consistent_figures(tiny_spec):
         16,
         32,
     )
+    assert record["node"] == socket.gethostname()
     # Each epoch's report carries the figures an early-stopping scheduler needs.
     assert len(reports) == 2
     for key in ("accuracy", "step_time_norm", "params_norm", "params", "reward"):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import re
 import signal
 import subprocess
@@ -22,7 +21,18 @@ from nas.search import SearchConfig, run_search
 from nas.search.progress import format_line
 from searchspace import ArchSpec
 from tests import REPO
-from tests.nas.search.helpers import SMALL_SPACE, fake_record, small_config, write_config
+from tests.nas.search.helpers import (
+    LOOPBACK,
+    SMALL_SPACE,
+    assert_nothing_lost_or_counted_twice,
+    barrier_driver,
+    fake_record,
+    kill_session,
+    small_config,
+    study_trials,
+    wait_for,
+    write_config,
+)
 
 NAS = [sys.executable, "-m", "nas.cli"]
 
@@ -91,7 +101,6 @@ def ray_listening_addresses() -> list[str]:
 
 
 PROGRESS = re.compile(r"^\[\d+/\d+\] .*$", re.MULTILINE)  # one line per finished trial
-LOOPBACK = ("127.0.0.1:", "[::ffff:127.0.0.1]:", "[::1]:")
 
 
 def test_local_ray_listens_on_loopback_only():
@@ -111,7 +120,10 @@ def test_local_ray_listens_on_loopback_only():
         ({"trails": 3}, "unknown key trails"),
         ({"trials": 0}, "trials must be an integer of at least 1, got 0"),
         ({"space": {**SMALL_SPACE, "stages": []}}, "space.stages must hold at least one stage"),
-        ({"storage": "postgresql://nobody@127.0.0.1:9/none"}, "as an Optuna storage"),
+        (
+            {"storage": "postgresql://nobody@127.0.0.1:9/none"},
+            "storage postgresql://nobody@127.0.0.1:9/none cannot be opened: Connection refused",
+        ),
         ({"storage": "nosuchdb://x/y"}, "as an Optuna storage"),
     ],
 )
@@ -161,32 +173,6 @@ def test_missing_config_file(tmp_path, capsys):
 # Real searches (the real evaluation on small data)
 
 
-def kill_session(process: subprocess.Popen) -> None:
-    """SIGKILL the driver and every Ray process it started (they share its session)."""
-    subprocess.run(["pkill", "-KILL", "-s", str(process.pid)], check=False)
-    process.wait(timeout=30)
-
-
-def study_trials(config: SearchConfig) -> list:
-    return optuna.load_study(study_name=config.study, storage=config.storage_url).get_trials()
-
-
-def barrier_driver(path: Path, barrier: Path, slots: int, *extra: str) -> list[str]:
-    """``nas search path ...`` with the stand-in evaluation of
-    :mod:`tests.nas.search.barrier_driver` (``slots`` candidates finish, the rest wait)."""
-    barrier.mkdir(exist_ok=True)
-    return [sys.executable, "-m", "tests.nas.search.barrier_driver", str(barrier), str(slots),
-            "search", str(path), *extra]  # fmt: skip
-
-
-def wait_for(condition, seconds: float, what: str, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert process.poll() is None, f"the driver ended before {what}"
-        assert time.monotonic() < deadline, f"no {what} within {seconds:.0f} s"
-        time.sleep(0.2)
-
-
 @pytest.mark.slow
 def test_driver_killed_mid_search_resumes_without_loss_or_double_count(tmp_path):
     path = write_config(
@@ -216,18 +202,7 @@ def test_driver_killed_mid_search_resumes_without_loss_or_double_count(tmp_path)
         text=True, timeout=600, start_new_session=True,
     )  # fmt: skip
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    trials = study_trials(config)
-    done = [t for t in trials if t.state.is_finished() and t.user_attrs.get("failure", "") == ""]
-    interrupted = [t for t in trials if "interrupted" in t.user_attrs.get("failure", "")]
-    # Exactly the requested number of evaluated trials; none lost, none counted twice.
-    summary = [(t.number, t.state.name, t.user_attrs.get("failure")) for t in trials]
-    assert len(done) == 6, (summary, resumed.stdout[-3000:])
-    assert len(trials) == 6 + len(interrupted)
-    assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
-    for before in finished_before:
-        after = next(t for t in trials if t.number == before.number)
-        assert after.state == before.state and after.values == before.values
-        assert after.user_attrs == before.user_attrs
+    assert_nothing_lost_or_counted_twice(study_trials(config), finished_before, 6, resumed.stdout)
 
 
 @pytest.mark.slow
@@ -307,59 +282,6 @@ def test_quick_search_six_trials_two_at_a_time(tmp_path):
     )
     assert show.returncode == 0, show.stderr
     assert '"params"' in show.stdout
-
-
-@pytest.mark.slow
-def test_ray_job_submit_to_a_loopback_head(tmp_path):
-    ray = str(Path(sys.executable).parent / "ray")
-    env = {
-        **os.environ,
-        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-        # Ray's token authentication, explicit for the head and the job client alike (the client
-        # does not turn it on by itself even when ~/.ray/auth_token exists).
-        "RAY_AUTH_MODE": "token",
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
-    env.pop("RAY_ADDRESS", None)
-    gcs_port, dashboard_port = free_port(), free_port()
-    head = subprocess.run(
-        [ray, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs_port}",
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", "--num-cpus=2",
-         "--disable-usage-stats"],
-        env=env, capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
-    try:
-        assert head.returncode == 0, head.stdout + head.stderr
-        addresses = ray_listening_addresses()
-        assert addresses
-        assert [a for a in addresses if not a.startswith(LOOPBACK)] == []
-        job_dir = tmp_path / "job"
-        job_dir.mkdir()
-        config = write_config(
-            job_dir, dataset="synthetic", trials=2, concurrent=1, epochs=1, space=SMALL_SPACE,
-            study="job", runs_dir=str(tmp_path / "runs"),
-        )  # fmt: skip
-        submit = subprocess.run(
-            [ray, "job", "submit", "--address", f"http://127.0.0.1:{dashboard_port}",
-             "--working-dir", str(job_dir), "--", "nas", "search", config.name],
-            env=env, capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
-        assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
-        assert "succeeded" in (submit.stdout + submit.stderr).lower()
-        trials = optuna.load_study(
-            study_name="job", storage=f"sqlite:///{tmp_path}/runs/job/study.db"
-        ).trials
-        assert len(trials) == 2 and all(t.state.is_finished() for t in trials)
-    finally:
-        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_progress_format_handles_failures():
