@@ -66,8 +66,11 @@ class SearchConfig:
             step time and parameters as three objectives).
         reward_w, reward_v: the reward's exponents for step time and parameters.
         sampler: ``tpe``, ``nsga2`` or ``random``.
-        early_stopping: ASHA on the reward (``reward`` mode only: Optuna's pruners and Tune's
-            schedulers need one objective).
+        early_stopping: stop weak candidates after their first epochs: Tune's ASHA on the
+            reward in ``reward`` mode; in ``pareto`` mode
+            :class:`~nas.search.schedulers.ParetoASHA`, which keeps the candidates in the best
+            non-dominated ranks at each rung (epochs 1, 3, 9, ... below the last). A stopped
+            trial keeps the figures it reached (``PRUNED``, ``status: stopped``).
         storage: Optuna storage URL; default ``sqlite:///<runs_dir>/<study>/study.db``. A
             PostgreSQL URL may hold the password; the search uses it and saves the URL
             without it (see :mod:`nas.search.driver`).
@@ -166,10 +169,6 @@ class SearchConfig:
         if self.storage:
             return self.storage
         return f"sqlite:///{(self.run_dir / 'study.db').resolve()}"
-
-    @property
-    def use_asha(self) -> bool:
-        return self.early_stopping and self.objective == "reward"
 
     def replace(self, **changes: Any) -> SearchConfig:
         return dataclasses.replace(self, **changes)

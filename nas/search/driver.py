@@ -231,9 +231,9 @@ def _new_tuner(
     log: Callable[[str], None],
 ) -> Any:
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from nas.search.progress import Progress
+    from nas.search.schedulers import SchedulerState
     from nas.search.searcher import StudySearcher
 
     driver = driver_id(run_dir)
@@ -248,21 +248,12 @@ def _new_tuner(
         seed=seed,
         driver=driver,
     )
-    if config.use_asha:
-        scheduler = ASHAScheduler(
-            metric="reward",
-            mode="max",
-            time_attr="training_iteration",
-            max_t=config.epochs + 1,
-            grace_period=1,
-        )
-    else:
-        scheduler = FIFOScheduler()
+    scheduler = early_stopping(config)
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
             search_alg=searcher,
-            scheduler=scheduler,
+            scheduler=scheduler,  # None: Tune's FIFO, every trial runs to the end
             num_samples=config.trials,
             max_concurrent_trials=config.concurrent,
             # A trial's worker goes on to the next trial: torch, the dataset and the reference
@@ -273,9 +264,42 @@ def _new_tuner(
             name=TUNE_DIR,
             storage_path=str(run_dir),
             failure_config=tune.FailureConfig(max_failures=config.max_failures),
-            callbacks=[Progress(config.trials, log)],
+            callbacks=[Progress(config.trials, log)]
+            + ([] if scheduler is None else [SchedulerState(scheduler, log)]),
             verbose=0,
         ),
+    )
+
+
+def early_stopping(config: SearchConfig) -> Any:
+    """The Tune scheduler that stops weak candidates early, or None (``early_stopping: false``).
+
+    ``reward`` mode: Tune's ASHA on the reward. ``pareto`` mode: :class:`ParetoASHA` on the
+    study's objectives (accuracy so far, normalized step time, parameters), judged after epoch
+    1, 3, 9, ... below the last epoch, keeping about a third at each rung by non-dominated rank.
+    """
+    if not config.early_stopping:
+        return None
+    if config.objective == "reward":
+        from ray.tune.schedulers import ASHAScheduler
+
+        # Each epoch is one report and the closing record one more: max_t counts them all.
+        return ASHAScheduler(
+            metric="reward",
+            mode="max",
+            time_attr="training_iteration",
+            max_t=config.epochs + 1,
+            grace_period=1,
+        )
+    from nas.search.schedulers import ParetoASHA
+
+    # Rungs lie below the last epoch: stopping a trial after its last epoch saves nothing.
+    return ParetoASHA(
+        OBJECTIVES_BY_MODE[config.objective],
+        time_attr="training_iteration",
+        max_t=config.epochs,
+        grace_period=1,
+        reduction_factor=3,
     )
 
 

@@ -13,16 +13,25 @@ share it; a dominated trial is stopped once enough trials dominate it.
 It is a Tune scheduler (``ray.tune.schedulers.FIFOScheduler``), so Tune runs it as it runs ASHA:
 a stopped trial ends as ``TERMINATED`` with its last result, which the search records as
 ``PRUNED`` with the figures it reached.
+
+Tune (2.x) saves a searcher and the callbacks with its experiment, but not the scheduler: a
+resumed experiment gets the scheduler as it was pickled when the search started, with empty
+rungs. :class:`SchedulerState` is the callback that carries the scheduler's state (ASHA's too)
+in Tune's experiment checkpoint and puts it back on a resume, and says at the end what it
+stopped.
 """
 
 from __future__ import annotations
 
 import math
 import pickle
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from ray.tune import Callback
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from nas.errors import ConfigError
@@ -30,7 +39,7 @@ from results.pareto import non_dominated_rank
 from results.schema import METRICS
 from searchspace.checks import check_int, check_number
 
-__all__ = ["ParetoASHA"]
+__all__ = ["ParetoASHA", "SchedulerState"]
 
 
 class ParetoASHA(FIFOScheduler):
@@ -44,6 +53,11 @@ class ParetoASHA(FIFOScheduler):
         max_t: the most ``time_attr`` a trial runs; rungs lie below it.
         grace_period: the first rung.
         reduction_factor: keep about ``1 / reduction_factor`` of the trials at each rung.
+
+    A result whose ``final`` key is true is a trial's last (the search's closing record, or a
+    result reused from an earlier trial, which arrives as one final report): it is never judged
+    nor recorded at a rung, where it would stand for a fully trained net among partly trained
+    ones.
     """
 
     def __init__(
@@ -95,6 +109,16 @@ class ParetoASHA(FIFOScheduler):
         sizes = ", ".join(f"{rung:g}: {len(rec)}" for rung, rec in self.recorded.items())
         return f"ParetoASHA: {self.stopped} stopped; trials per rung {{{sizes}}}"
 
+    def summary(self) -> str:
+        """One line for the end of a search: what was stopped, and the rungs."""
+        rungs = ", ".join(
+            f"epoch {rung:g}: {len(got)} judged" for rung, got in self.recorded.items()
+        )
+        return (
+            f"early stopping (Pareto ASHA on {', '.join(self.objectives)}): {self.stopped} trials "
+            f"stopped; {rungs or 'no rung below the last epoch'}"
+        )
+
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as file:
             pickle.dump(self.__dict__, file)
@@ -109,8 +133,8 @@ class ParetoASHA(FIFOScheduler):
         """``CONTINUE`` or ``STOP`` for a trial that reported ``result``."""
         progress = result.get(self.time_attr)
         values = [result.get(name) for name in self.objectives]
-        if progress is None or not all(_finite(value) for value in values):
-            return TrialScheduler.CONTINUE  # nothing to rank yet (e.g. a failed record)
+        if result.get("final") or progress is None or not all(_finite(v) for v in values):
+            return TrialScheduler.CONTINUE  # a last result, or nothing to rank (a failure)
         if progress >= self.max_t:
             return TrialScheduler.CONTINUE  # the trial's last epoch: let it finish
         for rung in reversed(self.rungs):  # the highest rung reached and not yet judged
@@ -133,3 +157,42 @@ class ParetoASHA(FIFOScheduler):
 
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class SchedulerState(Callback):
+    """A Tune callback that keeps a scheduler's state in the experiment (see the module).
+
+    Tune pickles the scheduler and the callbacks together when a search starts, so after
+    ``Tuner.restore`` this callback still holds the scheduler Tune runs, and
+    :meth:`set_state` (which Tune calls with the last saved state) puts its rungs back.
+
+    Args:
+        scheduler: a scheduler with Tune's ``save(path)`` and ``restore(path)`` (ASHA,
+            :class:`ParetoASHA`).
+        log: where the line said at the end of the experiment goes.
+    """
+
+    def __init__(self, scheduler: TrialScheduler, log: Callable[[str], None]) -> None:
+        self.scheduler = scheduler
+        self.log = log
+
+    def get_state(self) -> dict | None:
+        # Through the scheduler's own save(), which writes a file (Tune's scheduler interface).
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder, "scheduler")
+            self.scheduler.save(str(path))
+            return {"scheduler": path.read_bytes()}
+
+    def set_state(self, state: dict) -> None:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder, "scheduler")
+            path.write_bytes(state["scheduler"])
+            self.scheduler.restore(str(path))
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        summary = getattr(self.scheduler, "summary", None)
+        if summary is None:  # Tune's ASHA: the first line of its several
+            first = self.scheduler.debug_string().splitlines()[0]
+            self.log(f"early stopping (ASHA on the reward): {first}")
+        else:
+            self.log(summary())

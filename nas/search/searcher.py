@@ -86,8 +86,10 @@ class StudySearcher(Searcher):
         driver: str = "",
     ) -> None:
         objectives = OBJECTIVES_BY_MODE[mode]
-        # Tune's Searcher keeps a metric and a mode for show; the study holds the directions.
-        super().__init__(metric=",".join(objectives), mode=None)
+        # Tune checks that every result holds the searcher's metrics (a list of names, as Tune
+        # reads it; one string "a,b,c" would be one name no result holds); the study holds the
+        # directions, so no mode.
+        super().__init__(metric=list(objectives), mode=None)
         self.space = space
         self.study_name = study_name
         self.open_storage = open_storage

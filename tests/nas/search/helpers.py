@@ -65,6 +65,24 @@ def fake_record(spec: ArchSpec, accuracy: float) -> dict:
     }
 
 
+#: Lines given to :func:`collect_line`. A search's callbacks are pickled into its Tune experiment
+#: and unpickled on a resume; a module-level function is pickled by name, so a resumed search
+#: in this process still logs here (a list's ``append`` would log into an unpickled copy).
+_COLLECTED: list[str] = []
+
+
+def collect_line(line: str) -> None:
+    """A search's ``log`` that tests read with :func:`collected_lines`."""
+    _COLLECTED.append(line)
+
+
+def collected_lines() -> list[str]:
+    """The lines collected so far, and forget them."""
+    lines = list(_COLLECTED)
+    _COLLECTED.clear()
+    return lines
+
+
 def write_config(tmp_path: Path, **overrides) -> Path:
     data = yaml.safe_load((REPO / "configs" / "quick.yaml").read_text())
     data["runs_dir"] = str(tmp_path / "runs")

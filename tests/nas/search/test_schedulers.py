@@ -72,6 +72,17 @@ def test_results_without_every_objective_are_not_judged():
     assert scheduler.recorded[1] == {}
 
 
+def test_a_final_result_is_never_judged_nor_recorded():
+    # A reused result arrives as one final report at iteration 1: a fully trained net must not
+    # sit in the rung among nets trained for one epoch, nor be stopped.
+    scheduler = ParetoASHA(OBJECTIVES, max_t=4, grace_period=1, reduction_factor=2)
+    for name in "abc":
+        scheduler.on_trial_result(None, Trial(name), result(1, 0.9, 1.0, 100))
+    final = {**result(1, 0.1, 9.0, 900), "final": True}
+    assert scheduler.on_trial_result(None, Trial("d"), final) == CONTINUE
+    assert "d" not in scheduler.recorded[1] and scheduler.stopped == 0
+
+
 @pytest.mark.parametrize("seed", range(20))
 def test_a_trial_on_the_rung_front_is_never_stopped(seed):
     # Property, on random arrivals: every STOP goes to a trial dominated at its rung, and the
