@@ -8,12 +8,25 @@ number is asked for: in Python it is an ``int``, but ``epochs: true`` is a mista
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Collection
 from typing import Any
 
 from searchspace.errors import EffnasError
 
-__all__ = ["check_bool", "check_choice", "check_int", "check_number", "check_string"]
+__all__ = [
+    "check_amount",
+    "check_bool",
+    "check_choice",
+    "check_int",
+    "check_number",
+    "check_string",
+    "parse_amount",
+]
+
+#: Suffixes of an amount: thousands, millions, billions (``g`` and ``b`` alike).
+_SUFFIXES = {"k": 1e3, "m": 1e6, "g": 1e9, "b": 1e9}
+_AMOUNT = re.compile(r"^\s*([-+]?[0-9]*\.?[0-9]+(?:e[-+]?[0-9]+)?)\s*([kmgb]?)\s*$", re.IGNORECASE)
 
 
 def check_choice(
@@ -95,3 +108,23 @@ def check_string(name: str, value: Any, error: type[EffnasError] = EffnasError) 
     if not isinstance(value, str):
         raise error(f"{name} must be a string, got {value!r}")
     return value
+
+
+def parse_amount(text: str) -> float | None:
+    """``"22M"`` -> 22e6, ``"8.4G"`` -> 8.4e9, ``"5e6"`` -> 5e6; None if ``text`` is not one.
+
+    YAML reads ``5e6`` as text (its floats need a dot and a signed exponent), and a budget reads
+    best with a suffix: both are amounts here.
+    """
+    match = _AMOUNT.match(text)
+    return None if match is None else float(match[1]) * _SUFFIXES.get(match[2].lower(), 1.0)
+
+
+def check_amount(name: str, value: Any, error: type[EffnasError] = EffnasError) -> float:
+    """A positive, finite amount: a number, or text such as ``5e6``, ``22M``, ``8.4G``."""
+    amount = parse_amount(value) if isinstance(value, str) else value
+    if isinstance(amount, bool) or not isinstance(amount, (int, float)):
+        raise error(f"{name} must be a number (e.g. 5000000, 5e6, 5M), got {value!r}")
+    if not (math.isfinite(amount) and amount > 0):
+        raise error(f"{name} must be greater than 0, got {value!r}")
+    return float(amount)

@@ -154,7 +154,7 @@ class SearchSpace:
             stage.validate(f"space.stages[{index}]")
         # Validate the fixed fields by building the smallest spec in the space.
         try:
-            self._spec(
+            self.spec_with(
                 [
                     StageSpec(
                         block=s.blocks[0],
@@ -244,7 +244,8 @@ class SearchSpace:
 
     # -- sampling -------------------------------------------------------------------------------
 
-    def _spec(self, stages: Sequence[StageSpec]) -> ArchSpec:
+    def spec_with(self, stages: Sequence[StageSpec]) -> ArchSpec:
+        """The spec of this space with these stages (and the space's fixed fields)."""
         fixed = {name: getattr(self, name) for name in _FIXED_FIELDS}
         return ArchSpec(stages=tuple(stages), **fixed)
 
@@ -280,7 +281,7 @@ class SearchSpace:
                     se_ratio=se_ratio,
                 )
             )
-        return self._spec(stages)
+        return self.spec_with(stages)
 
     def sample(self, rng: random.Random) -> ArchSpec:
         """Draw a spec uniformly per decision with ``rng`` (random-search baselines)."""

@@ -5,15 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from scaling.errors import ScalingError
-
-_SUFFIXES = {"k": 1e3, "m": 1e6, "g": 1e9, "b": 1e9}
-_NUMBER = re.compile(r"^\s*([-+]?[0-9]*\.?[0-9]+(?:e[-+]?[0-9]+)?)\s*([kmgb]?)\s*$", re.IGNORECASE)
+from searchspace.checks import parse_amount
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -76,10 +73,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _number(flag: str, text: str, *, positive: bool = True) -> float:
-    match = _NUMBER.match(text)
-    if not match:
+    value = parse_amount(text)
+    if value is None:
         raise ScalingError(f"{flag} must be a number (e.g. 1.2, 22e6, 22M), got {text!r}")
-    value = float(match[1]) * _SUFFIXES.get(match[2].lower(), 1.0)
     if not math.isfinite(value) or (positive and value <= 0):
         raise ScalingError(f"{flag} must be greater than 0, got {text!r}")
     return value
