@@ -3,7 +3,9 @@ matplotlib for PNGs.
 
 Every figure shows each study in its own colour: all completed trials, the Pareto front of the
 plotted pair of metrics (joined by its staircase: the boundary of what the front dominates), and
-the reward-best trial as a star. Hovering a point shows the trial, its metrics and its spec.
+the reward-best trial as a star. Completed trials that broke one of the search's constraints are
+drawn apart, as crosses, and are on no front. Hovering a point shows the trial, its metrics and
+its spec.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from results.pareto import front_ranks, pareto_front, reward_best
+from results.pareto import feasible, front_ranks, pareto_front, reward_best
 from results.schema import METRICS
 from results.tables import format_cell
 
@@ -82,10 +84,20 @@ def front_trace_name(label: str) -> str:
 
 
 def _completed(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """Completed, feasible trials with every one of ``columns``."""
+    return frame[_with_columns(frame, columns) & feasible(frame)]
+
+
+def _infeasible(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """Completed trials with every one of ``columns`` that broke a constraint."""
+    return frame[_with_columns(frame, columns) & ~feasible(frame)]
+
+
+def _with_columns(frame: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
     keep = frame["state"] == "COMPLETE"
     for column in columns:
         keep &= pd.to_numeric(frame[column], errors="coerce").notna()
-    return frame[keep]
+    return keep
 
 
 def _values(column) -> list[float]:
@@ -212,34 +224,22 @@ def plotly_figures(frames: Sequence[pd.DataFrame], objectives: Sequence[str]) ->
             label = study_label(frame)
             done = _completed(frame, [plot.x, plot.y])
             front = pareto_front(done, [plot.y, plot.x]).sort_values(plot.x, kind="stable")
-            scatter = go.Scattergl if len(done) > WEBGL_ABOVE else go.Scatter
-            data, template = _hover(done)
+            marker = {"color": color, "size": 6, "opacity": 0.35}
+            figure.add_trace(_scatter_2d(done, plot, label, f"{label}: trials", marker=marker))
             figure.add_trace(
-                scatter(
-                    x=axis_values(plot.x, done[plot.x]),
-                    y=axis_values(plot.y, done[plot.y]),
-                    mode="markers",
-                    name=f"{label}: trials",
-                    legendgroup=label,
-                    marker={"color": color, "size": 6, "opacity": 0.35},
-                    customdata=data,
-                    hovertemplate=template,
-                )
-            )
-            data, template = _hover(front)
-            figure.add_trace(
-                go.Scatter(
-                    x=axis_values(plot.x, front[plot.x]),
-                    y=axis_values(plot.y, front[plot.y]),
+                _scatter_2d(
+                    front, plot, label, front_trace_name(label),
                     mode="lines+markers",
                     line={"shape": "hv", "color": color, "width": 1.5},
-                    name=front_trace_name(label),
-                    legendgroup=label,
                     marker={"color": color, "size": 9, "line": {"color": "black", "width": 1}},
-                    customdata=data,
-                    hovertemplate=template,
                 )
-            )
+            )  # fmt: skip
+            infeasible = _infeasible(frame, [plot.x, plot.y])
+            if len(infeasible):
+                marker = {"color": color, "size": 8, "symbol": "x-thin",
+                          "line": {"width": 1.5, "color": color}}  # fmt: skip
+                name = f"{label}: infeasible (broke a constraint)"
+                figure.add_trace(_scatter_2d(infeasible, plot, label, name, marker=marker))
             _add_best_2d(figure, frame, plot, label, color)
         figure.update_layout(
             title=plot.title,
@@ -258,6 +258,24 @@ def plotly_figures(frames: Sequence[pd.DataFrame], objectives: Sequence[str]) ->
 def _plotted(figure, axis: str) -> list[float]:
     """Every value a figure's traces plot on ``axis`` ("x" or "y")."""
     return [value for trace in figure.data for value in (getattr(trace, axis) or ())]
+
+
+def _scatter_2d(trials: pd.DataFrame, plot: Plot, label: str, name: str, **style: object):
+    """One plotly trace of study ``label``'s ``trials`` on a plot, with the hover text of every
+    point (WebGL above :data:`WEBGL_ABOVE` points)."""
+    import plotly.graph_objects as go
+
+    data, template = _hover(trials)
+    scatter = go.Scattergl if len(trials) > WEBGL_ABOVE else go.Scatter
+    return scatter(
+        x=axis_values(plot.x, trials[plot.x]),
+        y=axis_values(plot.y, trials[plot.y]),
+        name=name,
+        legendgroup=label,
+        customdata=data,
+        hovertemplate=template,
+        **{"mode": "markers", **style},
+    )
 
 
 def _add_best_2d(figure, frame: pd.DataFrame, plot: Plot, label: str, color: str) -> None:
@@ -296,10 +314,13 @@ def _figure_3d(frames: Sequence[pd.DataFrame], objectives: Sequence[str]):
         label = study_label(frame)
         done = _completed(frame, axes)
         on_front = (front_ranks(done, objectives, max_rank=1) == 1).fillna(False).to_numpy(bool)
-        for part, name, size, opacity in (
-            (done[~on_front], f"{label}: trials", 3, 0.3),
-            (done[on_front], f"{label}: front on {', '.join(objectives)}", 6, 1.0),
+        for part, name, size, opacity, symbol in (
+            (done[~on_front], f"{label}: trials", 3, 0.3, "circle"),
+            (done[on_front], f"{label}: front on {', '.join(objectives)}", 6, 1.0, "circle"),
+            (_infeasible(frame, axes), f"{label}: infeasible", 4, 0.6, "x"),
         ):
+            if part.empty:
+                continue
             data, template = _hover(part)
             figure.add_trace(
                 go.Scatter3d(
@@ -309,7 +330,7 @@ def _figure_3d(frames: Sequence[pd.DataFrame], objectives: Sequence[str]):
                     mode="markers",
                     name=name,
                     legendgroup=label,
-                    marker={"color": color, "size": size, "opacity": opacity},
+                    marker={"color": color, "size": size, "opacity": opacity, "symbol": symbol},
                     customdata=data,
                     hovertemplate=template,
                 )
@@ -365,6 +386,12 @@ def png_figures(frames: Sequence[pd.DataFrame]) -> dict[str, object]:
                 marker="o", markersize=5, markeredgecolor="black", markeredgewidth=0.5,
                 label=f"{label}: Pareto front ({len(front)})",
             )  # fmt: skip
+            infeasible = _infeasible(frame, [plot.x, plot.y])
+            if len(infeasible):
+                axes.scatter(
+                    infeasible[plot.x].astype(float), infeasible[plot.y], s=18, marker="x",
+                    color=color, linewidths=0.8, label=f"{label}: {len(infeasible)} infeasible",
+                )  # fmt: skip
             best = reward_best(frame)
             if best is not None and not (pd.isna(best[plot.x]) or pd.isna(best[plot.y])):
                 axes.scatter(

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from results.pareto import non_dominated_rank
-from results.schema import METRICS, parse_objectives
+from results.pareto import feasible, non_dominated_rank
+from results.schema import METRICS, REFUSED, parse_objectives
 from results.tables import format_cell
 
 __all__ = [
@@ -287,8 +287,9 @@ class Normalization:
 
 
 def _objective_values(frame: pd.DataFrame, names: Sequence[str]) -> np.ndarray:
-    """``(len(frame), len(names))`` float values, NaN for trials that are not complete."""
-    complete = (frame["state"] == "COMPLETE").to_numpy(dtype=bool)
+    """``(len(frame), len(names))`` float values, NaN for trials that are not complete or broke
+    a constraint (they are on no front)."""
+    complete = (frame["state"] == "COMPLETE").to_numpy(dtype=bool) & feasible(frame)
     columns = [
         pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
         for name in names
@@ -302,7 +303,8 @@ def hypervolume_progress(frame: pd.DataFrame, normalization: Normalization) -> p
     """The normalized hypervolume after each finished trial of one study, in completion order.
 
     Finished trials are completed, failed and pruned ones: all spent the search's budget, and
-    only completed ones can move the front.
+    only completed, feasible ones can move the front. Trials refused before training (they
+    broke a constraint and never ran) spent nothing and are left out.
 
     Returns:
         One row per finished trial, ordered by completion time: ``number``, ``finished`` (1, 2,
@@ -310,7 +312,8 @@ def hypervolume_progress(frame: pd.DataFrame, normalization: Normalization) -> p
         ``hypervolume`` (a fraction of the reference box, see :class:`Normalization`).
     """
     ended = pd.to_datetime(frame["datetime_complete"])
-    finished = frame[frame["state"].isin(["COMPLETE", "FAIL", "PRUNED"]) & ended.notna()]
+    ran = frame["status"] != REFUSED
+    finished = frame[frame["state"].isin(["COMPLETE", "FAIL", "PRUNED"]) & ended.notna() & ran]
     finished = finished.assign(_ended=ended[finished.index])
     finished = finished.sort_values(["_ended", "number"], kind="stable")
     started = pd.to_datetime(frame["datetime_start"]).min()

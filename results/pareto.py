@@ -31,6 +31,7 @@ import pandas as pd
 from results.schema import METRICS, parse_objectives
 
 __all__ = [
+    "feasible",
     "front_ranks",
     "non_dominated_rank",
     "pareto_front",
@@ -202,9 +203,16 @@ def _front_mask_pivot(unique: np.ndarray) -> np.ndarray:
     return on_front
 
 
+def feasible(frame: pd.DataFrame) -> np.ndarray:
+    """Per trial, whether it broke none of its search's constraints (``violations`` empty;
+    trials of a search without constraints, or of an older effnas, are all feasible)."""
+    violations = frame["violations"] if "violations" in frame else pd.Series("", frame.index)
+    return (violations.fillna("") == "").to_numpy(dtype=bool)
+
+
 def _rankable(frame: pd.DataFrame, objectives: Sequence[str]) -> np.ndarray:
-    """Rows that take part in sorting: completed trials with every objective recorded."""
-    mask = (frame["state"] == "COMPLETE").to_numpy(dtype=bool, copy=True)
+    """Rows that take part in sorting: completed, feasible trials with every objective."""
+    mask = (frame["state"] == "COMPLETE").to_numpy(dtype=bool, copy=True) & feasible(frame)
     for name in objectives:
         mask &= np.isfinite(_float_column(frame, name))
     return mask
@@ -218,7 +226,7 @@ def _float_column(frame: pd.DataFrame, name: str) -> np.ndarray:
 def front_ranks(
     frame: pd.DataFrame, objectives: Sequence[str] | str, *, max_rank: int | None = None
 ) -> pd.Series:
-    """Front rank (1 = Pareto front) of every trial in a study frame.
+    """Front rank (1 = Pareto front) of every completed, feasible trial in a study frame.
 
     Args:
         frame: a frame from :func:`results.load_study_frame` (needs ``state`` and the objective
@@ -227,8 +235,8 @@ def front_ranks(
         max_rank: sort only this many fronts; trials behind them get ``max_rank + 1``.
 
     Returns:
-        An ``Int64`` series on ``frame.index``; ``<NA>`` for trials that are not complete or
-        lack one of the objectives (failed, running, pruned).
+        An ``Int64`` series on ``frame.index``; ``<NA>`` for trials that are not complete, lack
+        one of the objectives (failed, running, pruned) or broke a constraint.
 
     Raises:
         ResultsError: an unknown objective name.
@@ -246,8 +254,9 @@ def front_ranks(
 def pareto_front(frame: pd.DataFrame, objectives: Sequence[str] | str) -> pd.DataFrame:
     """The non-dominated trials over ``objectives``, best first in the first objective.
 
-    Only completed trials with every objective recorded take part. Trials with identical
-    objective values are all on the front, as in Optuna's ``study.best_trials``.
+    Only completed, feasible trials (:func:`feasible`) with every objective recorded take part.
+    Trials with identical objective values are all on the front, as in Optuna's
+    ``study.best_trials`` (which also leaves out trials that broke a constraint).
 
     Raises:
         ResultsError: an unknown objective name.
@@ -262,9 +271,9 @@ def pareto_front(frame: pd.DataFrame, objectives: Sequence[str] | str) -> pd.Dat
 
 
 def reward_best(frame: pd.DataFrame) -> pd.Series | None:
-    """The completed trial with the highest reward (the first such trial on a tie), or None."""
+    """The completed, feasible trial with the highest reward (the first on a tie), or None."""
     reward = pd.to_numeric(frame["reward"], errors="coerce")
-    candidates = reward[(frame["state"] == "COMPLETE") & reward.notna()]
+    candidates = reward[(frame["state"] == "COMPLETE") & feasible(frame) & reward.notna()]
     if candidates.empty:
         return None
     return frame.loc[candidates.idxmax()]

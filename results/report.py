@@ -20,7 +20,7 @@ import pandas as pd
 
 from results.errors import ResultsError
 from results.figures import PLOT_3D_KEY, PLOTS, plotly_figures, save_png_figures, study_label
-from results.pareto import pareto_front, reward_best
+from results.pareto import feasible, pareto_front, reward_best
 from results.progress import (
     HYPERVOLUME_PLOTS,
     IMPORTANCE_NOTE,
@@ -29,8 +29,15 @@ from results.progress import (
     progress,
     save_hypervolume_png,
 )
-from results.schema import describe_objectives, parse_objectives
-from results.tables import default_objectives, format_cell, node_columns
+from results.schema import REFUSED, describe_objectives, parse_objectives
+from results.tables import (
+    INFEASIBLE_COLUMNS,
+    REFUSED_LISTED,
+    default_objectives,
+    format_cell,
+    infeasible_trials,
+    node_columns,
+)
 
 __all__ = ["ReportFiles", "write_report"]
 
@@ -187,21 +194,25 @@ def _labelled(frames: Sequence[pd.DataFrame]) -> list[pd.DataFrame]:
 
 def _summary_table(frames: Sequence[pd.DataFrame], objectives: Sequence[str]) -> str:
     header = ["study", "mode", "device", "trials", "complete", "failed", "stopped", "running",
-              "front size", "reward-best", "accuracy", "step ms", "params", "storage"]  # fmt: skip
+              "infeasible", "refused", "front size", "reward-best", "accuracy", "step ms",
+              "params", "storage"]  # fmt: skip
     rows = []
     for frame in frames:
-        states = frame["state"].value_counts()
+        refused = (frame["status"] == REFUSED).to_numpy(dtype=bool)
+        states = frame.loc[~refused, "state"].value_counts()  # trials that ran
         best = reward_best(frame)
         devices = sorted({device for device in frame["device"] if device})
         cells = [
             study_label(frame),
             str(frame.attrs.get("mode", "?")),
             ", ".join(devices) or "-",
-            str(len(frame)),
+            str(int((~refused).sum())),
             str(states.get("COMPLETE", 0)),
             str(states.get("FAIL", 0)),
             str(states.get("PRUNED", 0)),
             str(states.get("RUNNING", 0) + states.get("WAITING", 0)),
+            str(int((~feasible(frame) & ~refused).sum())),
+            str(int(refused.sum())),
             str(len(pareto_front(frame, objectives))),
         ]
         if best is None:
@@ -215,7 +226,7 @@ def _summary_table(frames: Sequence[pd.DataFrame], objectives: Sequence[str]) ->
             ]
         cells.append(str(frame.attrs.get("url", "")))
         rows.append(cells)
-    return _html_table(header, rows, text_columns={0, 1, 2, 13})
+    return _html_table(header, rows, text_columns={0, 1, 2, 15})
 
 
 def _front_section(frame: pd.DataFrame, objectives: Sequence[str]) -> str:
@@ -249,6 +260,7 @@ def _front_section(frame: pd.DataFrame, objectives: Sequence[str]) -> str:
             f"<p>Reward-best: trial #{best['number']}, reward {best['reward']:.4f}, {where}:"
             f" <code>{html.escape(str(best['spec']))}</code></p>"
         )
+    parts += _infeasible_section(frame, label)
     failures = frame.loc[frame["state"] == "FAIL", "failure"].replace("", "(no reason recorded)")
     if len(failures):
         counts = failures.value_counts().head(10)
@@ -261,6 +273,23 @@ def _front_section(frame: pd.DataFrame, objectives: Sequence[str]) -> str:
             )
         )
     return "\n".join(parts)
+
+
+def _infeasible_section(frame: pd.DataFrame, label: str) -> list[str]:
+    """The trials that broke a constraint, apart from the front (none: nothing)."""
+    shown, ran, refused = infeasible_trials(frame)
+    if shown.empty:
+        return []
+    more = f"; the first {REFUSED_LISTED} refused are listed" if refused > REFUSED_LISTED else ""
+    columns = list(INFEASIBLE_COLUMNS)
+    rows = [
+        [format_cell(column, trial[column]) for column in columns] for _, trial in shown.iterrows()
+    ]
+    return [
+        f"<p>Infeasible, on no front: {ran} trials ran and broke a constraint, {refused} nets "
+        f"were refused before training (they broke a constraint the spec shows){more}.</p>",
+        _html_table(columns, rows, text_columns={1, 2, 3}, table_id=f"infeasible-{label}"),
+    ]
 
 
 def _html_table(

@@ -21,6 +21,8 @@ __all__ = [
     "OBJECTIVES_BY_MODE",
     "RECORD",
     "RECORD_KEYS",
+    "REFUSED",
+    "STOPPED",
     "Field",
     "describe_objectives",
     "parse_objectives",
@@ -78,7 +80,10 @@ RECORD: tuple[Field, ...] = (
     Field("duration_s", float, "wall time of the whole evaluation, s", False,
           "trial duration (s)"),
     Field("failure", str, "why the candidate failed; empty when ok"),
-    Field("status", str, "ok or failed"),
+    Field("status", str, "ok or failed; in a search also stopped (early, by the scheduler) or "
+          "refused (broke a constraint before training: never run)"),
+    Field("violations", str, "the search's constraints this net broke, e.g. 'params 6.1M > "
+          "max_params 5M'; empty when it broke none (a feasible trial)"),
     Field("step_time_spread_ms", float, "interquartile range of the timed steps, ms", False,
           "step time IQR (ms)"),
     Field("reference_step_time_ms", float, "the reference net's median step time, ms"),
@@ -91,6 +96,12 @@ RECORD: tuple[Field, ...] = (
     Field("train_seconds", float, "wall time of the training epochs, s", False,
           "training time (s)"),
 )  # fmt: skip
+
+#: The ``status`` of a trial a search stopped early (its figures are the ones it reached).
+STOPPED = "stopped"
+#: The ``status`` of a net a search refused before training: it broke a constraint that the
+#: spec alone shows (parameters, FLOPs). It never ran and spent nothing.
+REFUSED = "refused"
 
 #: The record's keys, in order.
 RECORD_KEYS: tuple[str, ...] = tuple(field.name for field in RECORD)

@@ -7,8 +7,14 @@ from typing import Any
 
 import pandas as pd
 
-from results.pareto import pareto_front, reward_best
-from results.schema import DEFAULT_OBJECTIVES, METRICS, describe_objectives, parse_objectives
+from results.pareto import feasible, pareto_front, reward_best
+from results.schema import (
+    DEFAULT_OBJECTIVES,
+    METRICS,
+    REFUSED,
+    describe_objectives,
+    parse_objectives,
+)
 
 __all__ = [
     "default_objectives",
@@ -16,7 +22,10 @@ __all__ = [
     "format_front",
     "front_records",
     "front_table",
+    "infeasible_lines",
+    "infeasible_trials",
     "node_columns",
+    "trial_counts",
 ]
 
 #: Columns of the printed table, besides any objective that is not among them.
@@ -34,6 +43,12 @@ TABLE_COLUMNS = (
 #: How trial states read in summaries (a pruned trial is one the search stopped early).
 STATE_WORDS = {"COMPLETE": "complete", "FAIL": "failed", "PRUNED": "stopped early",
                "RUNNING": "running", "WAITING": "waiting"}  # fmt: skip
+
+
+#: Columns of the table of trials that broke a constraint.
+INFEASIBLE_COLUMNS = ("number", "state", "violations", "spec")
+#: At most this many refused nets are listed one by one; the rest are counted.
+REFUSED_LISTED = 10
 
 
 def default_objectives(frame: pd.DataFrame) -> tuple[str, ...]:
@@ -84,15 +99,20 @@ def front_table(
     columns = [c for c in TABLE_COLUMNS if c != "spec"]
     columns += [name for name in (*objectives, *extra) if name not in columns]
     columns.append("spec")
+    return _table(front, columns)
+
+
+def _table(trials: pd.DataFrame, columns: Sequence[str]) -> str:
+    """Trials as a plain-text table of ``columns``: numbers right-aligned, text left."""
     headers = {"number": "trial", "step_time_ms": "step ms", "step_time_norm": "step/ref"}
     rows = [[headers.get(column, column) for column in columns]]
-    for _, trial in front.iterrows():
+    for _, trial in trials.iterrows():
         rows.append([format_cell(column, trial[column]) for column in columns])
     widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
     lines = []
     for index, row in enumerate(rows):
         cells = [
-            cell.ljust(width) if column in ("spec", "node") else cell.rjust(width)
+            cell.ljust(width) if column in _TEXT_COLUMNS else cell.rjust(width)
             for cell, width, column in zip(row, widths, columns, strict=True)
         ]
         lines.append("  ".join(cells).rstrip())
@@ -101,8 +121,58 @@ def front_table(
     return "\n".join(lines)
 
 
+#: Columns whose cells read left to right.
+_TEXT_COLUMNS = frozenset({"spec", "node", "state", "violations"})
+
+
+def trial_counts(frame: pd.DataFrame) -> str:
+    """``"12 trials: 9 complete, 2 stopped early, 1 failed; 5 nets refused before training"``:
+    the trials a search ran, by state, and apart from them the nets it refused (they broke a
+    constraint before training and never ran)."""
+    refused = (frame["status"] == REFUSED).to_numpy(dtype=bool)
+    states = frame.loc[~refused, "state"].value_counts()
+    counts = ", ".join(
+        f"{count} {STATE_WORDS.get(state, state.lower())}" for state, count in states.items()
+    )
+    text = f"{int((~refused).sum())} trials: {counts or 'none yet'}"
+    if refused.any():
+        text += f"; {int(refused.sum())} nets refused before training"
+    return text
+
+
+def infeasible_trials(frame: pd.DataFrame) -> tuple[pd.DataFrame, int, int]:
+    """The trials that broke a constraint, as tables show them: every one that ran, then the
+    first :data:`REFUSED_LISTED` refused nets (``state`` reads ``refused`` for them).
+
+    Returns:
+        ``(trials, ran, refused)``: the rows to show, and how many ran and were refused.
+    """
+    infeasible = frame[~feasible(frame)]
+    refused = infeasible["status"] == REFUSED
+    shown = pd.concat([infeasible[~refused], infeasible[refused].head(REFUSED_LISTED)])
+    shown = shown.assign(state=shown["state"].where(shown["status"] != REFUSED, REFUSED))
+    return shown, int((~refused).sum()), int(refused.sum())
+
+
+def infeasible_lines(frame: pd.DataFrame) -> list[str]:
+    """The trials that broke a constraint (:func:`infeasible_trials`) as text, apart from the
+    front; empty when every trial is feasible."""
+    shown, ran, refused = infeasible_trials(frame)
+    if shown.empty:
+        return []
+    lines = [
+        f"infeasible (broke a constraint; on no front): {ran} trials ran, {refused} nets "
+        "refused before training",
+        _table(shown, INFEASIBLE_COLUMNS),
+    ]
+    if refused > REFUSED_LISTED:
+        lines.append(f"... and {refused - REFUSED_LISTED} more refused nets")
+    return lines
+
+
 def format_front(frame: pd.DataFrame, objectives: Sequence[str] | str | None = None) -> str:
-    """The study's state, its Pareto front over ``objectives`` as a table and the reward-best
+    """The study's state, its Pareto front over ``objectives`` as a table, the trials that broke
+    a constraint (apart: the front holds feasible trials only) and the reward-best feasible
     trial: a complete text block (what ``nas front`` and the end of ``nas search`` print). The
     table has a ``node`` column when the study's trials ran on several nodes.
 
@@ -115,19 +185,17 @@ def format_front(frame: pd.DataFrame, objectives: Sequence[str] | str | None = N
     """
     names = default_objectives(frame) if objectives is None else parse_objectives(objectives)
     front = pareto_front(frame, names)
-    states = frame["state"].value_counts()
-    counts = ", ".join(
-        f"{count} {STATE_WORDS.get(state, state.lower())}" for state, count in states.items()
-    )
     study = frame.attrs.get("study_name", "?")
     mode = frame.attrs.get("mode", "?")
     on = describe_objectives(names)
+    of = " (feasible trials)" if not feasible(frame).all() else ""
     lines = [
-        f"study {study} ({mode} mode, {len(frame)} trials: {counts})",
-        f"Pareto front on {on}: {len(front)} trials",
+        f"study {study} ({mode} mode, {trial_counts(frame)})",
+        f"Pareto front on {on}{of}: {len(front)} trials",
     ]
     if len(front):
         lines.append(front_table(front, names, node_columns(frame)))
+    lines += infeasible_lines(frame)
     best = reward_best(frame)
     if best is not None:
         accuracy = format_cell("accuracy", best["accuracy"])

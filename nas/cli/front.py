@@ -14,7 +14,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "front",
         help="print a search's Pareto front (works while the search runs)",
         description="Print the non-dominated trials of a search over the chosen objectives "
-        "(accuracy is maximized, every cost minimized), and the reward-best trial.",
+        "(accuracy is maximized, every cost minimized), and the reward-best trial. Trials "
+        "that broke one of the search's constraints are on no front and are listed apart.",
     )
     add_run_arguments(parser)
     parser.add_argument(
@@ -37,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
         pareto_front,
         parse_objectives,
     )
+    from results.pareto import feasible
+    from results.schema import REFUSED
 
     frame = load_study_frame(args.run, args.study)
     objectives = (
@@ -45,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     front = pareto_front(frame, objectives)
     if front.empty:
         raise ResultsError(
-            f"study {frame.attrs['study_name']!r} has no completed trial with "
+            f"study {frame.attrs['study_name']!r} has no completed"
+            f"{'' if feasible(frame).all() else ', feasible'} trial with "
             f"{', '.join(objectives)} yet ({len(frame)} trials so far)"
         )
     if args.csv:
@@ -54,12 +58,15 @@ def run(args: argparse.Namespace) -> int:
             raise ResultsError(f"--csv: directory {path.parent} does not exist")
         front.to_csv(path, index=False)
     if args.json:
+        refused = frame["status"] == REFUSED
         payload = {
             "study": frame.attrs["study_name"],
             "mode": frame.attrs["mode"],
             "objectives": list(objectives),
-            "trials": len(frame),
+            "trials": int((~refused).sum()),  # that ran; refused nets never did
+            "refused": int(refused.sum()),
             "front": front_records(front),
+            "infeasible": front_records(frame[~feasible(frame)]),
         }
         print(json.dumps(payload, indent=2))
     else:
