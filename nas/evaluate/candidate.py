@@ -158,6 +158,7 @@ def _first_figures(
         train_seconds=0.0,
         status="ok",
         failure="",
+        violations="",  # a search judges its constraints on the driver
     )
     return record
 

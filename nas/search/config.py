@@ -16,6 +16,7 @@ from typing import Any
 
 from nas.errors import ConfigError
 from nas.evaluate.config import EvalConfig
+from nas.search.constraints import Constraints
 from results.schema import OBJECTIVES_BY_MODE
 from results.storage import hide_password
 from searchspace.checks import check_bool, check_choice, check_int, check_number
@@ -79,6 +80,12 @@ class SearchConfig:
         max_failures: how many times Tune retries a trial whose worker died.
         evaluation: further settings of the candidate evaluation (lr, optimizer, timing steps,
             ...): any other field of :class:`~nas.evaluate.config.EvalConfig`.
+        constraints: bounds a net must stay within to count (:mod:`nas.search.constraints`):
+            ``max_params`` and ``max_flops`` (checked before a candidate is trained: a spec
+            that breaks one is never sent to a worker), ``max_step_time_ms``,
+            ``max_step_time_norm``, ``max_peak_memory_mb`` (GPU trials only) and
+            ``min_accuracy`` (measured, passed to the sampler). In YAML a mapping, e.g.
+            ``{max_params: 5M, max_step_time_norm: 1.2}``.
     """
 
     space: SearchSpace
@@ -100,8 +107,16 @@ class SearchConfig:
     runs_dir: str = "runs"
     max_failures: int = 1
     evaluation: Mapping[str, Any] = field(default_factory=dict)
+    constraints: Constraints = field(default_factory=Constraints)
 
     def __post_init__(self) -> None:
+        # A mapping (from YAML or a caller) becomes Constraints, validated.
+        object.__setattr__(self, "constraints", Constraints.from_dict(self.constraints))
+        if "max_peak_memory_mb" in self.constraints.bounds and not self.resources.gpus:
+            raise ConfigError(
+                "constraints.max_peak_memory_mb needs GPU trials (resources.gpus >= 1): peak "
+                "memory is measured on a GPU only"
+            )
         if not isinstance(self.study, str) or not _STUDY_NAME.match(self.study):
             raise ConfigError(
                 f"study must be a name of letters, digits, '_', '.', '-', got {self.study!r}"
@@ -180,6 +195,7 @@ class SearchConfig:
         data["space"] = self.space.to_dict()
         data["resources"] = dataclasses.asdict(self.resources)
         data["evaluation"] = dict(self.evaluation)
+        data["constraints"] = self.constraints.to_dict()
         return data
 
     @classmethod

@@ -130,6 +130,7 @@ def run_search(
         )
     run_dir = config.run_dir.resolve()
     check_dataset(config)
+    config.constraints.check_space(config.space, config.image_size)
     with hold_run_dir(run_dir, config.study):
         storage = opener()
         # On a resume this only checks the study (it must exist); else it may create it.
@@ -148,6 +149,8 @@ def run_search(
             f"{config.concurrent} at a time, objective {config.objective}, storage "
             f"{config.storage_url}"
         )
+        if config.constraints:
+            log(f"constraints: {config.constraints.describe()}")
         with ray_session(address):
             if resume:
                 tuner = tune.Tuner.restore(
@@ -247,6 +250,8 @@ def _new_tuner(
         sampler=config.sampler,
         seed=seed,
         driver=driver,
+        constraints=config.constraints,
+        image_size=config.image_size,
     )
     scheduler = early_stopping(config)
     return tune.Tuner(
@@ -264,7 +269,7 @@ def _new_tuner(
             name=TUNE_DIR,
             storage_path=str(run_dir),
             failure_config=tune.FailureConfig(max_failures=config.max_failures),
-            callbacks=[Progress(config.trials, log)]
+            callbacks=[Progress(config.trials, log, config.constraints)]
             + ([] if scheduler is None else [SchedulerState(scheduler, log)]),
             verbose=0,
         ),
@@ -322,7 +327,11 @@ def _finish(
 
     study = optuna.load_study(study_name=config.study, storage=storage)
     trials = study.get_trials(deepcopy=False)
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    # Nets refused before training are in the study (the sampler learns from them) but never
+    # ran; they are not among this driver's Tune trials (numbers) either.
+    complete = [
+        t for t in trials if t.state == TrialState.COMPLETE and not t.user_attrs.get("violations")
+    ]
     mine = [t for t in trials if t.number in numbers]
     finished = sum(t.state == TrialState.COMPLETE for t in mine)
     failed = sum(t.state == TrialState.FAIL for t in mine)
@@ -335,7 +344,8 @@ def _finish(
         best = max(complete, key=lambda t: t.user_attrs.get("reward", -math.inf))
         best_spec = ArchSpec.from_string(best.user_attrs["spec"], name=f"{config.study}-best")
         best_path = best_spec.save(config.run_dir / "best.yaml")
-        log(f"best by reward: trial {best.number} -> {best_path}")
+        feasible = " among feasible trials" if config.constraints else ""
+        log(f"best by reward{feasible}: trial {best.number} -> {best_path}")
         log("look further with:")
         log(f"  nas show {best_path}")
         if is_postgres_url(config.storage_url):
@@ -345,7 +355,8 @@ def _finish(
         for command in ("front", "report", "dashboard"):
             log(f"  nas {command} {where}")
     else:
-        log(f"no trial finished ({failed} failed); nothing to write")
+        infeasible = " or feasible" if config.constraints else ""
+        log(f"no trial finished{infeasible} ({failed} failed); nothing to write")
     sys.stdout.flush()
     return SearchOutcome(
         run_dir=config.run_dir,

@@ -8,6 +8,7 @@ from typing import Any
 
 from ray.tune import Callback
 
+from nas.search.constraints import Constraints
 from nas.search.searcher import REUSED_FROM
 
 __all__ = ["Progress", "format_line"]
@@ -19,11 +20,15 @@ class Progress(Callback):
     Args:
         total: the trials the search will run.
         log: where the lines go.
+        constraints: the search's; a trial that broke a measured one says so on its line.
     """
 
-    def __init__(self, total: int, log: Callable[[str], None]) -> None:
+    def __init__(
+        self, total: int, log: Callable[[str], None], constraints: Constraints | None = None
+    ) -> None:
         self.total = total
         self.log = log
+        self.constraints = constraints or Constraints()
 
     @staticmethod
     def _done(trials: list, trial: Any) -> int:
@@ -32,7 +37,12 @@ class Progress(Callback):
         return sum(t.status in ("TERMINATED", "ERROR") for t in others) + 1
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.log(format_line(self._done(trials, trial), self.total, trial.last_result or {}))
+        result = trial.last_result or {}
+        line = format_line(self._done(trials, trial), self.total, result)
+        if result.get("status") != "failed":
+            broken = self.constraints.explain(result, self.constraints.of_result(result))
+            line += f"  INFEASIBLE: {broken}" if broken else ""
+        self.log(line)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         spec = trial.config.get("spec", "?")

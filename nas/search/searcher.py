@@ -12,6 +12,19 @@ and let the searcher decide what Tune pickles: never the storage, only its opene
 (:class:`nas.search.driver.StudyStorage`, the URL without its password), so a database password
 is never written into the experiment directory.
 
+Constraints (:mod:`nas.search.constraints`): a spec that breaks a cheap bound (parameters,
+FLOPs) is never sent to a worker. The searcher records it in the study as a *refused* trial (its
+figures, ``status: refused`` and the broken bounds in ``violations``, each bound's excess with
+``Trial.set_constraint``), tells it ``PRUNED`` and asks the sampler again for the same Tune trial,
+at most :data:`MAX_REFUSALS` times in a row. ``PRUNED``, because TPE learns only from
+``COMPLETE`` and ``PRUNED`` trials (a ``FAIL`` is ignored) and puts any trial with a positive
+constraint among the ones to stay away from, whatever its state; ``COMPLETE`` would need
+objective values a net that never trained does not have. (NSGA-II breeds from ``COMPLETE``
+trials only: it never learns from a refusal, but the refusal still keeps the net off the
+workers.) A trial that ran gets every bound's value with its result (``min_accuracy`` not for a
+trial stopped early, whose accuracy was still climbing), so the sampler sees the measured
+bounds too.
+
 Besides asking and telling, the searcher reuses the stored result of a spec the study already
 evaluated (the trial then reports it without training), never tells a trial twice (after a
 resume, Tune may replay the end of a trial Optuna already holds), and on restore records the
@@ -33,17 +46,22 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
+from nas.errors import ConfigError
+from nas.search.constraints import Constraints
 from nas.search.trial import NUMBER
-from results.schema import OBJECTIVES_BY_MODE, RECORD_KEYS
+from results.schema import OBJECTIVES_BY_MODE, RECORD_KEYS, REFUSED, STOPPED
 from searchspace.space import SearchSpace
 from searchspace.spec import ArchSpec
 
-__all__ = ["DRIVER", "REUSED_FROM", "StudySearcher", "make_sampler"]
+__all__ = ["DRIVER", "MAX_REFUSALS", "REUSED_FROM", "StudySearcher", "make_sampler"]
 
 #: The user attribute (and trial config key) naming the trial whose result a spec reused.
 REUSED_FROM = "reused_from"
 #: The user attribute naming the driver that asked for a trial.
 DRIVER = "driver"
+#: How many specs in a row the sampler may propose that break a cheap constraint before the
+#: search gives up (the space's smallest net was checked when the search started).
+MAX_REFUSALS = 200
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
@@ -72,6 +90,9 @@ class StudySearcher(Searcher):
         seed: the sampler's seed.
         driver: who asks (:func:`nas.search.driver.driver_id`), recorded on each trial as the
             user attribute ``driver``: a study that several drivers search says which asked.
+        constraints: the search's bounds (none by default).
+        image_size: the search's image size, at which ``max_flops`` is counted (as the trial
+            records FLOPs).
     """
 
     def __init__(
@@ -84,6 +105,8 @@ class StudySearcher(Searcher):
         sampler: str,
         seed: int,
         driver: str = "",
+        constraints: Constraints | None = None,
+        image_size: int = 0,
     ) -> None:
         objectives = OBJECTIVES_BY_MODE[mode]
         # Tune checks that every result holds the searcher's metrics (a list of names, as Tune
@@ -97,6 +120,8 @@ class StudySearcher(Searcher):
         self.sampler_name = sampler
         self.seed = seed
         self.driver = driver
+        self.constraints = constraints or Constraints()
+        self.image_size = image_size
         self.trial_numbers: dict[str, int] = {}  # Tune's trial id -> Optuna's trial number
         self.told: set[str] = set()
         self._storage: Any = None
@@ -131,11 +156,20 @@ class StudySearcher(Searcher):
     # -- asking --
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        trial = self.study.ask()
-        spec = self.space.suggest(trial)
-        trial.set_user_attr("spec", spec.to_string())
-        trial.set_user_attr("hash", spec.hash)
-        trial.set_user_attr(DRIVER, self.driver)
+        for _ in range(MAX_REFUSALS):
+            trial = self.study.ask()
+            spec = self.space.suggest(trial)
+            trial.set_user_attr("spec", spec.to_string())
+            trial.set_user_attr("hash", spec.hash)
+            trial.set_user_attr(DRIVER, self.driver)
+            if not self._refused(trial, spec):
+                break
+        else:
+            raise ConfigError(
+                f"constraints: the sampler proposed {MAX_REFUSALS} nets in a row that break "
+                f"{self.constraints.describe()} (see the refused trials in the study); loosen "
+                f"the constraints or narrow the space, with another --study"
+            )
         self.trial_numbers[trial_id] = trial.number
         config: dict[str, Any] = {NUMBER: trial.number, "spec": spec.to_string()}
         previous = self._evaluated(spec)
@@ -143,6 +177,23 @@ class StudySearcher(Searcher):
             record = {k: previous.user_attrs[k] for k in RECORD_KEYS if k in previous.user_attrs}
             config["cached"] = {**record, REUSED_FROM: previous.number}
         return config
+
+    def _refused(self, trial: optuna.Trial, spec: ArchSpec) -> bool:
+        """Whether ``spec`` breaks a cheap constraint; if so, record it refused (module doc)."""
+        if not self.constraints.cheap:
+            return False
+        figures = self.constraints.spec_figures(spec, self.image_size)
+        violations = self.constraints.violations(figures)
+        if all(value <= 0 for value in violations.values()):
+            return False
+        for key, value in figures.items():
+            trial.set_user_attr(key, value)
+        trial.set_user_attr("status", REFUSED)
+        trial.set_user_attr("violations", self.constraints.explain(figures, violations))
+        for key, value in violations.items():
+            trial.set_constraint(key, value)
+        self.study.tell(trial, state=TrialState.PRUNED)
+        return True
 
     def _evaluated(self, spec: ArchSpec) -> optuna.trial.FrozenTrial | None:
         """A finished trial of the study that evaluated the same spec, if any."""
@@ -175,10 +226,26 @@ class StudySearcher(Searcher):
             self.study.tell(number, state=TrialState.FAIL)
         elif not result.get("final"):
             # Stopped early by the scheduler: keep its figures, but it has no final score.
-            storage.set_trial_user_attr(frozen_id, "status", "stopped")
+            storage.set_trial_user_attr(frozen_id, "status", STOPPED)
+            self._constrain(frozen_id, result)
             self.study.tell(number, state=TrialState.PRUNED)
         else:
+            self._constrain(frozen_id, result)
             self.study.tell(number, [float(result[name]) for name in self.objectives])
+
+    def _constrain(self, frozen_id: int, result: dict[str, Any]) -> None:
+        """Give the sampler each bound's value for a trial that ran, and record the broken ones
+        (``violations``; empty: feasible)."""
+        if not self.constraints:
+            return
+        violations = self.constraints.of_result(result)
+        # The trial Optuna asked for is not at hand after a resume: open it by its id (the
+        # samplers' before_trial hook this runs does nothing for TPE, NSGA-II or random).
+        trial = optuna.trial.Trial(self.study, frozen_id)
+        for key, value in violations.items():
+            trial.set_constraint(key, value)
+        explained = self.constraints.explain(result, violations)
+        self.storage.set_trial_user_attr(frozen_id, "violations", explained)
 
     # -- Tune's experiment checkpoint --
 

@@ -39,6 +39,8 @@ SCORING_FIELDS = (
     "reward_v",
     "seed",
     "evaluation",
+    # Which trials are feasible, and what the sampler learned from it, follow the constraints.
+    "constraints",
 )
 
 
@@ -146,6 +148,8 @@ def _check_scoring(config: SearchConfig, stored: str | None) -> None:
     theirs = yaml.safe_load(stored)
     # Through YAML, as the stored config went, so that tuples and lists compare equal.
     ours = yaml.safe_load(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    # A study made before constraints existed had none.
+    theirs = {"constraints": {}, **theirs}
     for field in SCORING_FIELDS:
         if field in theirs and theirs[field] != ours[field]:
             raise ConfigError(

@@ -73,6 +73,17 @@ SEARCH_CONFIGS = {
     "study name a file system refuses": (_set("study", "a/b"), ["study", "'a/b'"]),
     "study name with spaces": (_set("study", "my study"), ["study", "'my study'"]),
     "kernel no real convnet has": (_set("space.kernels", [99]), ["kernel", "99"]),
+    "unknown constraint": (_set("constraints.max_param", 5), ["constraints.max_param"]),
+    "constraint a word": (_set("constraints.max_flops", "lots"), ["max_flops", "'lots'"]),
+    "accuracy floor above 1": (_set("constraints.min_accuracy", 2), ["min_accuracy", "2"]),
+    "peak memory bound on CPUs": (
+        _set("constraints.max_peak_memory_mb", 100),
+        ["max_peak_memory_mb", "GPU"],
+    ),
+    "every net of the space above max_params": (
+        _set("constraints.max_params", "1k"),
+        ["constraints.max_params", "1.00k", "smallest net", "25.43k"],
+    ),
     "a million channels": (
         _set("space.stages", [{"out_channels": 1_000_000, "stride": 1, "repeats": 1}]),
         ["out_channels", "1000000"],

@@ -43,6 +43,7 @@ SCHEMA = [
     "duration_s",
     "status",
     "failure",
+    "violations",
 ]
 
 
