@@ -293,6 +293,7 @@ def test_bad_sizes_and_fractions():
 def test_registry_lists_every_documented_name():
     assert set(list_datasets()) == {
         "mnist5k",
+        "cluttered",
         "synthetic",
         "imagefolder",
         "cifar10",
