@@ -66,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     def flag(name: str, help: str, type: Any = str, shown: str | None = None) -> None:
         add_config_flag(parser, ProgressiveConfig, name, help, type=type, shown=shown)
 
-    flag("batch_size", "batch size", int)
+    flag("batch_size", "batch size; with --workers, the global batch", int)
     flag("lr", "peak learning rate", float, shown="default: 0.016 per 256 images for RMSProp")
     flag("optimizer", "rmsprop (the paper's), sgd or adamw")
     flag("lr_schedule", "after warm-up: cosine or exponential (the paper's x0.97 every 2.4 epochs)")

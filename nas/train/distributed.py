@@ -188,7 +188,9 @@ def _ray_for_training(address: str | None) -> Iterator[None]:
     its dashboard on a port chosen here, on 127.0.0.1, and the variable names it; Ray's
     processes inherit it.
     """
-    if requested_address(address) or os.environ.get(_API_SERVER_VARIABLE):
+    import ray
+
+    if requested_address(address) or ray.is_initialized() or os.environ.get(_API_SERVER_VARIABLE):
         with ray_session(address):
             yield
         return
@@ -275,6 +277,11 @@ def _fit(settings: dict[str, Any], scaling: DistributedConfig, out_dir: Path) ->
         result = trainer.fit()
     except RayTrainingFailed as error:
         raise WorkerFailureError(_failure_line(error, scaling.max_failures)) from None
+    except SystemExit:
+        # Ctrl-C (or SIGTERM, which ``nas`` turns into it) while fit() waits: Ray Train's
+        # handler aborts the run, and Ray ends the wait with SystemExit (0 or 1). Every finished
+        # epoch is in the run directory; say so as for one process.
+        raise KeyboardInterrupt from None
     finally:
         _remove_storage(storage, name, default_storage)
     if result.checkpoint is not None and not (out_dir / "weights.pt").exists():

@@ -26,6 +26,14 @@ Everything a run writes goes to its run directory: ``checkpoint.pt`` after every
 and ``metrics.json`` (:mod:`nas.train.metrics`), ``spec.yaml`` (the spec trained, with the
 dataset's classes) and at the end ``weights.pt``, an effnas weights file of the evaluated (EMA)
 model. Initial weights for fine-tuning come from :mod:`nas.train.initial`.
+
+One loop serves one process and data-parallel training: :func:`open_run`, :func:`run_epochs`
+and :func:`finish_run` run in a :class:`Context` that says the process's rank among how many,
+wraps the model (DistributedDataParallel, or nothing) and is told when an epoch is done
+(:class:`LocalContext` here; ``nas.train.distributed`` reports to Ray Train). Each rank trains
+on its share of every global batch of ``batch_size`` (one seeded permutation per epoch, dealt
+out by a ``DistributedSampler``; one process takes all of it), every epoch reseeds each rank's
+random draws from the run's seed, and rank 0 alone evaluates, keeps the EMA and writes files.
 """
 
 from __future__ import annotations

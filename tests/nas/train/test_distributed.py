@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -38,7 +39,7 @@ from nas.train.schedule import ProgressiveSchedule, Range
 from searchspace import load_weights
 from tests import REPO
 from tests.nas.train.test_progressive import read_checkpoint, tiny32
-from tests.nas.train.worker_faults import FailOnce, calls
+from tests.nas.train.worker_faults import Fault, Faults, generations
 
 pytestmark = pytest.mark.slow
 
@@ -191,104 +192,102 @@ def assert_same_run(run: Path, expected: Path) -> dict[str, float]:
     return {entry: max_difference(ours[entry], theirs[entry]) for entry in ("model", "ema")}
 
 
-def test_two_workers_equal_one_process_computing_their_split_and_survive_a_worker_death(
+def test_a_dead_worker_and_a_stopped_run_resume_to_what_one_process_computes(
     local_ray, tmp_path, monkeypatch
 ):
-    """Rank 1 dies at the start of epoch 3, once epoch 2's checkpoint is registered; the
-    restarted workers resume from it and end where an uninterrupted computation ends."""
-    markers = tmp_path / "markers"
-    markers.mkdir()
-    run = tmp_path / "ddp"
-    hook = FailOnce(rank=1, epoch=2, run_dir=str(run), marker_dir=str(markers))
-    result = train_distributed(
-        SPEC,
-        exact_config(),
-        run,
-        DistributedConfig(workers=2, max_failures=1),
-        on_epoch_start=hook,
-    )
+    """Two workers: rank 1 dies at the start of epoch 2, once epoch 1's checkpoint is
+    registered, and the restarted workers resume from it; rank 0 raises at the start of epoch 3
+    with no failure left to recover from, and the run stops with one line and epoch 2's
+    checkpoint in the run directory. ``nas train --workers 1 --resume``, in a fresh process
+    whose Ray address file names a dead head, starts its own local Ray and finishes the run.
 
-    assert (markers / "failed").exists()
-    # Each rank: epochs 0, 1, 2 (rank 1 died there), then the restart from epoch 2's checkpoint.
-    assert sorted(calls(markers)) == sorted([(r, e) for r in (0, 1) for e in (0, 1, 2, 2, 3)])
-    assert sorted(path.name for path in run.iterdir()) == [
-        "checkpoint.pt", "metrics.csv", "metrics.json", "spec.yaml", "weights.pt",
-    ]  # fmt: skip
-
-    split = reference(tmp_path, "split", 4, monkeypatch)
-    differences = assert_same_run(run, split)
-    print(f"\n2 workers vs one process computing their split: max |difference| {differences}")
-    # weights.pt is the EMA model, as one process writes it.
-    weights = load_weights(run / "weights.pt").state_dict()
-    ema = read_checkpoint(split)["ema"]
-    assert max_difference(weights, {k: ema[f"module.{k}"] for k in weights}) <= ATOL
-    assert result.accuracy == json.loads((run / "metrics.json").read_text())["final"]["accuracy"]
-
-    # Against plain one-process training (BatchNorm over the whole batch of 20) the weights
-    # differ: the comparison above can tell the two apart.
-    plain = reference(tmp_path, "plain", 0, monkeypatch)
-    versus_plain = max_difference(read_checkpoint(run)["model"], read_checkpoint(plain)["model"])
-    accuracy = {
-        name: json.loads((path / "metrics.json").read_text())["final"]["accuracy"]
-        for name, path in (("2 workers", run), ("plain", plain))
-    }
-    print(f"vs plain one-process training: max |weight difference| {versus_plain:.3g}, {accuracy}")
-    assert versus_plain > 100 * ATOL
-
-
-def test_a_failed_run_resumes_with_resume_on_one_worker_and_a_local_ray_stays_local(
-    local_ray, tmp_path, monkeypatch
-):
-    """Rank 0 raises at the start of epoch 3 with no failures allowed: the run stops with one
-    line and epoch 2's checkpoint in the run directory. ``nas train --workers 1 --resume``,
-    in a fresh process whose Ray address file names a dead head, starts its own local Ray,
-    finishes the run, and ends where one process ends that computed epochs 1-2 as two workers
-    and 3-4 alone."""
+    The run ends where one process ends that computes epochs 1-2 as two workers do
+    (:func:`split_step`) and epochs 3-4 plainly: one worker is one process. (Two workers over
+    all four epochs, on two nodes: test_distributed_cluster.py.)
+    """
     markers = tmp_path / "markers"
     markers.mkdir()
     run = tmp_path / "run"
-    hook = FailOnce(rank=0, epoch=2, run_dir=str(run), marker_dir=str(markers), how="raise")
+    faults = (Fault(rank=1, epoch=1), Fault(rank=0, epoch=2, how="raise"))
     with pytest.raises(WorkerFailureError, match="worker 0: RuntimeError: injected failure"):
         train_distributed(
             SPEC,
             exact_config(),
             run,
-            DistributedConfig(workers=2, max_failures=0),
-            on_epoch_start=hook,
+            DistributedConfig(workers=2, max_failures=1),
+            on_epoch_start=Faults(str(run), str(markers), faults),
         )
+    first, restarted = generations(markers)
+    assert first[1] == [0, 1]  # rank 1 died as epoch 2 began ...
+    assert restarted[0] == [1, 2] and restarted[1][0] == 1  # ... and both resumed there
     assert read_checkpoint(run)["epoch"] == 2
-    assert not (run / "weights.pt").exists()
-    assert not (run / ".ray-train").exists()  # Ray Train's storage is removed
+    assert sorted(path.name for path in run.iterdir()) == [
+        "checkpoint.pt",
+        "metrics.csv",
+        "metrics.json",
+        "spec.yaml",
+    ]  # fmt: skip  (no weights.pt yet; Ray Train's storage is removed)
 
-    spec_file, schedule_file = tmp_path / "spec.yaml", tmp_path / "schedule.yaml"
-    SPEC.save(spec_file)
-    config = exact_config()
-    schedule_file.write_text(yaml.safe_dump(config.schedule.to_dict()))
-    ray_tmp = Path(tempfile.mkdtemp(prefix="efdr-", dir="/tmp"))
-    try:
-        (ray_tmp / "ray").mkdir()
-        # What `ray start --head` leaves behind when its head dies without `ray stop`: a plain
-        # ray.init() would join this address, and retry it for minutes.
-        (ray_tmp / "ray" / "ray_current_cluster").write_text("127.0.0.1:1")
-        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-        env |= {"RAY_TMPDIR": str(ray_tmp), "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-        env |= dict([FAST_POLL])
-        argv = [
-            sys.executable, "-m", "nas.cli", "train", str(spec_file), "--dataset",
-            config.dataset, "--epochs", "4", "--progressive", str(schedule_file),
-            "--batch-size", "20", "--lr", "0.004", "--warmup-epochs", "1", "--ema-decay",
-            "0.99", "--device", "cpu", "--progress", "off", "--workers", "1", "--out",
-            str(run), "--resume",
-        ]  # fmt: skip
-        finished = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True)
-        sessions = list((ray_tmp / "ray").glob("session_*"))
-    finally:
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+    finished = _resume_in_a_fresh_process(run, tmp_path)
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert "Traceback" not in finished.stderr
     assert "trained tiny on synthetic:200: 4 epochs in 2 stages" in finished.stdout
-    assert sessions  # the new local Ray kept its files in the private RAY_TMPDIR
+    assert sorted(path.name for path in run.iterdir()) == [
+        "checkpoint.pt", "metrics.csv", "metrics.json", "spec.yaml", "weights.pt",
+    ]  # fmt: skip
+    record = json.loads((run / "metrics.json").read_text())
+    assert record["workers"] == 1
 
     expected = reference(tmp_path, "reference", 2, monkeypatch)
     differences = assert_same_run(run, expected)
     print(f"\n2 workers, then --resume on 1 worker vs one process: max |difference| {differences}")
+    # weights.pt is the EMA model, as one process writes it.
+    weights = load_weights(run / "weights.pt").state_dict()
+    ema = read_checkpoint(expected)["ema"]
+    assert max_difference(weights, {key: ema[f"module.{key}"] for key in weights}) <= ATOL
+
+    # Plain one-process training normalizes whole batches of 20 in epochs 1-2 too: its weights
+    # differ, so the comparison above can tell the two apart.
+    plain = reference(tmp_path, "plain", 0, monkeypatch)
+    versus_plain = max_difference(read_checkpoint(run)["model"], read_checkpoint(plain)["model"])
+    accuracy = {
+        name: json.loads((path / "metrics.json").read_text())["final"]["accuracy"]
+        for name, path in (("this run", run), ("plain", plain))
+    }
+    print(f"vs plain one-process training: max |weight difference| {versus_plain:.3g}, {accuracy}")
+    assert versus_plain > 100 * ATOL
+
+
+def _resume_in_a_fresh_process(run: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    """``nas train ... --workers 1 --out RUN --resume`` in a new process, with ``RAY_ADDRESS``
+    unset and a private ``RAY_TMPDIR`` whose address file names a dead head: what ``ray start
+    --head`` leaves behind when its head dies without ``ray stop``, which a plain ``ray.init()``
+    would join (and retry for minutes). It must start a local Ray of its own, in that
+    ``RAY_TMPDIR``."""
+    spec_file, schedule_file = tmp_path / "spec.yaml", tmp_path / "schedule.yaml"
+    SPEC.save(spec_file)
+    config = exact_config()
+    schedule_file.write_text(yaml.safe_dump(config.schedule.to_dict()))
+    ray_tmp = Path(tempfile.mkdtemp(prefix="efdr-", dir="/tmp"))  # short: Ray's sockets below
+    try:
+        (ray_tmp / "ray").mkdir()
+        with socket.socket() as dead:  # bound, never listening: connections are refused
+            dead.bind(("127.0.0.1", 0))
+            (ray_tmp / "ray" / "ray_current_cluster").write_text(
+                f"127.0.0.1:{dead.getsockname()[1]}"
+            )
+            env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+            env |= {"RAY_TMPDIR": str(ray_tmp), "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+            env |= dict([FAST_POLL])
+            argv = [
+                sys.executable, "-m", "nas.cli", "train", str(spec_file), "--dataset",
+                config.dataset, "--epochs", "4", "--progressive", str(schedule_file),
+                "--batch-size", "20", "--lr", "0.004", "--warmup-epochs", "1", "--ema-decay",
+                "0.99", "--device", "cpu", "--progress", "off", "--workers", "1", "--out",
+                str(run), "--resume",
+            ]  # fmt: skip
+            finished = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert list((ray_tmp / "ray").glob("session_*")), "the local Ray kept its files elsewhere"
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    return finished

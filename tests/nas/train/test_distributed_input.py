@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
@@ -84,3 +85,24 @@ def test_a_distributed_config_checks_its_training_config():
         DistributedConfig(workers=1, gpus_per_worker=1).check(make_config())
     with pytest.raises(ConfigError, match="storage_path must be a path or URI"):
         DistributedConfig(workers=1, storage_path=" ")
+
+
+def test_an_interrupted_fit_is_a_keyboard_interrupt_and_leaves_no_storage(tmp_path, monkeypatch):
+    """Ctrl-C while Ray Train's fit() waits ends it with SystemExit (Ray's handlers); nas train
+    reports that as an interruption (exit 130, "every finished epoch is saved")."""
+    import ray.train.torch
+
+    import nas.train.distributed as distributed
+
+    class Interrupted:
+        def __init__(self, *args, **kwargs):
+            self.run_config = kwargs["run_config"]
+
+        def fit(self):
+            (Path(self.run_config.storage_path) / self.run_config.name).mkdir(parents=True)
+            raise SystemExit(1)  # what ray.get raises when SIGINT arrives
+
+    monkeypatch.setattr(ray.train.torch, "TorchTrainer", Interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        distributed._fit({}, DistributedConfig(workers=1), tmp_path)
+    assert list(tmp_path.iterdir()) == []  # the default Ray Train storage is gone
