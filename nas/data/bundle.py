@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, random_split
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, random_split
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
@@ -29,7 +29,7 @@ from nas.data.sources import Source, TensorImages, load_source
 from nas.errors import DataError
 from searchspace.checks import check_int, check_number
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "DataBundle", "load_dataset"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "DataBundle", "load_dataset", "shard_seed"]
 
 #: Normalization applied to every dataset (ImageNet's statistics, as the published nets use).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -70,6 +70,14 @@ class _View(Dataset):
         if self.augment is not None:
             image = self.augment(image)
         return self.finish(image), int(label)
+
+
+def shard_seed(seed: int, rank: int) -> int:
+    """The seed of data-parallel worker ``rank``'s own random draws (augmentation, dropout,
+    loader worker processes) when ``seed`` is the run's: ``seed`` itself for rank 0, so that one
+    worker draws what one process draws, and far apart for the others (the golden-ratio odd
+    constant keeps ``seed + rank`` style collisions between ranks and epochs away)."""
+    return (seed + rank * 0x9E3779B97F4A7C15) % (1 << 63)
 
 
 def _available_cpus() -> int:
@@ -124,6 +132,7 @@ class DataBundle:
         num_workers: int | None,
         drop_last: bool,
         pin_memory: bool,
+        sampler: Sampler | None = None,
     ) -> DataLoader:
         check_int("batch_size", batch_size, 1, DataError)
         workers = self.default_workers() if num_workers is None else num_workers
@@ -132,6 +141,7 @@ class DataBundle:
             dataset,
             batch_size=batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             # A seeded generator makes the shuffle order (and worker seeds) reproducible.
             generator=torch.Generator().manual_seed(seed),
             num_workers=workers,
@@ -147,28 +157,57 @@ class DataBundle:
         seed: int = 0,
         num_workers: int | None = None,
         pin_memory: bool = False,
+        shard: tuple[int, int] | None = None,
     ) -> DataLoader:
         """Shuffled batches of the search split, in an order fixed by ``seed``.
 
         The last incomplete batch is dropped, so every step has the same shape as the timed step
         and BatchNorm never sees a batch of one.
 
+        With ``shard=(rank, world_size)`` the loader yields this data-parallel worker's share of
+        every batch of ``batch_size`` (the global batch): a ``DistributedSampler`` permutes the
+        split by ``seed`` alike on every worker and hands worker ``rank`` every
+        ``world_size``-th image of it, in batches of ``batch_size // world_size``, so that the
+        workers' ``k``-th batches together are the ``k``-th ``batch_size`` images of that one
+        permutation, whatever ``world_size`` (1 included) is. Worker processes of the loader are
+        seeded by :func:`shard_seed` ``(seed, rank)``.
+
         Raises:
-            DataError: ``batch_size`` is not positive or is larger than the search split.
+            DataError: ``batch_size`` is not positive or is larger than the search split, or
+                not divisible by ``world_size``.
         """
         if isinstance(batch_size, int) and batch_size > len(self.train):
             raise DataError(
                 f"batch_size {batch_size} is larger than the search split of {self.name} "
                 f"({len(self.train)} images)"
             )
+        if shard is None:
+            sampler, shuffle, loader_seed, worker_batch = None, True, seed, batch_size
+        else:
+            rank, world_size = shard
+            if batch_size % world_size:
+                raise DataError(
+                    f"batch_size {batch_size} is not divisible by the {world_size} workers"
+                )
+            # drop_last: every worker gets floor(n / world_size) images, so each yields
+            # floor(n / batch_size) full batches, as one process does.
+            sampler = DistributedSampler(
+                self.train, world_size, rank, shuffle=True, seed=seed, drop_last=True
+            )
+            shuffle, loader_seed, worker_batch = (
+                None,
+                shard_seed(seed, rank),
+                batch_size // world_size,
+            )
         return self._loader(
             self.train,
-            batch_size,
-            shuffle=True,
-            seed=seed,
+            worker_batch,
+            shuffle=shuffle,
+            seed=loader_seed,
             num_workers=num_workers,
             drop_last=True,
             pin_memory=pin_memory,
+            sampler=sampler,
         )
 
     def heldout_loader(

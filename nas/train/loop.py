@@ -28,6 +28,7 @@ __all__ = [
     "BatchTransform",
     "EpochCallback",
     "FitResult",
+    "LossReduction",
     "StepCallback",
     "evaluate_accuracy",
     "fit",
@@ -43,6 +44,9 @@ BatchTransform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torc
 
 #: ``on_step(step, loss)``: step counts from 1 within the epoch; loss is the step's, as a float.
 StepCallback = Callable[[int, float], None]
+
+#: ``reduce_loss(loss) -> loss``: a step's detached loss (a 0-d tensor) -> the one to report.
+LossReduction = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -98,13 +102,17 @@ def train_one_epoch(
     epoch: int = 1,
     batch_transform: BatchTransform | None = None,
     on_step: StepCallback | None = None,
+    reduce_loss: LossReduction | None = None,
 ) -> dict[str, float]:
     """Train for one pass over ``loader``; the scheduler (if any) steps after every batch.
 
     ``batch_transform(images, labels)``, if given, acts on each batch once it is on the device
     (e.g. torchvision's ``v2.MixUp``, which turns the labels into class probabilities);
     ``on_step(step, loss)``, if given, runs after every optimizer and scheduler step (e.g. a
-    weight EMA update, a progress bar).
+    weight EMA update, a progress bar). ``reduce_loss(loss)``, if given, turns each step's loss
+    into the one that is checked and averaged: under data parallelism, the mean over the
+    workers, so that every worker reports the global batch's loss and all of them stop at the
+    same step when it is not finite (none is left waiting in a collective for one that stopped).
 
     Returns:
         ``{"train_loss": mean loss, "steps": steps, "images": images seen, "seconds": wall time}``.
@@ -127,6 +135,8 @@ def train_one_epoch(
         loss = train_step(
             model, images, labels, optimizer, loss_fn, device=device, precision=precision
         )
+        if reduce_loss is not None:
+            loss = reduce_loss(loss)
         value = float(loss)  # one host sync per step: the price of stopping at the first NaN
         steps += 1
         if not math.isfinite(value):
