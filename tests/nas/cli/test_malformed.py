@@ -52,6 +52,7 @@ SEARCH_CONFIGS = {
     "negative learning rate": (_set("evaluation.lr", -1), ["lr", "-1"]),
     "unknown optimizer": (_set("evaluation.optimizer", "adam"), ["optimizer", "'adam'"]),
     "unknown clock": (_set("evaluation.timing_clock", "sundial"), ["timing_clock", "sundial"]),
+    "unknown reward cost": (_set("evaluation.reward_cost", "watts"), ["reward_cost", "watts"]),
     "held-out fraction above 1": (
         _set("evaluation.heldout_fraction", 1.5),
         ["heldout_fraction", "1.5"],
