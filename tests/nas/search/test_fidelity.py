@@ -20,8 +20,8 @@ from nas.search.fidelity import (
     verdict,
 )
 from results.correlation import RankCorrelation
-from tests.nas.cli.test_malformed import QUICK, RAW_CONFIGS, SEARCH_CONFIGS, _one_line
-from tests.nas.search.helpers import small_config
+from tests.nas.cli.test_malformed import QUICK, _one_line
+from tests.nas.search.helpers import SMALL_SPACE, small_config
 
 TINY = {
     "study": "tiny",
@@ -34,17 +34,7 @@ TINY = {
     "resources": {"cpus": 1, "gpus": 0},
     "early_stopping": False,
     "evaluation": {"timing_clock": "cpu", "timing_steps": 3, "timing_warmup": 1},
-    "space": {
-        "stem_channels": 8,
-        "head_channels": 32,
-        "num_classes": 10,
-        "train_resolution": 24,
-        "eval_resolution": 24,
-        "stages": [
-            {"out_channels": 8, "stride": 1, "repeats": [1, 2]},
-            {"out_channels": 16, "stride": 2, "repeats": [1, 2]},
-        ],
-    },
+    "space": {**SMALL_SPACE, "train_resolution": 24, "eval_resolution": 24},
 }
 
 
@@ -177,27 +167,7 @@ def test_command_end_to_end_then_a_rerun_reuses_every_evaluation(workdir, capsys
 
 # -- bad input -------------------------------------------------------------------------------------
 
-# The search's corpus of malformed configs, but for the storage URL: fidelity never opens it.
-FIDELITY_CONFIGS = {k: v for k, v in SEARCH_CONFIGS.items() if "storage" not in k}
-
-
-@pytest.mark.parametrize("case", list(FIDELITY_CONFIGS))
-def test_malformed_config_is_one_line_and_exit_2(case, workdir, capsys):
-    change, words = FIDELITY_CONFIGS[case]
-    data = yaml.safe_load(yaml.safe_dump(QUICK))
-    data["runs_dir"] = str(workdir / "runs")
-    change(data)
-    path = workdir / "search.yaml"
-    path.write_text(yaml.safe_dump(data))
-    _one_line(capsys, ["fidelity", str(path)], workdir, words)
-
-
-@pytest.mark.parametrize("case", list(RAW_CONFIGS))
-def test_malformed_yaml_is_one_line_and_exit_2(case, workdir, capsys):
-    text, words = RAW_CONFIGS[case]
-    path = workdir / "search.yaml"
-    path.write_text(text)
-    _one_line(capsys, ["fidelity", str(path)], workdir, words)
+# A malformed config: tests/nas/cli/test_malformed.py gives `nas fidelity` its whole corpus.
 
 
 @pytest.mark.parametrize(
