@@ -385,9 +385,10 @@ def verdict(
         advice = "it ranks them roughly, but the interval is wide: sample more specs to be sure"
     elif spread <= noise:
         advice = (
-            f"but the long runs themselves do not tell these nets apart (accuracy spread "
-            f"{spread:.2%} vs {noise:.2%} sampling error on {heldout_images} held-out images): "
-            "a harder task or more held-out images is needed before any proxy can rank them"
+            f"that says little, since the long runs themselves do not tell these nets apart "
+            f"(their accuracies spread {100 * spread:.2f} points, the sampling error on "
+            f"{heldout_images} held-out images is {100 * noise:.2f}): a harder task or more "
+            "held-out images is needed before any proxy can rank them"
         )
     else:
         advice = "too short to trust: try more epochs or a larger image size"
@@ -489,6 +490,10 @@ def fidelity_figure(result: FidelityResult, path: Path) -> Path:
             if key == "flops_time":
                 xs = [x / 1e6 for x in xs]
             axis.scatter(xs, ys, color="#1f77b4", edgecolor="black", linewidth=0.5)
+            if key == "step_time":  # both in ms: the diagonal is "the proxy's step is the real one"
+                ends = [min(*xs, *ys), max(*xs, *ys)]
+                axis.plot(ends, ends, color="gray", linestyle="--", linewidth=1, label="y = x")
+                axis.legend(loc="upper left")
         if key == "accuracy":
             axis.xaxis.set_major_formatter(PercentFormatter(1.0))
             axis.yaxis.set_major_formatter(PercentFormatter(1.0))
