@@ -22,14 +22,15 @@ step times each search measured while its own trials shared the machine.
 
 Reported per method, mean and spread over seeds: the hypervolume over (accuracy, step time on
 the common clock, parameters) after every trial, against one reference point for all
-(``results.hypervolume.Normalizer``: accuracy linear, step time and parameters on log scales,
-each mapped to 0 = the best net any search found, 1 = the worst; reference point 1.1 on every
-axis), and the net each search hands its user (its reward-best trial, by the reward the search
-itself optimized), judged on the common clock: accuracy, step time, parameters and the paper's
-reward. Writes ``search_quality.json``, ``search_quality.md`` (the table) and
-``search_quality.png`` (hypervolume against trials; every net, the chosen ones starred) to
-``--out``. A rerun skips the searches that finished and resumes those that did not; re-timing is
-cached in ``retimed.json`` (``--retime`` forces it).
+(``results.hypervolume.Normalization``, as ``nas report`` draws it: accuracy linear, step time
+and parameters on log scales, each mapped to 0 = the best net any search found, 1 = the worst;
+reference point 1.1 on every axis; the volume as a fraction of the reference box), and the net
+each search hands its user (its reward-best trial, by the reward the search itself optimized),
+judged on the common clock: accuracy, step time, parameters and the paper's reward. Writes
+``search_quality.json``, ``search_quality.md`` (the table) and ``search_quality.png``
+(hypervolume against trials; every net, the chosen ones starred) to ``--out``. A rerun skips
+the searches that finished and resumes those that did not; re-timing is cached in
+``retimed.json`` (``--retime`` forces it).
 
     python bench/search_quality.py configs/quick.yaml
     python bench/search_quality.py configs/quick.yaml --trials 30 --seeds 0,1,2 --out runs/sq
@@ -55,7 +56,8 @@ from nas.cluster import ray_session
 from nas.search import SearchConfig, run_search
 from nas.search.tasks import TaskFailure, run_tasks
 from results import load_study_frame, reward_best
-from results.hypervolume import Normalizer, hypervolume_history
+from results.correlation import rank_correlation
+from results.hypervolume import Normalization, hypervolume_history
 
 #: The methods compared: name -> changes to the config (``evaluation`` merged into the config's).
 METHODS: dict[str, dict[str, Any]] = {
@@ -67,7 +69,10 @@ METHODS: dict[str, dict[str, Any]] = {
 DEFAULT = "reward-tpe"
 #: The hypervolume's objectives and which of them are taken on a log scale.
 OBJECTIVES = ("accuracy", "step_time_ms", "params")
-LOG_SCALE = ("step_time_ms", "params")
+#: Line styles, so that curves that coincide (NSGA-II's first generation is random sampling
+#: with the same seed) stay visible.
+STYLES = {"reward-tpe": "-", "pareto-nsga2": (0, (6, 3)), "random": ":", "flops-tpe": "-."}
+MARKERS = {"reward-tpe": "o", "pareto-nsga2": "s", "random": "^", "flops-tpe": "D"}
 COLORS = {
     "reward-tpe": "#1f77b4",
     "pareto-nsga2": "#2ca02c",
@@ -195,26 +200,28 @@ def retime(args: argparse.Namespace, base: SearchConfig, frame: pd.DataFrame) ->
 
 
 def study_summary(
-    rows: pd.DataFrame, normalizer: Normalizer, times: dict[str, float], base: SearchConfig
+    rows: pd.DataFrame, normalization: Normalization, times: dict[str, float], base: SearchConfig
 ) -> dict[str, Any]:
-    """One search's hypervolume history and the net it hands its user, on the common clock."""
+    """One search's hypervolume after each trial and the net it hands its user, on the common
+    clock (``rows["step_time_ms"]`` is the re-measured step time).
+
+    Trials count in the order the sampler chose them (trial numbers), not the order they
+    finished in: with several at a time the two differ by a swap here and there, and in trial
+    order the methods whose first trials are the same draws (see the README) share their curve
+    up to where they part."""
     rows = rows.sort_values("number")
     complete = rows["state"] == "COMPLETE"
-    loss = normalizer.loss(
-        {
-            "accuracy": rows["accuracy"].where(complete).astype(float),
-            "step_time_ms": rows["step_time_common_ms"].where(complete).astype(float),
-            "params": rows["params"].where(complete).astype(float),
-        }
+    losses = normalization.normalize(rows)
+    history = hypervolume_history(losses, normalization.reference) / math.prod(
+        normalization.reference
     )
-    history = hypervolume_history(loss, normalizer.reference)
     best = reward_best(rows)
     chosen = None
     if best is not None:
         chosen = {
             "spec": best["spec"],
             "accuracy": float(best["accuracy"]),
-            "step_time_ms": float(best["step_time_common_ms"]),
+            "step_time_ms": float(best["step_time_ms"]),
             "params": int(best["params"]),
             "flops": int(best["flops"]),
             "reward": common_reward(best, times, base),
@@ -232,29 +239,26 @@ def common_reward(row: pd.Series, times: dict[str, float], base: SearchConfig) -
     """The paper's reward with the step time on the common clock (same reference, same w, v)."""
     from nas.evaluate.reward import reward
 
-    step_norm = row["step_time_common_ms"] / times["reference"]
+    step_norm = row["step_time_ms"] / times["reference"]
     return reward(
         float(row["accuracy"]), step_norm, float(row["params_norm"]), base.reward_w, base.reward_v
     )
 
 
 def analyse(frame: pd.DataFrame, times: dict[str, float], base: SearchConfig) -> dict[str, Any]:
-    """Per study and per method (mean and spread over seeds), on one normalized scale."""
-    frame = frame.assign(step_time_common_ms=frame["spec"].map(times))
-    ok = frame[frame["state"] == "COMPLETE"]
-    normalizer = Normalizer.fit(
-        {
-            "accuracy": ok["accuracy"].astype(float),
-            "step_time_ms": ok["step_time_common_ms"].astype(float),
-            "params": ok["params"].astype(float),
-        },
-        log=LOG_SCALE,
+    """Per study and per method (mean and spread over seeds), on one normalized scale, with
+    every step time re-measured on the common clock (the searches' own in
+    ``step_time_search_ms``)."""
+    frame = frame.assign(
+        step_time_search_ms=frame["step_time_ms"], step_time_ms=frame["spec"].map(times)
     )
+    ok = frame[frame["state"] == "COMPLETE"]
+    normalization = Normalization.fit([frame], OBJECTIVES)
     studies = {
         f"{method}-s{seed}": {
             "method": method,
             "seed": int(seed),
-            **study_summary(rows, normalizer, times, base),
+            **study_summary(rows, normalization, times, base),
         }
         for (method, seed), rows in frame.groupby(["method", "seed"], sort=False)
     }
@@ -274,8 +278,11 @@ def analyse(frame: pd.DataFrame, times: dict[str, float], base: SearchConfig) ->
             "failed": sum(run["failed"] for run in runs),
         }
     return {
-        "normalization": normalizer.describe(),
+        "normalization": normalization.describe(),
         "reference_step_time_ms": times["reference"],
+        # How far the searches' own step times (taken while trials shared the machine) rank
+        # nets as the common clock does.
+        "search_vs_common_step_time": _agreement(ok["step_time_search_ms"], ok["step_time_ms"]),
         "studies": studies,
         "methods": methods,
         "nets": ok[
@@ -285,12 +292,18 @@ def analyse(frame: pd.DataFrame, times: dict[str, float], base: SearchConfig) ->
                 "number",
                 "spec",
                 "accuracy",
-                "step_time_common_ms",
+                "step_time_ms",
+                "step_time_search_ms",
                 "params",
                 "flops",
             ]
         ].to_dict(orient="records"),
     }
+
+
+def _agreement(x: pd.Series, y: pd.Series) -> dict[str, Any]:
+    correlation = rank_correlation(list(x), list(y))
+    return {**correlation.to_dict(), "tau_text": correlation.tau_text}
 
 
 def _mean_sd(values: list[float]) -> dict[str, float]:
@@ -342,25 +355,36 @@ def figure(result: dict[str, Any], path: Path) -> Path:
         stacked = np.array([curve[:length] for curve in curves])
         trials = np.arange(1, length + 1)
         color = COLORS.get(method)
-        left.plot(trials, stacked.mean(axis=0), color=color, label=method, linewidth=2)
+        left.plot(
+            trials,
+            stacked.mean(axis=0),
+            color=color,
+            linestyle=STYLES.get(method, "-"),
+            label=method,
+            linewidth=2.2,
+        )
         if len(curves) > 1:
             left.fill_between(
                 trials, stacked.min(axis=0), stacked.max(axis=0), color=color, alpha=0.15
             )
-    left.set_xlabel("trials")
-    left.set_ylabel("hypervolume (accuracy, step time, parameters)")
-    left.set_title("Hypervolume against trials (line: mean over seeds; band: min to max)")
+    left.set_xlabel("trials (in the order the sampler chose them)")
+    left.set_ylabel("hypervolume (fraction of the reference box)")
+    left.xaxis.get_major_locator().set_params(integer=True)
+    left.set_title("Hypervolume against trials (line: mean over seeds; band: lowest to highest)")
     left.grid(alpha=0.3)
     left.legend()
     nets = pd.DataFrame(result["nets"])
     for method in result["methods"]:
         mine = nets[nets["method"] == method]
+        # Hollow markers of a shape per method: a net several searches evaluated shows them all.
         right.scatter(
-            mine["step_time_common_ms"],
+            mine["step_time_ms"],
             mine["accuracy"],
-            s=14,
-            alpha=0.45,
-            color=COLORS.get(method),
+            s=[30, 42, 56, 70][list(result["methods"]).index(method) % 4],
+            marker=MARKERS.get(method, "o"),
+            facecolors="none",
+            edgecolors=COLORS.get(method),
+            linewidths=1.0,
             label=method,
         )
         for study in result["studies"].values():
@@ -370,7 +394,7 @@ def figure(result: dict[str, Any], path: Path) -> Path:
                     best["step_time_ms"],
                     best["accuracy"],
                     marker="*",
-                    s=260,
+                    s=280,
                     color=COLORS.get(method),
                     edgecolor="black",
                     linewidth=0.8,
@@ -451,7 +475,12 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "search_quality.json").write_text(json.dumps(result, indent=1, default=str))
     (args.out / "search_quality.md").write_text(markdown + "\n")
     png = figure(result, args.out / "search_quality.png")
+    agreement = result["search_vs_common_step_time"]
     print(f"\n{markdown}\n\nhypervolume scale: {result['normalization']}")
+    print(
+        f"the searches' own step times rank the {agreement['n']} nets as the common clock does "
+        f"with Kendall's tau {agreement['tau_text']}"
+    )
     print(f"wrote {args.out / 'search_quality.json'}, {args.out / 'search_quality.md'}, {png}")
     print(f"took {(time.perf_counter() - started) / 60:.1f} min")
     return 0

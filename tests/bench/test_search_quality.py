@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from nas.evaluate.reward import reward
-from results.hypervolume import Normalizer, hypervolume
+from results.hypervolume import Normalization, hypervolume
 from tests import REPO
 from tests.nas.search.helpers import small_config
 
@@ -40,6 +40,9 @@ def _trials(method: str, seed: int, accuracies: list[float], rewards: list[float
                 "params_norm": (number + 1) / 10,
                 "flops": 5000 * (number + 1),
                 "reward": score,
+                "step_time_ms": 99.0,  # what the search measured, replaced by the common clock
+                "datetime_start": f"2026-01-0{seed + 1} 10:{number:02d}:00",
+                "datetime_complete": f"2026-01-0{seed + 1} 10:{number:02d}:30",
             }
         )
     return rows
@@ -55,26 +58,13 @@ def test_analysis_scores_every_search_on_one_scale(bench, tmp_path):
     times["reference"] = 20.0
     result = bench.analyse(frame, times, base)
 
-    ok = frame[frame["state"] == "COMPLETE"]
-    normalizer = Normalizer.fit(
-        {
-            "accuracy": ok["accuracy"],
-            "step_time_ms": ok["spec"].map(times),
-            "params": ok["params"],
-        },
-        log=bench.LOG_SCALE,
-    )
-    for study, rows in (("reward-tpe-s0", frame[:4]), ("random-s0", frame[4:])):
+    retimed = frame.assign(step_time_ms=frame["spec"].map(times))
+    normalization = Normalization.fit([retimed], bench.OBJECTIVES)
+    for study, rows in (("reward-tpe-s0", retimed[:4]), ("random-s0", retimed[4:])):
         found = result["studies"][study]
         complete = rows[rows["state"] == "COMPLETE"]
-        loss = normalizer.loss(
-            {
-                "accuracy": complete["accuracy"],
-                "step_time_ms": complete["spec"].map(times),
-                "params": complete["params"],
-            }
-        )
-        assert found["hypervolume"][-1] == pytest.approx(hypervolume(loss, normalizer.reference))
+        volume = hypervolume(normalization.normalize(complete), normalization.reference)
+        assert found["hypervolume"][-1] == pytest.approx(volume / 1.1**3)
         assert np.all(np.diff(found["hypervolume"]) >= 0) and len(found["hypervolume"]) == 4
     # The chosen net is the search's own reward-best, judged on the common clock.
     best = result["studies"]["reward-tpe-s0"]["best"]
