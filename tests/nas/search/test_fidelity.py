@@ -180,7 +180,7 @@ def test_command_end_to_end_then_a_rerun_reuses_every_evaluation(workdir, capsys
         (["--specs", "2"], ["--specs", "2"]),
         (["--specs", "many"], ["--specs", "'many'"]),
         (["--long-epochs", "0"], ["--long-epochs", "0"]),
-        (["--long-epochs", "2", "--long-image-size", "32"], ["is the proxy itself"]),
+        (["--long-epochs", "2", "--long-image-size", str(QUICK["image_size"])], ["proxy itself"]),
         (["--concurrent", "0"], ["concurrent", "0"]),
         (["--out", "a-file"], ["--out", "a-file", "is a file"]),
         (["--no-such-flag"], ["--no-such-flag"]),
