@@ -87,7 +87,9 @@ class StudySearcher(Searcher):
     ) -> None:
         objectives = OBJECTIVES_BY_MODE[mode]
         # Tune's Searcher keeps a metric and a mode for show; the study holds the directions.
-        super().__init__(metric=",".join(objectives), mode=None)
+        # Tune checks that every result holds each metric named here: name them one by one
+        # (a list), not joined into one name no result holds (pareto mode failed on that).
+        super().__init__(metric=list(objectives), mode=None)
         self.space = space
         self.study_name = study_name
         self.open_storage = open_storage
