@@ -6,7 +6,9 @@ its own study and run directory under ``--out``):
 
 - ``reward-tpe``: the default: the paper's reward ``A * S^w * P^v`` with the measured step time,
   Optuna's TPE (multivariate, grouped);
-- ``pareto-nsga2``: accuracy, normalized step time and parameters as three objectives, NSGA-II;
+- ``pareto-nsga2``: accuracy, normalized step time and parameters as three objectives, NSGA-II
+  with a generation of a quarter of the budget (``population_size``; at Optuna's default of 50
+  a search of fewer trials never leaves its random first generation);
 - ``random``: the same reward, random sampling: what a user would do without a search;
 - ``flops-tpe``: the same reward and sampler with FLOPs in place of the measured step time
   (``evaluation.reward_cost: flops``): what FLOP-counting NAS tools optimize.
@@ -84,6 +86,8 @@ COLORS = {
 def method_config(base: SearchConfig, method: str, seed: int, trials: int, out: Path):
     """The config of one method's search with one seed."""
     changes = dict(METHODS[method])
+    if changes.get("sampler") == "nsga2":
+        changes["population_size"] = max(2, trials // 4)
     evaluation = {**base.evaluation, **changes.pop("evaluation", {})}
     return base.replace(
         study=f"{method}-s{seed}",

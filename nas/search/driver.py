@@ -246,6 +246,7 @@ def _new_tuner(
         mode=config.objective,
         sampler=config.sampler,
         seed=seed,
+        population_size=config.population_size,
         driver=driver,
     )
     if config.use_asha:

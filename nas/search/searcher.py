@@ -46,8 +46,8 @@ REUSED_FROM = "reused_from"
 DRIVER = "driver"
 
 
-def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
-    """Optuna's sampler ``tpe``, ``nsga2`` or ``random``, seeded."""
+def make_sampler(name: str, seed: int, population_size: int = 50) -> optuna.samplers.BaseSampler:
+    """Optuna's sampler ``tpe``, ``nsga2`` (of ``population_size``) or ``random``, seeded."""
     if name == "tpe":
         # The space is conditional (SE choices depend on the block type): grouped multivariate
         # TPE models the joint choices per group. Optuna flags both options as experimental.
@@ -55,7 +55,7 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
     if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=population_size)
     return optuna.samplers.RandomSampler(seed=seed)
 
 
@@ -70,6 +70,7 @@ class StudySearcher(Searcher):
         mode: the objective mode (``reward`` or ``pareto``, :data:`OBJECTIVES_BY_MODE`).
         sampler: ``tpe``, ``nsga2`` or ``random``.
         seed: the sampler's seed.
+        population_size: NSGA-II's generation size (``sampler: nsga2`` only).
         driver: who asks (:func:`nas.search.driver.driver_id`), recorded on each trial as the
             user attribute ``driver``: a study that several drivers search says which asked.
     """
@@ -83,6 +84,7 @@ class StudySearcher(Searcher):
         mode: str,
         sampler: str,
         seed: int,
+        population_size: int = 50,
         driver: str = "",
     ) -> None:
         objectives = OBJECTIVES_BY_MODE[mode]
@@ -96,6 +98,7 @@ class StudySearcher(Searcher):
         self.objectives = objectives
         self.sampler_name = sampler
         self.seed = seed
+        self.population_size = population_size
         self.driver = driver
         self.trial_numbers: dict[str, int] = {}  # Tune's trial id -> Optuna's trial number
         self.told: set[str] = set()
@@ -119,7 +122,7 @@ class StudySearcher(Searcher):
             self._study = optuna.load_study(
                 study_name=self.study_name,
                 storage=self.storage,
-                sampler=make_sampler(self.sampler_name, self.seed),
+                sampler=make_sampler(self.sampler_name, self.seed, self.population_size),
             )
         return self._study
 
