@@ -1,12 +1,13 @@
-"""Is effnas' EfficientNetV2-S as fast to train as torchvision's? A CPU training-step comparison.
+"""Is effnas' EfficientNetV2-S as fast to train as torchvision's? A training-step comparison.
 
 Both nets are the same network from the same ``torchvision.ops`` pieces, so effnas' S should
 train no slower than torchvision's. Each step is the step training runs
 (``nas.train.loop.train_step``: zero grads, forward, label-smoothed cross-entropy, backward, the
-paper's RMSProp step) in fp32 on the CPU, at batch 8 and 128 px, with the default (contiguous)
-memory format and with channels_last. effnas' S gets torchvision's weights (``nas weights import``'s
-code path), so both compute the same numbers: a difference in speed cannot come from different
-values (denormals, say).
+paper's RMSProp step): by default in fp32 on the CPU, at batch 8 and 128 px; with ``--device
+cuda`` on the GPU in bf16 autocast (``--precision``; what training uses there), each step timed
+with CUDA events. Both the default (contiguous) memory format and channels_last are measured.
+effnas' S gets torchvision's weights (``nas weights import``'s code path), so both compute the
+same numbers: a difference in speed cannot come from different values (denormals, say).
 
 The four configurations are measured in the same run, interleaved: after a warm-up, every round
 times one step of each, in an order that rotates from round to round, so that a change in the
@@ -18,6 +19,7 @@ bursts, which on a shared machine can stretch single steps tenfold).
 
     python bench/model_speed.py                      # batch 8, 128 px, 2 threads, 30 rounds
     python bench/model_speed.py --rounds 30 --json runs/bench/model_speed.json
+    python bench/model_speed.py --device cuda --batch-size 64 --image-size 224   # bf16 on a GPU
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from nas.train.device import device_name, resolve_device, resolve_precision
 from nas.train.loop import train_step
 from nas.train.optim import build_optimizer, make_loss
 from nas.train.recipe import Recipe
@@ -55,6 +58,10 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    parser.add_argument(
+        "--precision", default="auto", help="auto (bf16 on a GPU, fp32 on a CPU), fp32 or bf16"
+    )
     parser.add_argument("--warmup", type=int, default=3, help="untimed rounds first")
     parser.add_argument("--rounds", type=int, default=30, help="timed rounds (one step each)")
     parser.add_argument("--seed", type=int, default=0)
@@ -71,37 +78,41 @@ def main() -> int:
         probe = torch.randn(2, 3, 64, 64)
         same = (ours.eval()(probe) - reference.eval()(probe)).abs().max().item()
 
-    config = Recipe(precision="fp32")
+    device = resolve_device(args.device)
+    precision = resolve_precision(args.precision, device)
+    config = Recipe(precision=precision)
     loss_fn = make_loss(config)
-    device = torch.device("cpu")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as training does: fixed shapes
     generator = torch.Generator().manual_seed(args.seed)
     images = torch.randn(args.batch_size, 3, args.image_size, args.image_size, generator=generator)
-    labels = torch.randint(0, 1000, (args.batch_size,), generator=generator)
+    labels = torch.randint(0, 1000, (args.batch_size,), generator=generator).to(device)
 
     runs = {}
     for format_name, memory_format in FORMATS.items():
         for name, base in (("effnas", ours), ("torchvision", reference)):
-            model = copy.deepcopy(base).to(memory_format=memory_format).train()
+            model = copy.deepcopy(base).to(device, memory_format=memory_format).train()
             runs[(name, format_name)] = {
                 "model": model,
                 "optimizer": build_optimizer(model, config),
-                "images": images.contiguous(memory_format=memory_format),
+                "images": images.to(device).contiguous(memory_format=memory_format),
                 "samples": [],
             }
 
     def step(run: dict) -> float:
-        start = time.perf_counter()
-        train_step(
-            run["model"],
-            run["images"],
-            labels,
-            run["optimizer"],
-            loss_fn,
-            device=device,
-            precision="fp32",
-        )
+        arguments = (run["model"], run["images"], labels, run["optimizer"], loss_fn)
+        if device.type == "cuda":
+            # The GPU runs the step asynchronously: CUDA events around it, as step timing does.
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            train_step(*arguments, device=device, precision=precision)
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end)
+        start_time = time.perf_counter()
+        train_step(*arguments, device=device, precision=precision)
         # CPU ops are synchronous: the step has finished when train_step returns.
-        return (time.perf_counter() - start) * 1000.0
+        return (time.perf_counter() - start_time) * 1000.0
 
     keys = list(runs)
     load_before = os.getloadavg()
@@ -114,9 +125,11 @@ def main() -> int:
             runs[key]["samples"].append(step(runs[key]))
     load_after = os.getloadavg()
 
+    where = "the CPU" if device.type == "cpu" else device_name(device)
+    threads = f", {args.threads} threads" if device.type == "cpu" else ""
     print(
-        f"EfficientNetV2-S training step (fp32, RMSProp) on the CPU: batch {args.batch_size}, "
-        f"{args.image_size} px, {args.threads} threads, {args.warmup} warm-up + {args.rounds} "
+        f"EfficientNetV2-S training step ({precision}, RMSProp) on {where}: batch "
+        f"{args.batch_size}, {args.image_size} px{threads}, {args.warmup} warm-up + {args.rounds} "
         f"timed rounds; torch {torch.__version__}, torchvision {torchvision.__version__}"
     )
     print(f"parameters: {count_parameters(ours):,} each; eval outputs max |diff| {same:.1e}")
@@ -158,6 +171,8 @@ def main() -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         payload = {
+            "device": device_name(device),
+            "precision": precision,
             "batch_size": args.batch_size,
             "image_size": args.image_size,
             "threads": args.threads,

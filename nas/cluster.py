@@ -266,11 +266,15 @@ def _refused_token(error: BaseException) -> bool:
 
 
 @contextlib.contextmanager
-def ray_session(address: str | None, **init_kwargs: Any) -> Iterator[None]:
+def ray_session(
+    address: str | None, *, local_kwargs: dict[str, Any] | None = None, **init_kwargs: Any
+) -> Iterator[None]:
     """Ray for the length of the block: the cluster ``address`` (or ``RAY_ADDRESS``) names,
     reached within seconds or not at all, else a new local Ray on 127.0.0.1, whatever an
     earlier ``ray start`` left behind. A Ray this process already runs (a notebook, a Ray job's
-    driver) is used as it is and left running.
+    driver) is used as it is and left running. ``local_kwargs`` are more arguments for
+    :func:`start_local_ray` only (``include_dashboard``, ``num_cpus``: what a driver may not
+    pass when it joins a cluster); ``init_kwargs`` go to ``ray.init`` either way.
 
     Raises:
         RayAddressError: the address is malformed or does not answer.
@@ -290,7 +294,7 @@ def ray_session(address: str | None, **init_kwargs: Any) -> Iterator[None]:
     if address:
         connect_ray(address, **settings)
     else:
-        start_local_ray(configure_logging=False, **settings)
+        start_local_ray(configure_logging=False, **settings, **(local_kwargs or {}))
     if callable(on_sigterm) and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_sigterm)
     try:

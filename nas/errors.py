@@ -22,6 +22,8 @@ __all__ = [
     "NonFiniteLossError",
     "RayAddressError",
     "ScheduleError",
+    "WorkerError",
+    "WorkerFailureError",
 ]
 
 
@@ -57,6 +59,20 @@ class RayAddressError(ConfigError):
 
 class CheckpointError(EffnasError):
     """A checkpoint that cannot be read, or that belongs to another spec or config."""
+
+
+class WorkerError(EffnasError):
+    """Bad input that a data-parallel training worker found where it runs (a dataset missing on
+    its node, a step that cannot fit in its GPU); the message is the worker's one line."""
+
+
+class WorkerFailureError(RuntimeError):
+    """Data-parallel training failed more often than it may recover from (worker processes or
+    nodes that died, or raised): not bad input. ``reason`` is one line naming the first error."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
 
 
 class NonFiniteLossError(RuntimeError):

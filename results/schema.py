@@ -72,8 +72,12 @@ RECORD: tuple[Field, ...] = (
     Field("params_norm", float, "params / the reference's", False, "parameters / reference"),
     Field("flops", int, "fvcore FLOPs of one image at image_size (a multiply-add is one)", False,
           "FLOPs"),
-    Field("reward", float, "accuracy * step_time_norm^w * params_norm^v; None if failed", True,
-          "reward A·S^w·P^v"),
+    Field("flops_norm", float, "flops / the reference's at the same image size", False,
+          "FLOPs / reference"),
+    Field("reward", float, "accuracy * S^w * params_norm^v, S the reward_cost's normalized "
+          "figure; None if failed", True, "reward A·S^w·P^v"),
+    Field("reward_cost", str, "what S in the reward is: step_time (step_time_norm, the "
+          "paper's) or flops (flops_norm)"),
     Field("device", str, "cpu or cuda:<GPU model>"),
     Field("node", str, "where it ran: in a search the Ray node, as <IP>/<first 8 hex digits of "
           "its node ID>; else the host name"),

@@ -132,10 +132,11 @@ def test_the_training_job_trains_on_as_many_gpu_workers_as_it_asks_for():
     argv = entrypoint(job)
     assert argv[0] == "train"
     workers = int(argv[argv.index("--workers") + 1])
-    # Every other flag is nas train's own. (--workers is distributed training's; until that
-    # lands in this parser it is the one unknown argument.)
-    args, unknown = build_parser().parse_known_args(argv)
-    assert unknown in ([], ["--workers", str(workers)])
+    # Every flag is nas train's own.
+    args = build_parser().parse_args(argv)
+    assert args.workers == workers
+    # One GPU per worker, and Ray Train's checkpoints where every node reaches them.
+    assert args.gpus_per_worker == 1 and args.storage_path.startswith("/shared/")
     assert args.out.startswith("/shared/") and args.dataset.startswith("imagefolder:/data/")
     gpu_workers = sum(
         replicas

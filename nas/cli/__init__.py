@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "nas.cli.show",
     "nas.cli.evaluate",
     "nas.cli.search",
+    "nas.cli.fidelity",
     "nas.cli.scale",
     "nas.cli.train",
     "nas.cli.weights",

@@ -51,6 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     flag("num_workers", "data-loading processes", int, shown="default: chosen per dataset")
     flag("reward_w", "step-time exponent of the reward", float)
     flag("reward_v", "parameter exponent of the reward", float)
+    flag("reward_cost", "the reward's cost term S: step_time (the paper's) or flops")
     parser.add_argument("--json", action="store_true", help="print one JSON object (the record)")
     parser.set_defaults(func=run)
 
@@ -89,15 +90,24 @@ def format_result(record: dict[str, Any], dataset: str, reference: str) -> str:
         f"parameters   {record['params']:,} ({record['params'] / 1e6:.2f}M"
         + (f", x{params_norm:.3f} the reference)" if params_norm is not None else ")")
     )
-    lines.append(f"FLOPs        {record['flops']:,} ({record['flops'] / 1e9:.3f}B per image)")
+    flops_norm = record["flops_norm"]
+    lines.append(
+        f"FLOPs        {record['flops']:,} ({record['flops'] / 1e9:.3f}B per image"
+        + (f", x{flops_norm:.3f} the reference)" if flops_norm is not None else ")")
+    )
     memory = record["peak_memory_mb"]
     lines.append(
         "peak memory  "
         + ("n/a (not measured on a CPU)" if memory is None else f"{memory:,.0f} MiB")
     )
+    cost = (
+        ""
+        if record["reward_cost"] in (None, "step_time")
+        else f" (cost term: {record['reward_cost']})"
+    )
     lines.append(
         "reward       "
-        + ("n/a (failed)" if record["reward"] is None else f"{record['reward']:.4f}")
+        + ("n/a (failed)" if record["reward"] is None else f"{record['reward']:.4f}{cost}")
     )
     lines.append(f"took         {record['duration_s']:.1f} s")
     return "\n".join(lines)

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from nas.cli.args import add_config_flag, config_kwargs
-from nas.train.config import ProgressiveConfig
+from nas.errors import ConfigError
+from nas.train.config import DistributedConfig, ProgressiveConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,7 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Mixup alpha and dropout grow from a minimum to a maximum, weights carried from stage to "
         "stage, weight EMA, label smoothing, warm-up; held-out accuracy at the spec's eval size "
         "after every epoch. A checkpoint is written after every epoch; --resume continues it. "
-        "Exit status: 0 trained, 1 the loss became NaN, 2 bad input.",
+        "With --workers N, data-parallel on N Ray Train workers (DDP), on a local Ray or the "
+        "cluster --address names; --batch-size is then the global batch. "
+        "Exit status: 0 trained, 1 the loss became NaN (or workers kept failing), 2 bad input.",
     )
     parser.add_argument("arch", help="catalog name, YAML file (e.g. from nas scale) or spec string")
     parser.add_argument(
@@ -63,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     def flag(name: str, help: str, type: Any = str, shown: str | None = None) -> None:
         add_config_flag(parser, ProgressiveConfig, name, help, type=type, shown=shown)
 
-    flag("batch_size", "batch size", int)
+    flag("batch_size", "batch size; with --workers, the global batch", int)
     flag("lr", "peak learning rate", float, shown="default: 0.016 per 256 images for RMSProp")
     flag("optimizer", "rmsprop (the paper's), sgd or adamw")
     flag("lr_schedule", "after warm-up: cosine or exponential (the paper's x0.97 every 2.4 epochs)")
@@ -82,6 +85,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     flag("heldout_fraction", "fraction of the training set held out for accuracy", float)
     flag("max_train_images", "train on at most this many images", int, shown="default: all")
     flag("num_workers", "data-loading processes", int, shown="default: chosen per dataset")
+    workers = parser.add_argument_group(
+        "data-parallel training on Ray Train (DDP: gloo on CPUs, NCCL on GPUs)"
+    )
+
+    def worker_flag(name: str, help: str, type: Any = int, shown: str | None = None) -> None:
+        add_config_flag(workers, DistributedConfig, name, help, type=type, shown=shown)
+
+    worker_flag(
+        "workers",
+        "train on N data-parallel workers; each takes batch-size/N images of every global batch",
+        shown="default: one process, no Ray",
+    )
+    worker_flag("cpus_per_worker", "CPUs (and torch threads) per worker")
+    worker_flag("gpus_per_worker", "0, or 1: each worker drives one GPU")
+    worker_flag("max_failures", "worker failures to recover from, each from the last epoch")
+    worker_flag(
+        "storage_path",
+        "Ray Train checkpoint storage every node reaches (a shared path, s3://...)",
+        type=str,
+        shown="default: inside --out, removed at the end",
+    )
+    workers.add_argument(
+        "--address",
+        help="Ray cluster to train on: host:port or ray://host:port (default RAY_ADDRESS, "
+        "else a new local Ray on 127.0.0.1)",
+    )
     parser.add_argument(
         "--progress",
         choices=["auto", "on", "off"],
@@ -93,7 +122,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nas.errors import NonFiniteLossError
+    from nas.errors import NonFiniteLossError, WorkerFailureError
     from nas.train.progressive import train_progressive
     from nas.train.schedule import schedule_for
     from searchspace import load_arch
@@ -107,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
         size=args.schedule_size,
     )
     config = ProgressiveConfig(schedule=schedule, **config_kwargs(args, ProgressiveConfig))
+    scaling = _distributed_config(args)
     out_dir = Path(args.out) if args.out else Path("runs") / f"train-{spec.label}"
     progress = {"on": True, "off": False}.get(args.progress, sys.stderr.isatty())
 
@@ -114,10 +144,24 @@ def run(args: argparse.Namespace) -> int:
         print(f"nas train: {line}", file=sys.stderr, flush=True)
 
     try:
-        outcome = train_progressive(
-            spec, config, out_dir, resume=args.resume, progress=progress, log=log
-        )
-    except NonFiniteLossError as error:
+        if scaling is None:
+            outcome = train_progressive(
+                spec, config, out_dir, resume=args.resume, progress=progress, log=log
+            )
+        else:
+            from nas.train.distributed import train_distributed
+
+            outcome = train_distributed(
+                spec,
+                config,
+                out_dir,
+                scaling,
+                resume=args.resume,
+                address=args.address,
+                progress=progress,
+                log=log,
+            )
+    except (NonFiniteLossError, WorkerFailureError) as error:
         print(
             f"nas train: {error.reason}; the last good checkpoint is in {out_dir}",
             file=sys.stderr,
@@ -146,3 +190,21 @@ def run(args: argparse.Namespace) -> int:
         print(f"test accuracy {final['test_accuracy']:.2%}")
     print(f"run directory {out_dir}: weights.pt, checkpoint.pt, metrics.csv, metrics.json")
     return 0
+
+
+def _distributed_config(args: argparse.Namespace) -> DistributedConfig | None:
+    """The workers ``--workers`` asks for, or None (one process); a worker flag without
+    ``--workers`` is an error.
+
+    Raises:
+        ConfigError: a bad value, or a worker flag given alone.
+    """
+    given = config_kwargs(args, DistributedConfig)
+    if "workers" not in given:
+        alone = [f"--{name.replace('_', '-')}" for name in given]
+        if args.address:
+            alone.append("--address")
+        if alone:
+            raise ConfigError(f"{alone[0]} needs --workers N (data-parallel training on Ray)")
+        return None
+    return DistributedConfig(**given)

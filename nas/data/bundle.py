@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, random_split
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, random_split
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
@@ -29,7 +29,7 @@ from nas.data.sources import Source, TensorImages, load_source
 from nas.errors import DataError
 from searchspace.checks import check_int, check_number
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "DataBundle", "load_dataset"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "DataBundle", "load_dataset", "shard_seed"]
 
 #: Normalization applied to every dataset (ImageNet's statistics, as the published nets use).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -72,6 +72,14 @@ class _View(Dataset):
         return self.finish(image), int(label)
 
 
+def shard_seed(seed: int, rank: int) -> int:
+    """The seed of data-parallel worker ``rank``'s own random draws (augmentation, dropout,
+    loader worker processes) when ``seed`` is the run's: ``seed`` itself for rank 0, so that one
+    worker draws what one process draws, and far apart for the others (the golden-ratio odd
+    constant keeps ``seed + rank`` style collisions between ranks and epochs away)."""
+    return (seed + rank * 0x9E3779B97F4A7C15) % (1 << 63)
+
+
 def _available_cpus() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -89,12 +97,14 @@ class DataBundle:
         num_classes: number of classes (labels are ``0 .. num_classes - 1``).
         classes: class names, by label.
         train: the search split, the images a candidate trains on.
-        heldout: the held-out split carved from the training set, where accuracy is measured.
+        heldout: the held-out split carved from the training set (or the dataset's own, for a
+            generated one), where accuracy is measured.
         test: the dataset's official test split, or ``None`` (never used by the search).
         in_memory: the images are tensors in memory, already at ``image_size``: reading one
             costs almost nothing, so loaders use no worker processes by default.
         seed: the seed the split was carved with.
-        heldout_fraction: the fraction of the training set held out.
+        heldout_fraction: the fraction of the images held out (for a dataset with its own
+            held-out split, its share of all the images).
     """
 
     name: str
@@ -122,6 +132,7 @@ class DataBundle:
         num_workers: int | None,
         drop_last: bool,
         pin_memory: bool,
+        sampler: Sampler | None = None,
     ) -> DataLoader:
         check_int("batch_size", batch_size, 1, DataError)
         workers = self.default_workers() if num_workers is None else num_workers
@@ -130,6 +141,7 @@ class DataBundle:
             dataset,
             batch_size=batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             # A seeded generator makes the shuffle order (and worker seeds) reproducible.
             generator=torch.Generator().manual_seed(seed),
             num_workers=workers,
@@ -145,28 +157,57 @@ class DataBundle:
         seed: int = 0,
         num_workers: int | None = None,
         pin_memory: bool = False,
+        shard: tuple[int, int] | None = None,
     ) -> DataLoader:
         """Shuffled batches of the search split, in an order fixed by ``seed``.
 
         The last incomplete batch is dropped, so every step has the same shape as the timed step
         and BatchNorm never sees a batch of one.
 
+        With ``shard=(rank, world_size)`` the loader yields this data-parallel worker's share of
+        every batch of ``batch_size`` (the global batch): a ``DistributedSampler`` permutes the
+        split by ``seed`` alike on every worker and hands worker ``rank`` every
+        ``world_size``-th image of it, in batches of ``batch_size // world_size``, so that the
+        workers' ``k``-th batches together are the ``k``-th ``batch_size`` images of that one
+        permutation, whatever ``world_size`` (1 included) is. Worker processes of the loader are
+        seeded by :func:`shard_seed` ``(seed, rank)``.
+
         Raises:
-            DataError: ``batch_size`` is not positive or is larger than the search split.
+            DataError: ``batch_size`` is not positive or is larger than the search split, or
+                not divisible by ``world_size``.
         """
         if isinstance(batch_size, int) and batch_size > len(self.train):
             raise DataError(
                 f"batch_size {batch_size} is larger than the search split of {self.name} "
                 f"({len(self.train)} images)"
             )
+        if shard is None:
+            sampler, shuffle, loader_seed, worker_batch = None, True, seed, batch_size
+        else:
+            rank, world_size = shard
+            if batch_size % world_size:
+                raise DataError(
+                    f"batch_size {batch_size} is not divisible by the {world_size} workers"
+                )
+            # drop_last: every worker gets floor(n / world_size) images, so each yields
+            # floor(n / batch_size) full batches, as one process does.
+            sampler = DistributedSampler(
+                self.train, world_size, rank, shuffle=True, seed=seed, drop_last=True
+            )
+            shuffle, loader_seed, worker_batch = (
+                None,
+                shard_seed(seed, rank),
+                batch_size // world_size,
+            )
         return self._loader(
             self.train,
-            batch_size,
-            shuffle=True,
-            seed=seed,
+            worker_batch,
+            shuffle=shuffle,
+            seed=loader_seed,
             num_workers=num_workers,
             drop_last=True,
             pin_memory=pin_memory,
+            sampler=sampler,
         )
 
     def heldout_loader(
@@ -225,7 +266,8 @@ def load_dataset(
         image_size: side of the square images the loaders yield.
         seed: fixes which training images are held out (same seed, same split).
         heldout_fraction: fraction of the training set held out for measuring accuracy, in
-            (0, 1); at least one image is held out and at least one kept.
+            (0, 1); at least one image is held out and at least one kept. Not used by a dataset
+            that brings its own held-out split (``cluttered``).
         max_train_images: if given, keep only this many images (chosen by ``seed``) of the search
             split, for a cheaper search on a large dataset.
         train_augment: an optional transform applied to search-split images only, after
@@ -250,10 +292,7 @@ def load_dataset(
         raise DataError(
             f"dataset {name_spec}: needs at least 2 classes, found {len(source.classes)}"
         )
-    train, test, prepare, ready = _prepared(source, image_size)
-    search_indices, heldout_indices = _split(total, heldout_fraction, seed)
-    if max_train_images is not None:
-        search_indices = search_indices[:max_train_images]
+    train, test, own_heldout, prepare, ready = _prepared(source, image_size)
     finish = v2.Compose(
         [
             v2.ToDtype(torch.float32, scale=True),
@@ -261,13 +300,25 @@ def load_dataset(
             v2.ToPureTensor(),
         ]
     )
+    if own_heldout is None:
+        search_indices, heldout_indices = _split(total, heldout_fraction, seed)
+        heldout = _View(train, heldout_indices, prepare, None, finish)
+    else:
+        # The source's own held-out images; every training image is searched on, in an order
+        # fixed by the seed, so that max_train_images keeps a seeded random subset.
+        search_indices = torch.randperm(total, generator=torch.Generator().manual_seed(seed))
+        search_indices = search_indices.tolist()
+        heldout = _View(own_heldout, None, prepare, None, finish)
+        heldout_fraction = len(own_heldout) / (total + len(own_heldout))
+    if max_train_images is not None:
+        search_indices = search_indices[:max_train_images]
     return DataBundle(
         name=name_spec,
         image_size=image_size,
         num_classes=len(source.classes),
         classes=source.classes,
         train=_View(train, search_indices, prepare, train_augment, finish),
-        heldout=_View(train, heldout_indices, prepare, None, finish),
+        heldout=heldout,
         test=None if test is None else _View(test, None, prepare, None, finish),
         in_memory=ready,
         seed=seed,
@@ -277,25 +328,27 @@ def load_dataset(
 
 def _prepared(
     source: Source, image_size: int
-) -> tuple[Dataset, Dataset | None, Callable[[Any], Any], bool]:
-    """The source's train and test sets, how to bring one image to ``image_size`` px, and
-    whether every image is already at that size in memory."""
-    train, test = source.train, source.test
+) -> tuple[Dataset, Dataset | None, Dataset | None, Callable[[Any], Any], bool]:
+    """The source's train, test and own held-out sets, how to bring one image to ``image_size``
+    px, and whether every image is already at that size in memory."""
+    train, test, heldout = source.train, source.test, source.heldout
     if not source.in_memory:
         # Files: decode (already RGB from read_image), shorter side to the size, centre square.
         prepare = v2.Compose(
             [v2.ToImage(), v2.RGB(), v2.Resize(image_size, antialias=True),
              v2.CenterCrop(image_size)]
         )  # fmt: skip
-        return train, test, prepare, False
+        return train, test, heldout, prepare, False
     if not isinstance(train, TensorImages):
         raise TypeError(f"an in-memory source must hold TensorImages, got {type(train).__name__}")
     if len(train) * 3 * image_size * image_size > _PRERESIZE_LIMIT_BYTES:
         resize = v2.Resize((image_size, image_size), antialias=True)
-        return train, test, v2.Compose([tv_tensors.Image, resize, v2.RGB()]), False
-    if isinstance(test, TensorImages):
-        test = test.resized(image_size)
-    return train.resized(image_size), test, tv_tensors.Image, True
+        return train, test, heldout, v2.Compose([tv_tensors.Image, resize, v2.RGB()]), False
+    test, heldout = (
+        part.resized(image_size) if isinstance(part, TensorImages) else part
+        for part in (test, heldout)
+    )
+    return train.resized(image_size), test, heldout, tv_tensors.Image, True
 
 
 def _split(total: int, heldout_fraction: float, seed: int) -> tuple[list[int], list[int]]:

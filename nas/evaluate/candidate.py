@@ -8,7 +8,8 @@
    reference net's (:mod:`nas.evaluate.reference`, cached), and normalize;
 4. train it for a few epochs on the search split and measure top-1 accuracy on the held-out split
    (:func:`nas.train.loop.fit`);
-5. score it with the paper's reward ``A * S^w * P^v`` (:mod:`nas.evaluate.reward`).
+5. score it with the paper's reward ``A * S^w * P^v`` (:mod:`nas.evaluate.reward`); ``S`` is
+   the normalized step time, or the normalized FLOPs with ``reward_cost: flops`` (a baseline).
 
 The result is one :class:`~nas.evaluate.record.EvalResult`, the record the search stores per
 trial. A candidate whose loss becomes NaN or infinite, or that runs out of GPU memory, is a
@@ -28,7 +29,7 @@ from nas.data.bundle import DataBundle
 from nas.errors import ConfigError, NonFiniteLossError
 from nas.evaluate.config import EvalConfig
 from nas.evaluate.record import EvalResult
-from nas.evaluate.reference import reference_timing
+from nas.evaluate.reference import reference_flops, reference_timing
 from nas.evaluate.reward import reward
 from nas.evaluate.timing import StepSetup, time_train_step
 from nas.train.device import device_name, memory_shortfall, resolve_device, resolve_precision
@@ -95,6 +96,9 @@ def evaluate_candidate(
     record = _first_figures(
         spec, count_parameters(model), count_flops(model, image_size), config, device, image_size
     )
+    record["flops_norm"] = record["flops"] / reference_flops(
+        config.reference, data.num_classes, image_size
+    )
     try:
         record.update(_time_step(model, config, device, image_size, data.num_classes))
         trained = fit(
@@ -156,6 +160,7 @@ def _first_figures(
         image_size=size,
         batch_size=config.batch_size,
         train_seconds=0.0,
+        reward_cost=config.reward_cost,
         status="ok",
         failure="",
         violations="",  # a search judges its constraints on the driver
@@ -185,17 +190,7 @@ def _time_step(
     num_classes: int,
 ) -> dict[str, Any]:
     """The candidate's and the reference's step times and the figures normalized by them."""
-    setup = StepSetup(
-        batch_size=config.batch_size,
-        image_size=image_size,
-        num_classes=num_classes,
-        device=device,
-        steps=config.timing_steps,
-        warmup=config.timing_warmup,
-        precision=config.precision,
-        optimizer=config.optimizer,
-        clock=config.timing_clock,
-    )
+    setup = StepSetup.for_config(config, image_size, num_classes, device)
     reference = reference_timing(setup, reference=config.reference)
     timing = time_train_step(model, setup)
     return {
@@ -210,9 +205,9 @@ def _time_step(
 
 
 def _score(accuracy: float, record: dict[str, Any], config: EvalConfig) -> float:
-    return reward(
-        accuracy, record["step_time_norm"], record["params_norm"], config.reward_w, config.reward_v
-    )
+    """The reward, with the step time or the FLOPs as its cost term (``config.reward_cost``)."""
+    cost = record["flops_norm"] if config.reward_cost == "flops" else record["step_time_norm"]
+    return reward(accuracy, cost, record["params_norm"], config.reward_w, config.reward_v)
 
 
 def _with_figures(

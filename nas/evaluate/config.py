@@ -13,11 +13,16 @@ from nas.train.recipe import Recipe
 from searchspace.checks import check_choice, check_int, check_number
 from searchspace.spec import ArchSpec
 
-__all__ = ["CLOCKS", "DEFAULT_REFERENCE", "EvalConfig"]
+__all__ = ["CLOCKS", "DEFAULT_REFERENCE", "REWARD_COSTS", "EvalConfig"]
 
 #: CPU clocks for step timing: the wall clock or the process's CPU time (shared CPUs; see
 #: :mod:`nas.evaluate.timing`).
 CLOCKS = ("wall", "cpu")
+
+#: What the reward's cost term S measures: the training step time (the paper's, and the default)
+#: or the FLOP count (what FLOP-counting NAS tools use; for comparing the two, see
+#: ``bench/search_quality.py``), each normalized by the reference net's.
+REWARD_COSTS = ("step_time", "flops")
 
 #: The net every step time and parameter count is normalized by.
 DEFAULT_REFERENCE = "efficientnetv2-b0"
@@ -41,6 +46,8 @@ class EvalConfig(Recipe, DataConfig):
             spec string).
         reward_w: reward exponent of the normalized step time (paper: -0.07), at most 0.
         reward_v: reward exponent of the normalized parameter count (paper: -0.05), at most 0.
+        reward_cost: what ``S`` in the reward is: ``step_time`` (``step_time_norm``, the paper's)
+            or ``flops`` (``flops_norm``: FLOPs over the reference's at the same image size).
 
     ``seed`` seeds the held-out split too: the same seed, the same split and the same result on a
     CPU.
@@ -54,6 +61,7 @@ class EvalConfig(Recipe, DataConfig):
     reference: str = DEFAULT_REFERENCE
     reward_w: float = DEFAULT_REWARD_W
     reward_v: float = DEFAULT_REWARD_V
+    reward_cost: str = "step_time"
 
     def __post_init__(self) -> None:
         DataConfig.__post_init__(self)
@@ -63,6 +71,7 @@ class EvalConfig(Recipe, DataConfig):
         check_int("timing_steps", self.timing_steps, 1, ConfigError)
         check_int("timing_warmup", self.timing_warmup, 0, ConfigError)
         check_choice("timing_clock", self.timing_clock, CLOCKS, ConfigError)
+        check_choice("reward_cost", self.reward_cost, REWARD_COSTS, ConfigError)
         # A slower or bigger net never scores higher for being slower or bigger.
         check_number("reward_w", self.reward_w, maximum=0.0, error=ConfigError)
         check_number("reward_v", self.reward_v, maximum=0.0, error=ConfigError)

@@ -9,6 +9,7 @@ size, resolution, precision and the rest of what the step depends on.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 from dataclasses import dataclass
@@ -24,10 +25,16 @@ from searchspace.builder import build_model
 from searchspace.catalog import load_arch
 from searchspace.errors import EffnasError
 from searchspace.files import atomic_write
-from searchspace.profile import count_parameters
+from searchspace.profile import count_flops, count_parameters
 from searchspace.spec import ArchSpec
 
-__all__ = ["ReferenceTiming", "cache_dir", "clear_reference_cache", "reference_timing"]
+__all__ = [
+    "ReferenceTiming",
+    "cache_dir",
+    "clear_reference_cache",
+    "reference_flops",
+    "reference_timing",
+]
 
 _CACHE_FILE = "reference_timings.json"
 _memory_cache: dict[str, dict[str, Any]] = {}
@@ -141,3 +148,18 @@ def reference_timing(
         timing=StepTiming.from_dict(entry["timing"]),
         cached=cached,
     )
+
+
+@functools.lru_cache(maxsize=16)
+def reference_flops(reference: str, num_classes: int, image_size: int) -> int:
+    """The reference net's fvcore FLOPs for one image of ``image_size`` px, with ``num_classes``
+    outputs: what ``flops_norm`` divides by (counted once per process; it needs no device).
+
+    Args:
+        reference: a catalog name, spec file or spec string.
+        num_classes: the classifier's outputs (the candidate's).
+        image_size: the candidate's training image size.
+    """
+    spec = load_arch(reference).replace(num_classes=num_classes)
+    with torch.random.fork_rng(devices=[]):
+        return count_flops(build_model(spec), image_size)

@@ -36,14 +36,14 @@ import torch
 from torch import nn
 
 from nas.errors import ConfigError
-from nas.evaluate.config import CLOCKS
+from nas.evaluate.config import CLOCKS, EvalConfig
 from nas.train.device import device_name, memory_format_for, resolve_device, resolve_precision
 from nas.train.loop import train_step
 from nas.train.optim import build_optimizer, make_loss
 from nas.train.recipe import Recipe
 from searchspace.checks import check_choice, check_int
 
-__all__ = ["StepSetup", "StepTiming", "time_train_step"]
+__all__ = ["StepSetup", "StepTiming", "time_round_robin", "time_train_step"]
 
 
 @dataclass(frozen=True)
@@ -126,6 +126,28 @@ class StepSetup:
         ):  # fmt: skip
             check_int(name, getattr(self, name), minimum, ConfigError)
         check_choice("clock", self.clock, CLOCKS, ConfigError)
+
+    @classmethod
+    def for_config(
+        cls,
+        config: EvalConfig,
+        image_size: int,
+        num_classes: int,
+        device: str | torch.device | None = None,
+    ) -> StepSetup:
+        """The step a candidate evaluated with ``config`` is timed by (``device`` defaults to
+        the config's)."""
+        return cls(
+            batch_size=config.batch_size,
+            image_size=image_size,
+            num_classes=num_classes,
+            device=config.device if device is None else device,
+            steps=config.timing_steps,
+            warmup=config.timing_warmup,
+            precision=config.precision,
+            optimizer=config.optimizer,
+            clock=config.timing_clock,
+        )
 
     def resolved(self) -> tuple[torch.device, str]:
         """The device and the precision (``fp32`` or ``bf16``) ``auto`` stands for here."""
@@ -240,3 +262,22 @@ def _measure(
     peak_mb = (torch.cuda.max_memory_allocated(target) - baseline_bytes) / 2**20
     torch.cuda.empty_cache()
     return samples, peak_mb
+
+
+def time_round_robin(
+    models: list[nn.Module], setup: StepSetup, rounds: int
+) -> list[list[StepTiming]]:
+    """Time several nets on one clock, interleaved: ``rounds`` passes over all of them, each
+    pass starting one net further along, so that a slow drift of the machine (another job
+    starting, a clock throttling) touches every net alike instead of whichever came last.
+
+    Returns:
+        Per net, its ``rounds`` timings (:func:`time_train_step`), in round order.
+    """
+    check_int("rounds", rounds, 1, ConfigError)
+    timings: list[list[StepTiming]] = [[] for _ in models]
+    for round_index in range(rounds):
+        for offset in range(len(models)):
+            index = (round_index + offset) % len(models)
+            timings[index].append(time_train_step(models[index], setup))
+    return timings

@@ -5,7 +5,10 @@
 - :mod:`nas.search.searcher`: :class:`StudySearcher`, Tune's searcher over the study;
 - :mod:`nas.search.trial`: what one trial runs on a Ray worker;
 - :mod:`nas.search.progress`: one line per finished trial;
-- :mod:`nas.search.driver`: :func:`run_search`, which ties them together and resumes.
+- :mod:`nas.search.driver`: :func:`run_search`, which ties them together and resumes;
+- :mod:`nas.search.tasks`: a fixed list of jobs as Ray tasks with a search's resources;
+- :mod:`nas.search.fidelity`: ``nas fidelity``: does the search's proxy rank nets as longer
+  training does?
 
 This package runs and records candidates; it must not define how one is evaluated
 (``nas.evaluate``) or how a study is read and shown (``results``).

@@ -67,6 +67,10 @@ class SearchConfig:
             step time and parameters as three objectives).
         reward_w, reward_v: the reward's exponents for step time and parameters.
         sampler: ``tpe``, ``nsga2`` or ``random``.
+        population_size: NSGA-II's generation size (``sampler: nsga2``; Optuna's default 50).
+            Its first generation is drawn at random, so a search of fewer trials than this is a
+            random search: size it to a fraction of ``trials`` (a quarter gives four
+            generations).
         early_stopping: stop weak candidates after their first epochs: Tune's ASHA on the
             reward in ``reward`` mode; in ``pareto`` mode
             :class:`~nas.search.schedulers.ParetoASHA`, which keeps the candidates in the best
@@ -101,6 +105,7 @@ class SearchConfig:
     reward_w: float = _EVAL_DEFAULTS["reward_w"]
     reward_v: float = _EVAL_DEFAULTS["reward_v"]
     sampler: str = "tpe"
+    population_size: int = 50
     early_stopping: bool = True
     storage: str | None = None
     seed: int = _EVAL_DEFAULTS["seed"]
@@ -126,6 +131,8 @@ class SearchConfig:
         check_int("max_failures", self.max_failures, 0, ConfigError)
         check_choice("objective", self.objective, OBJECTIVES_BY_MODE, ConfigError)
         check_choice("sampler", self.sampler, SAMPLERS, ConfigError)
+        # Optuna's NSGA-II needs two parents to cross over.
+        check_int("population_size", self.population_size, 2, ConfigError)
         check_bool("early_stopping", self.early_stopping, ConfigError)
         if not isinstance(self.runs_dir, str) or not self.runs_dir:
             raise ConfigError(f"runs_dir must be a directory path, got {self.runs_dir!r}")

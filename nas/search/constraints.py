@@ -165,6 +165,11 @@ class Constraints:
         """The figures the cheap bounds need, counted without building the net's weights."""
         return {BOUNDS[key].metric: _MEASURES[key](spec, image_size) for key in self.cheap}
 
+    def refuses(self, spec: ArchSpec, image_size: int) -> bool:
+        """Whether ``spec`` breaks a cheap bound (a search never trains it)."""
+        violations = self.violations(self.spec_figures(spec, image_size))
+        return any(excess > 0 for excess in violations.values())
+
     def check_space(self, space: SearchSpace, image_size: int) -> None:
         """Refuse a space whose every net breaks a cheap bound (its cheapest net does).
 

@@ -249,6 +249,7 @@ def _new_tuner(
         mode=config.objective,
         sampler=config.sampler,
         seed=seed,
+        population_size=config.population_size,
         driver=driver,
         constraints=config.constraints,
         image_size=config.image_size,

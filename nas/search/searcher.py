@@ -64,8 +64,8 @@ DRIVER = "driver"
 MAX_REFUSALS = 200
 
 
-def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
-    """Optuna's sampler ``tpe``, ``nsga2`` or ``random``, seeded."""
+def make_sampler(name: str, seed: int, population_size: int = 50) -> optuna.samplers.BaseSampler:
+    """Optuna's sampler ``tpe``, ``nsga2`` (of ``population_size``) or ``random``, seeded."""
     if name == "tpe":
         # The space is conditional (SE choices depend on the block type): grouped multivariate
         # TPE models the joint choices per group. Optuna flags both options as experimental.
@@ -73,7 +73,7 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
     if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=population_size)
     return optuna.samplers.RandomSampler(seed=seed)
 
 
@@ -88,6 +88,7 @@ class StudySearcher(Searcher):
         mode: the objective mode (``reward`` or ``pareto``, :data:`OBJECTIVES_BY_MODE`).
         sampler: ``tpe``, ``nsga2`` or ``random``.
         seed: the sampler's seed.
+        population_size: NSGA-II's generation size (``sampler: nsga2`` only).
         driver: who asks (:func:`nas.search.driver.driver_id`), recorded on each trial as the
             user attribute ``driver``: a study that several drivers search says which asked.
         constraints: the search's bounds (none by default).
@@ -104,14 +105,15 @@ class StudySearcher(Searcher):
         mode: str,
         sampler: str,
         seed: int,
+        population_size: int = 50,
         driver: str = "",
         constraints: Constraints | None = None,
         image_size: int = 0,
     ) -> None:
         objectives = OBJECTIVES_BY_MODE[mode]
-        # Tune checks that every result holds the searcher's metrics (a list of names, as Tune
-        # reads it; one string "a,b,c" would be one name no result holds); the study holds the
-        # directions, so no mode.
+        # Tune's Searcher keeps a metric and a mode for show; the study holds the directions.
+        # Tune checks that every result holds each metric named here: name them one by one
+        # (a list), not joined into one name no result holds (pareto mode failed on that).
         super().__init__(metric=list(objectives), mode=None)
         self.space = space
         self.study_name = study_name
@@ -119,6 +121,7 @@ class StudySearcher(Searcher):
         self.objectives = objectives
         self.sampler_name = sampler
         self.seed = seed
+        self.population_size = population_size
         self.driver = driver
         self.constraints = constraints or Constraints()
         self.image_size = image_size
@@ -144,7 +147,7 @@ class StudySearcher(Searcher):
             self._study = optuna.load_study(
                 study_name=self.study_name,
                 storage=self.storage,
-                sampler=make_sampler(self.sampler_name, self.seed),
+                sampler=make_sampler(self.sampler_name, self.seed, self.population_size),
             )
         return self._study
 

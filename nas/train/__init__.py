@@ -6,12 +6,15 @@
 - :mod:`nas.train.loop`: one step, one epoch, top-1 evaluation and brief training (:func:`fit`),
   what every search candidate runs;
 - :mod:`nas.train.schedule`: progressive-learning schedules (image size and regularization per
-  stage); :mod:`nas.train.progressive`: ``nas train``'s trainer, whose loop reads top to bottom;
+  stage); :mod:`nas.train.progressive`: ``nas train``'s trainer, whose loop reads top to bottom
+  and runs in one process or in each data-parallel worker;
+- :mod:`nas.train.distributed`: ``nas train --workers N``, that loop on Ray Train's workers
+  (DDP), the only module here that runs Ray;
 - :mod:`nas.train.checkpoint`, :mod:`nas.train.metrics`, :mod:`nas.train.initial`: the trainer's
   checkpoints, metrics files and fine-tuning weights.
 
-This package trains given data; it must not load datasets by name (``nas.data`` does), time steps
-for the search (``nas.evaluate``) or run Ray.
+This package trains given data; it must not load datasets by name (``nas.data`` does) or time
+steps for the search (``nas.evaluate``).
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ __getattr__ = lazy_exports(
         "ProgressiveConfig": "nas.train.config",
         "ProgressiveResult": "nas.train.progressive",
         "train_progressive": "nas.train.progressive",
+        "train_distributed": "nas.train.distributed",
+        "DistributedConfig": "nas.train.config",
         "ProgressiveSchedule": "nas.train.schedule",
         "schedule_for": "nas.train.schedule",
     },
@@ -38,6 +43,7 @@ __getattr__ = lazy_exports(
 __all__ = [
     "OPTIMIZERS",
     "PRECISIONS",
+    "DistributedConfig",
     "FitResult",
     "ProgressiveConfig",
     "ProgressiveResult",
@@ -47,6 +53,7 @@ __all__ = [
     "fit",
     "scaled_lr",
     "schedule_for",
+    "train_distributed",
     "train_one_epoch",
     "train_progressive",
     "train_step",

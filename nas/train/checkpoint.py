@@ -10,6 +10,7 @@ cannot be read, or that was written for another spec or config, is refused with
 
 from __future__ import annotations
 
+import io
 import random
 from collections.abc import Mapping
 from pathlib import Path
@@ -42,15 +43,18 @@ _ENTRIES = ("spec", "config", "epoch", "model", "optimizer", "scheduler", "rng",
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
-    """The seed of one epoch's shuffle order (and worker seeds): fixed by the run's seed, so a
-    resumed run shuffles its remaining epochs as the uninterrupted one would."""
+    """The seed of one epoch: its shuffle order, and (through ``nas.data.shard_seed``, per
+    data-parallel worker) every random draw of the epoch. Fixed by the run's seed, so a resumed
+    run draws its remaining epochs as the uninterrupted one would, whichever checkpoint (and
+    whichever process's random state) it resumes from."""
     return (seed * 1_000_003 + epoch) % (1 << 63)
 
 
 def _rng_states(device: torch.device) -> dict[str, Any]:
     # Everything random in a step draws from these: dropout, stochastic depth, RandAugment (read
-    # in this process for in-memory data), MixUp's lambda. Loader shuffles and worker seeds come
-    # from epoch_seed instead.
+    # in this process for in-memory data), MixUp's lambda. The trainer reseeds them from
+    # epoch_seed at the start of every epoch (each data-parallel worker its own), so a resume
+    # does not depend on them; they stay in the checkpoint as a record of the state it was in.
     return {
         "torch": torch.get_rng_state(),
         "python": random.getstate(),
@@ -87,15 +91,19 @@ def write_checkpoint(
     atomic_write(path, lambda file: torch.save(payload, file))
 
 
-def read_checkpoint(path: Path) -> dict[str, Any]:
+def read_checkpoint(path: Path, data: bytes | None = None) -> dict[str, Any]:
     """The checkpoint at ``path``, checked to be an intact effnas checkpoint of this version.
+
+    ``data``, if given, is the file's content, read elsewhere (a data-parallel worker gets the
+    driver's checkpoint through Ray's object store); ``path`` then only names it in messages.
 
     Raises:
         CheckpointError: unreadable, not an effnas checkpoint, another version, or incomplete.
     """
     shown = repr(str(path))
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        source = path if data is None else io.BytesIO(data)
+        loaded = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as error:  # any failure to read it means the file is not intact
         reason = " ".join(str(error).split()) or type(error).__name__
         reason = reason.split(". ")[0][:160]
@@ -103,17 +111,17 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
             f"checkpoint {shown} cannot be read ({type(error).__name__}: {reason}); it is "
             "corrupt or not an effnas checkpoint: delete it to start over, or use another --out"
         ) from None
-    if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
+    if not isinstance(loaded, dict) or loaded.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"checkpoint {shown} is not an effnas training checkpoint")
-    if data.get("version") != CHECKPOINT_VERSION:
+    if loaded.get("version") != CHECKPOINT_VERSION:
         raise CheckpointError(
-            f"checkpoint {shown} has version {data.get('version')!r}; this effnas reads "
+            f"checkpoint {shown} has version {loaded.get('version')!r}; this effnas reads "
             f"version {CHECKPOINT_VERSION}"
         )
-    missing = [key for key in _ENTRIES if key not in data]
+    missing = [key for key in _ENTRIES if key not in loaded]
     if missing:
         raise CheckpointError(f"checkpoint {shown} lacks its {missing[0]} entry")
-    return data
+    return loaded
 
 
 def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -10,10 +10,10 @@ from nas.data.config import DataConfig
 from nas.errors import ConfigError
 from nas.train.recipe import Recipe
 from nas.train.schedule import ProgressiveSchedule
-from searchspace.checks import check_number
+from searchspace.checks import check_int, check_number
 from searchspace.errors import WeightsError
 
-__all__ = ["INIT_KINDS", "ProgressiveConfig", "check_init", "split_init"]
+__all__ = ["INIT_KINDS", "DistributedConfig", "ProgressiveConfig", "check_init", "split_init"]
 
 #: Where fine-tuning weights come from: ``torchvision:PATH`` or ``effnas:PATH``.
 INIT_KINDS = ("torchvision", "effnas")
@@ -94,3 +94,61 @@ class ProgressiveConfig(Recipe, DataConfig):
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["schedule"] = self.schedule.to_dict()
         return data
+
+
+@dataclass(frozen=True, kw_only=True)
+class DistributedConfig:
+    """How ``nas train --workers N`` spreads one run over Ray Train's data-parallel workers
+    (:mod:`nas.train.distributed`). Validated at construction; :meth:`check` checks it against
+    the training config. None of it is part of what a checkpoint must match: a run may resume
+    on another number of workers (the global batch, and so the recipe, stays the same).
+
+    Attributes:
+        workers: data-parallel worker processes; each trains on ``batch_size // workers`` images
+            of every global batch of ``batch_size``.
+        cpus_per_worker: CPUs Ray reserves for each worker, and its torch threads.
+        gpus_per_worker: 0 (the workers train on CPUs) or 1 (each drives one GPU: DDP runs one
+            process per device, so more GPUs means more workers, not more GPUs per worker).
+        max_failures: worker failures (a process or node that dies) a run recovers from, each
+            time from the last checkpoint Ray Train registered; -1 for no limit.
+        storage_path: where Ray Train persists the checkpoints the workers report: a directory
+            every node can reach, or a URI pyarrow reads (``s3://...``, ``gs://...``). None: a
+            directory inside the run directory, fine on one machine and removed at the end.
+    """
+
+    workers: int
+    cpus_per_worker: int = 1
+    gpus_per_worker: int = 0
+    max_failures: int = 2
+    storage_path: str | None = None
+
+    def __post_init__(self) -> None:
+        check_int("workers", self.workers, 1, ConfigError)
+        check_int("cpus_per_worker", self.cpus_per_worker, 1, ConfigError)
+        check_int("gpus_per_worker", self.gpus_per_worker, 0, ConfigError, maximum=1)
+        check_int("max_failures", self.max_failures, -1, ConfigError)
+        if self.storage_path is not None and not (
+            isinstance(self.storage_path, str) and self.storage_path.strip()
+        ):
+            raise ConfigError(f"storage_path must be a path or URI, got {self.storage_path!r}")
+
+    def check(self, config: ProgressiveConfig) -> None:
+        """Refuse a training config these workers cannot run.
+
+        Raises:
+            ConfigError: a global batch that does not split evenly over the workers, or a
+                ``device`` that contradicts ``gpus_per_worker`` (Ray assigns each worker its
+                device; ``device`` may only be ``auto`` or agree).
+        """
+        if config.batch_size % self.workers:
+            raise ConfigError(
+                f"batch_size {config.batch_size} is the global batch and must split evenly over "
+                f"the {self.workers} workers; choose a multiple of {self.workers}"
+            )
+        wanted = "cuda" if self.gpus_per_worker else "cpu"
+        if config.device not in ("auto", wanted):
+            raise ConfigError(
+                f"device {config.device!r} with gpus_per_worker {self.gpus_per_worker}: the "
+                f"workers train on {'their GPU' if self.gpus_per_worker else 'CPUs'}; use "
+                f"device auto or {wanted}"
+            )

@@ -28,6 +28,7 @@ __all__ = [
     "BatchTransform",
     "EpochCallback",
     "FitResult",
+    "LossReduction",
     "StepCallback",
     "evaluate_accuracy",
     "fit",
@@ -43,6 +44,9 @@ BatchTransform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torc
 
 #: ``on_step(step, loss)``: step counts from 1 within the epoch; loss is the step's, as a float.
 StepCallback = Callable[[int, float], None]
+
+#: ``reduce_loss(loss) -> loss``: a step's detached loss (a 0-d tensor) -> the one to report.
+LossReduction = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -98,16 +102,22 @@ def train_one_epoch(
     epoch: int = 1,
     batch_transform: BatchTransform | None = None,
     on_step: StepCallback | None = None,
+    reduce_loss: LossReduction | None = None,
 ) -> dict[str, float]:
     """Train for one pass over ``loader``; the scheduler (if any) steps after every batch.
 
     ``batch_transform(images, labels)``, if given, acts on each batch once it is on the device
     (e.g. torchvision's ``v2.MixUp``, which turns the labels into class probabilities);
     ``on_step(step, loss)``, if given, runs after every optimizer and scheduler step (e.g. a
-    weight EMA update, a progress bar).
+    weight EMA update, a progress bar). ``reduce_loss(loss)``, if given, turns each step's loss
+    into the one that is checked and averaged: under data parallelism, the mean over the
+    workers, so that every worker reports the global batch's loss and all of them stop at the
+    same step when it is not finite (none is left waiting in a collective for one that stopped).
 
     Returns:
-        ``{"train_loss": mean loss, "steps": steps, "images": images seen, "seconds": wall time}``.
+        ``{"train_loss": mean loss, "steps": steps, "images": images seen, "seconds": wall time,
+        "cpu_seconds": this process's CPU time}`` (on a shared CPU with one torch thread and
+        in-process data loading, the CPU time is what the wall time would be on an idle machine).
 
     Raises:
         NonFiniteLossError: the loss of some step was NaN or infinite (training stops there).
@@ -117,7 +127,7 @@ def train_one_epoch(
     non_blocking = device.type == "cuda"
     model.train()
     loss_sum, steps, images_seen = 0.0, 0, 0
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for images, labels in loader:
         images = images.to(device, non_blocking=non_blocking, memory_format=memory_format)
         labels = labels.to(device, non_blocking=non_blocking)
@@ -127,6 +137,8 @@ def train_one_epoch(
         loss = train_step(
             model, images, labels, optimizer, loss_fn, device=device, precision=precision
         )
+        if reduce_loss is not None:
+            loss = reduce_loss(loss)
         value = float(loss)  # one host sync per step: the price of stopping at the first NaN
         steps += 1
         if not math.isfinite(value):
@@ -149,6 +161,7 @@ def train_one_epoch(
         "steps": float(steps),
         "images": float(images_seen),
         "seconds": time.perf_counter() - start,
+        "cpu_seconds": time.process_time() - cpu_start,
     }
 
 
@@ -208,8 +221,9 @@ def fit(
         device: where to train.
         on_epoch_end: called after every epoch as ``on_epoch_end(epoch, metrics)`` with
             ``metrics = {"epoch", "train_loss", "accuracy", "lr", "epoch_seconds",
-            "images_per_second"}``; when given, accuracy is measured after every epoch (for
-            early stopping such as ASHA), otherwise only after the last. It may raise to stop.
+            "epoch_cpu_seconds", "images_per_second"}``; when given, accuracy is measured after
+            every epoch (for early stopping such as ASHA), otherwise only after the last. It may
+            raise to stop.
 
     Returns:
         The final accuracy, last epoch's loss, training wall time and per-epoch history.
@@ -255,6 +269,7 @@ def fit(
             "accuracy": accuracy,
             "lr": float(optimizer.param_groups[0]["lr"]),
             "epoch_seconds": stats["seconds"],
+            "epoch_cpu_seconds": stats["cpu_seconds"],
             "images_per_second": stats["images"] / max(stats["seconds"], 1e-9),
         }
         history.append(metrics)

@@ -26,6 +26,14 @@ Everything a run writes goes to its run directory: ``checkpoint.pt`` after every
 and ``metrics.json`` (:mod:`nas.train.metrics`), ``spec.yaml`` (the spec trained, with the
 dataset's classes) and at the end ``weights.pt``, an effnas weights file of the evaluated (EMA)
 model. Initial weights for fine-tuning come from :mod:`nas.train.initial`.
+
+One loop serves one process and data-parallel training: :func:`open_run`, :func:`run_epochs`
+and :func:`finish_run` run in a :class:`Context` that says the process's rank among how many,
+wraps the model (DistributedDataParallel, or nothing) and is told when an epoch is done
+(:class:`LocalContext` here; ``nas.train.distributed`` reports to Ray Train). Each rank trains
+on its share of every global batch of ``batch_size`` (one seeded permutation per epoch, dealt
+out by a ``DistributedSampler``; one process takes all of it), every epoch reseeds each rank's
+random draws from the run's seed, and rank 0 alone evaluates, keeps the EMA and writes files.
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -45,7 +53,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchvision.transforms import v2
 
-from nas.data.bundle import DataBundle
+from nas.data.bundle import DataBundle, shard_seed
 from nas.errors import CheckpointError, ConfigError, ScheduleError
 from nas.train.checkpoint import (
     CHECKPOINT_NAME,
@@ -64,7 +72,7 @@ from nas.train.device import (
     resolve_precision,
 )
 from nas.train.initial import load_initial_weights
-from nas.train.loop import EpochCallback, evaluate_accuracy, train_one_epoch
+from nas.train.loop import EpochCallback, LossReduction, evaluate_accuracy, train_one_epoch
 from nas.train.metrics import write_metrics
 from nas.train.optim import build_optimizer, build_scheduler, make_loss
 from nas.train.schedule import StageSettings
@@ -72,7 +80,17 @@ from searchspace.builder import EfficientNetV2, build_model
 from searchspace.spec import ArchSpec
 from searchspace.weights import save_weights
 
-__all__ = ["ProgressiveResult", "ema_multi_avg_fn", "train_progressive"]
+__all__ = [
+    "Context",
+    "LocalContext",
+    "ProgressiveResult",
+    "TrainingRun",
+    "ema_multi_avg_fn",
+    "finish_run",
+    "open_run",
+    "run_epochs",
+    "train_progressive",
+]
 
 
 @dataclass
@@ -121,13 +139,15 @@ def ema_multi_avg_fn(decay: float) -> Callable[[list, list, torch.Tensor], None]
 @dataclass
 class _Parts:
     """What training carries from stage to stage: the model, its EMA, the optimizer, the LR
-    schedule and the loss."""
+    schedule and the loss. ``trained`` is the model as the steps run it: the model itself, or
+    its data-parallel wrapper (which shares its parameters)."""
 
     model: EfficientNetV2
     ema: AveragedModel | None
     optimizer: Optimizer
     scheduler: LRScheduler
     loss_fn: nn.Module
+    trained: nn.Module | None = None
 
     @property
     def evaluated(self) -> nn.Module:
@@ -144,6 +164,87 @@ class _Parts:
         }
 
 
+class Context(Protocol):
+    """Where a run's epochs execute: this process alone (:class:`LocalContext`) or one worker
+    of a data-parallel group (``nas.train.distributed``). Rank 0 evaluates, keeps the EMA and
+    the history and writes the run's files into :attr:`directory`; every rank trains its share
+    of each global batch (the loader is sharded by ``rank`` and ``world_size``).
+
+    Attributes:
+        rank: this process's rank, 0 .. ``world_size - 1``.
+        world_size: the number of processes training together.
+        directory: where rank 0 writes the run directory's files (None on the other ranks).
+        reduce_loss: averages a step's loss over the workers (None in one process).
+    """
+
+    rank: int
+    world_size: int
+    directory: Path | None
+    reduce_loss: LossReduction | None
+
+    def wrap(self, model: EfficientNetV2) -> nn.Module:
+        """The model as the training steps run it (e.g. in DistributedDataParallel)."""
+
+    def begin_epoch(self, epoch: int) -> None:
+        """Called on every rank before epoch ``epoch`` (0-based) trains."""
+
+    def epoch_done(self, epoch: int, metrics: dict[str, Any] | None) -> None:
+        """Called on every rank after ``epoch`` epochs; rank 0 has written the files by then.
+        ``metrics`` is the epoch's row on rank 0, None elsewhere."""
+
+    def run_done(self, final: dict[str, Any] | None) -> None:
+        """Called on every rank at the end; ``final`` is metrics.json's ``final`` on rank 0."""
+
+
+class LocalContext:
+    """One process: the run directory is ``out_dir``, the model is trained as it is."""
+
+    rank = 0
+    world_size = 1
+    reduce_loss = None
+
+    def __init__(self, out_dir: Path, on_epoch_end: EpochCallback | None = None) -> None:
+        self.directory: Path | None = out_dir
+        self.on_epoch_end = on_epoch_end
+
+    def wrap(self, model: EfficientNetV2) -> nn.Module:
+        return model
+
+    def begin_epoch(self, epoch: int) -> None:
+        pass
+
+    def epoch_done(self, epoch: int, metrics: dict[str, Any] | None) -> None:
+        if self.on_epoch_end is not None and metrics is not None:
+            self.on_epoch_end(epoch, metrics)
+
+    def run_done(self, final: dict[str, Any] | None) -> None:
+        pass
+
+
+@dataclass
+class TrainingRun:
+    """One process's state of a run: what :func:`open_run` sets up, the epochs advance and
+    :func:`finish_run` ends. ``out_dir`` is the run directory the user named (the files may be
+    written elsewhere first: see :class:`Context`); ``history`` and ``record`` are rank 0's."""
+
+    spec: ArchSpec
+    config: ProgressiveConfig
+    out_dir: Path
+    device: torch.device
+    precision: str
+    parts: _Parts
+    eval_data: DataBundle
+    eval_loader: Any
+    history: list[dict[str, float]]
+    start_epoch: int
+    record: dict[str, Any]
+
+    @property
+    def train_seconds(self) -> float:
+        """Wall time spent in training epochs so far, all sessions."""
+        return self.history[-1]["train_seconds"] if self.history else 0.0
+
+
 def train_progressive(
     spec: ArchSpec,
     config: ProgressiveConfig,
@@ -154,7 +255,9 @@ def train_progressive(
     log: Callable[[str], None] | None = None,
     on_epoch_end: EpochCallback | None = None,
 ) -> ProgressiveResult:
-    """Train ``spec`` on ``config.dataset`` with progressive learning; write the run directory.
+    """Train ``spec`` on ``config.dataset`` with progressive learning in this process; write the
+    run directory. (``nas.train.distributed.train_distributed`` runs the same epochs on Ray
+    Train's data-parallel workers.)
 
     Args:
         spec: the architecture; its classifier is sized for the dataset, its eval size is where
@@ -182,73 +285,54 @@ def train_progressive(
     out_dir = Path(out_dir)
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
-    checkpoint = _preflight(spec, config, out_dir, resume, device, precision)
-
-    # Accuracy is measured on the held-out split at the spec's eval size; the training split is
-    # loaded per stage, at that stage's size.
-    eval_data = config.load(spec.eval_resolution, seed=config.seed)
-    spec = spec.replace(num_classes=eval_data.num_classes)
-    eval_loader = eval_data.heldout_loader(config.batch_size, num_workers=config.num_workers)
-    steps_per_epoch = len(eval_data.train_loader(config.batch_size, num_workers=0))
-    parts = _build(spec, config, device, steps_per_epoch, init=checkpoint is None, say=say)
-    history: list[dict[str, float]] = []
-    start_epoch = 0
-    if checkpoint is not None:
-        check_checkpoint(checkpoint, spec, config.to_dict(), out_dir / CHECKPOINT_NAME)
-        history, start_epoch = restore_checkpoint(checkpoint, parts.modules(), device)
-        say(f"resuming {out_dir} after epoch {start_epoch} of {config.epochs}")
-    record = _start_record(spec, config, out_dir, device, history)
-    say(f"{eval_data.describe()}; evaluating at {spec.eval_resolution} px")
-    for line in _stage_plan(config):
-        say(line)
-
-    stage_data = _StageData(config)
-    train_seconds = history[-1]["train_seconds"] if history else 0.0
-    for epoch in range(start_epoch, config.epochs):
-        settings = config.schedule.at(config.stage_of(epoch))
-        loader = stage_data.loader(settings, epoch, pin_memory=device.type == "cuda")
-        stats = _train_epoch(parts, loader, settings, config, epoch, device, precision, progress)
-        train_seconds += stats["seconds"]
-        metrics = _evaluate_epoch(parts, eval_loader, settings, stats, device, precision)
-        metrics.update(epoch=epoch + 1, train_seconds=train_seconds)
-        history.append(metrics)
-        write_checkpoint(
-            out_dir / CHECKPOINT_NAME,
-            spec=spec,
-            config=config.to_dict(),
-            epoch=epoch + 1,
-            modules=parts.modules(),
-            history=history,
-            device=device,
-        )
-        write_metrics(out_dir, record)
-        say(_epoch_line(metrics, settings, config, parts.ema is not None))
-        if on_epoch_end is not None:
-            on_epoch_end(epoch + 1, metrics)
-    return _finish(spec, config, out_dir, parts, eval_data, record, device, precision, start_epoch)
+    check_schedule(spec, config)
+    check_memory(spec, config, config.batch_size, device, precision)
+    checkpoint = checkpoint_to_resume(out_dir, resume)
+    context = LocalContext(out_dir, on_epoch_end)
+    run = open_run(spec, config, checkpoint, context, device, precision, out_dir, say)
+    run_epochs(run, context, progress=progress, say=say)
+    result = finish_run(run, context)
+    assert result is not None  # rank 0
+    return result
 
 
-def _preflight(
-    spec: ArchSpec,
-    config: ProgressiveConfig,
-    out_dir: Path,
-    resume: bool,
-    device: torch.device,
-    precision: str,
-) -> dict[str, Any] | None:
-    """Refuse at once what would otherwise fail after the data has loaded (a stage below the
-    net's stride, a step that cannot fit in memory, a checkpoint in the way or missing); the
-    checkpoint to resume from, if any."""
+def check_schedule(spec: ArchSpec, config: ProgressiveConfig) -> None:
+    """Refuse a stage whose images are smaller than the net's total stride.
+
+    Raises:
+        ScheduleError: naming the stage and its size.
+    """
     for settings in config.schedule.all_stages():
         if settings.image_size < spec.total_stride:
             raise ScheduleError(
                 f"image size {settings.image_size} of stage {settings.stage + 1} is below the "
                 f"net's total stride {spec.total_stride}"
             )
+
+
+def check_memory(
+    spec: ArchSpec, config: ProgressiveConfig, batch_size: int, device: torch.device, precision: str
+) -> None:
+    """Refuse a step (``batch_size`` images at the largest stage size) that cannot fit in the
+    device's memory, before the data loads.
+
+    Raises:
+        ConfigError: what is short.
+    """
     largest = max(settings.image_size for settings in config.schedule.all_stages())
-    shortfall = memory_shortfall(spec, config.batch_size, largest, device, precision)
+    shortfall = memory_shortfall(spec, batch_size, largest, device, precision)
     if shortfall is not None:
         raise ConfigError(f"{spec.label} {shortfall}; lower --batch-size or the image size")
+
+
+def checkpoint_to_resume(out_dir: Path, resume: bool) -> dict[str, Any] | None:
+    """The checkpoint in ``out_dir`` to resume from (read and checked to be intact), or None for
+    a fresh run.
+
+    Raises:
+        CheckpointError: ``resume`` without a checkpoint, an unreadable one, or a fresh run
+            into a directory that holds one.
+    """
     checkpoint_path = out_dir / CHECKPOINT_NAME
     if resume:
         if not checkpoint_path.is_file():
@@ -264,6 +348,87 @@ def _preflight(
     return None
 
 
+def open_run(
+    spec: ArchSpec,
+    config: ProgressiveConfig,
+    checkpoint: dict[str, Any] | None,
+    context: Context,
+    device: torch.device,
+    precision: str,
+    out_dir: Path,
+    say: Callable[[str], None],
+) -> TrainingRun:
+    """Load the held-out data, build (or restore from ``checkpoint``, the one in ``out_dir``,
+    the run directory the user named) what training carries, let the context wrap the model;
+    on rank 0 write spec.yaml into the context's directory and say the plan."""
+    # Accuracy is measured on the held-out split at the spec's eval size; the training split is
+    # loaded per stage, at that stage's size.
+    eval_data = config.load(spec.eval_resolution, seed=config.seed)
+    spec = spec.replace(num_classes=eval_data.num_classes)
+    eval_loader = eval_data.heldout_loader(config.batch_size, num_workers=config.num_workers)
+    steps_per_epoch = len(eval_data.train_loader(config.batch_size, num_workers=0))
+    main = context.rank == 0
+    init = checkpoint is None
+    parts = _build(spec, config, device, steps_per_epoch, init=init, ema=main, say=say)
+    history: list[dict[str, float]] = []
+    start_epoch = 0
+    if checkpoint is not None:
+        check_checkpoint(checkpoint, spec, config.to_dict(), out_dir / CHECKPOINT_NAME)
+        history, start_epoch = restore_checkpoint(checkpoint, parts.modules(), device)
+        say(f"resuming {out_dir} after epoch {start_epoch} of {config.epochs}")
+    parts.trained = context.wrap(parts.model)
+    record = _start_record(spec, config, device, history, context.world_size)
+    if main and context.directory is not None:
+        context.directory.mkdir(parents=True, exist_ok=True)
+        spec.save(context.directory / "spec.yaml")
+        say(f"{eval_data.describe()}; evaluating at {spec.eval_resolution} px")
+        for line in _stage_plan(config):
+            say(line)
+    return TrainingRun(
+        spec,
+        config,
+        out_dir,
+        device,
+        precision,
+        parts,
+        eval_data,
+        eval_loader,
+        history,
+        start_epoch,
+        record,
+    )
+
+
+def run_epochs(
+    run: TrainingRun,
+    context: Context,
+    *,
+    progress: bool = False,
+    say: Callable[[str], None] = lambda line: None,
+) -> None:
+    """Train the epochs from ``run.start_epoch`` on: what every process of a run executes.
+
+    Each rank trains its share of every global batch; rank 0 then evaluates, appends the epoch's
+    metrics to the history and writes the checkpoint and metrics into the context's directory,
+    and every rank tells the context that the epoch is done.
+    """
+    config = run.config
+    stage_data = _StageData(config)
+    for epoch in range(run.start_epoch, config.epochs):
+        context.begin_epoch(epoch)
+        settings = config.schedule.at(config.stage_of(epoch))
+        loader = stage_data.loader(settings, epoch, context, pin_memory=run.device.type == "cuda")
+        stats = _train_epoch(run, loader, settings, epoch, context, progress)
+        metrics = None
+        if context.rank == 0:
+            metrics = _evaluate_epoch(run, settings, stats)
+            metrics.update(epoch=epoch + 1, train_seconds=run.train_seconds + stats["seconds"])
+            run.history.append(metrics)
+            _write_run_files(run, context, epoch + 1)
+            say(_epoch_line(metrics, settings, config, run.parts.ema is not None))
+        context.epoch_done(epoch + 1, metrics)
+
+
 def _build(
     spec: ArchSpec,
     config: ProgressiveConfig,
@@ -271,9 +436,11 @@ def _build(
     steps_per_epoch: int,
     *,
     init: bool,
+    ema: bool,
     say: Callable[[str], None],
 ) -> _Parts:
-    """Model, EMA, optimizer, LR schedule and loss: built once, carried across every stage."""
+    """Model, EMA (if ``ema`` and the config has one), optimizer, LR schedule and loss: built
+    once, carried across every stage. The same seed builds the same weights on every worker."""
     random.seed(config.seed)
     torch.manual_seed(config.seed)
     model = build_model(spec)
@@ -282,15 +449,15 @@ def _build(
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes within a stage
     model.to(device, memory_format=memory_format_for(device))
-    ema = (
+    averaged = (
         AveragedModel(model, multi_avg_fn=ema_multi_avg_fn(config.ema_decay), use_buffers=True)
-        if config.ema_decay > 0
+        if config.ema_decay > 0 and ema
         else None
     )
     optimizer = build_optimizer(model, config)
     return _Parts(
         model=model,
-        ema=ema,
+        ema=averaged,
         optimizer=optimizer,
         scheduler=build_scheduler(optimizer, config, steps_per_epoch),
         loss_fn=make_loss(config),
@@ -306,7 +473,10 @@ class _StageData:
         self.stage = -1
         self.data: DataBundle | None = None
 
-    def loader(self, settings: StageSettings, epoch: int, *, pin_memory: bool) -> Any:
+    def loader(
+        self, settings: StageSettings, epoch: int, context: Context, *, pin_memory: bool
+    ) -> Any:
+        """This rank's share of the epoch's global batches, shuffled by the epoch's seed."""
         if settings.stage != self.stage or self.data is None:
             magnitude = _randaugment_bin(settings)
             augment = v2.RandAugment(num_ops=2, magnitude=magnitude) if magnitude > 0 else None
@@ -319,27 +489,33 @@ class _StageData:
             seed=epoch_seed(self.config.seed, epoch),
             num_workers=self.config.num_workers,
             pin_memory=pin_memory,
+            shard=(context.rank, context.world_size),
         )
 
 
 def _train_epoch(
-    parts: _Parts,
+    run: TrainingRun,
     loader: Any,
     settings: StageSettings,
-    config: ProgressiveConfig,
     epoch: int,
-    device: torch.device,
-    precision: str,
+    context: Context,
     progress: bool,
 ) -> dict[str, float]:
-    """One epoch at the stage's dropout and MixUp; the EMA follows every step."""
+    """One epoch at the stage's dropout and MixUp; the EMA follows every step. Every random
+    draw of the epoch (dropout, stochastic depth, RandAugment, MixUp) comes from the epoch's
+    seed, each rank's its own; ``images`` counts all ranks' images."""
+    parts, config = run.parts, run.config
+    seed = shard_seed(epoch_seed(config.seed, epoch), context.rank)
+    torch.manual_seed(seed)
+    random.seed(seed)
     parts.model.set_dropout(settings.dropout)
     mixup = (
         v2.MixUp(alpha=settings.mixup_alpha, num_classes=parts.model.spec.num_classes)
         if settings.mixup_alpha > 0
         else None
     )
-    bar = _progress_bar(loader, epoch, config.epochs, settings, config.schedule.stages, progress)
+    show = progress and context.rank == 0
+    bar = _progress_bar(loader, epoch, config.epochs, settings, config.schedule.stages, show)
     steps = len(loader)
 
     def after_step(step: int, loss: float) -> None:
@@ -349,39 +525,41 @@ def _train_epoch(
             bar.set_postfix_str(f"loss {loss:.4f}", refresh=False)
 
     try:
-        return train_one_epoch(
-            parts.model,
+        stats = train_one_epoch(
+            parts.trained if parts.trained is not None else parts.model,
             bar if bar is not None else loader,
             parts.optimizer,
             parts.scheduler,
             parts.loss_fn,
-            device=device,
-            precision=precision,
+            device=run.device,
+            precision=run.precision,
             epoch=epoch + 1,
             batch_transform=mixup,
             on_step=after_step,
+            reduce_loss=context.reduce_loss,
         )
     finally:
         if bar is not None:
             bar.close()
+    stats["images"] *= context.world_size
+    return stats
 
 
 def _evaluate_epoch(
-    parts: _Parts,
-    eval_loader: Any,
-    settings: StageSettings,
-    stats: dict[str, float],
-    device: torch.device,
-    precision: str,
+    run: TrainingRun, settings: StageSettings, stats: dict[str, float]
 ) -> dict[str, Any]:
     """The epoch's metrics: ``epoch``, ``stage`` (from 1), ``image_size``, ``randaug_magnitude``
-    (the bin used, 0 = off), ``mixup_alpha``, ``dropout``, ``train_loss``, ``accuracy`` (EMA
-    weights, at the eval size), ``accuracy_raw``, ``lr`` (after the epoch), ``epoch_seconds``,
-    ``eval_seconds``, ``train_seconds`` (cumulative training time), ``images_per_second``."""
+    (the bin used, 0 = off), ``mixup_alpha``, ``dropout``, ``train_loss`` (over the global
+    batches), ``accuracy`` (EMA weights, at the eval size), ``accuracy_raw``, ``lr`` (after the
+    epoch), ``epoch_seconds``, ``eval_seconds``, ``train_seconds`` (cumulative training time),
+    ``images_per_second`` (all workers together)."""
+    parts, device, precision = run.parts, run.device, run.precision
     eval_start = time.perf_counter()
-    accuracy_raw = evaluate_accuracy(parts.model, eval_loader, device=device, precision=precision)
+    accuracy_raw = evaluate_accuracy(
+        parts.model, run.eval_loader, device=device, precision=precision
+    )
     accuracy = (
-        evaluate_accuracy(parts.evaluated, eval_loader, device=device, precision=precision)
+        evaluate_accuracy(parts.evaluated, run.eval_loader, device=device, precision=precision)
         if parts.ema is not None
         else accuracy_raw
     )
@@ -403,22 +581,37 @@ def _evaluate_epoch(
     }
 
 
+def _write_run_files(run: TrainingRun, context: Context, epoch: int) -> None:
+    """The checkpoint after ``epoch`` epochs and the metrics files, into the context's
+    directory (rank 0)."""
+    assert context.directory is not None
+    write_checkpoint(
+        context.directory / CHECKPOINT_NAME,
+        spec=run.spec,
+        config=run.config.to_dict(),
+        epoch=epoch,
+        modules=run.parts.modules(),
+        history=run.history,
+        device=run.device,
+    )
+    write_metrics(context.directory, run.record)
+
+
 def _start_record(
     spec: ArchSpec,
     config: ProgressiveConfig,
-    out_dir: Path,
     device: torch.device,
     history: list[dict[str, float]],
+    workers: int,
 ) -> dict[str, Any]:
-    """The run directory's spec.yaml, and the record metrics.json is written from."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    spec.save(out_dir / "spec.yaml")
+    """The record metrics.json is written from (``history`` is the run's, appended to)."""
     return {
         "spec": spec.to_string(),
         "name": spec.label,
         "hash": spec.hash,
         "dataset": config.dataset,
         "device": device_name(device),
+        "workers": workers,
         "config": config.to_dict(),
         "recipe": asdict(config.recipe()),
         "stages": [
@@ -430,47 +623,41 @@ def _start_record(
     }
 
 
-def _finish(
-    spec: ArchSpec,
-    config: ProgressiveConfig,
-    out_dir: Path,
-    parts: _Parts,
-    eval_data: DataBundle,
-    record: dict[str, Any],
-    device: torch.device,
-    precision: str,
-    resumed_from: int,
-) -> ProgressiveResult:
-    """Save the evaluated (EMA) model as the run's weights file, score the test split if any."""
-    final_model = parts.evaluated
-    save_weights(final_model, out_dir / "weights.pt", source=f"nas train {out_dir}")
+def finish_run(run: TrainingRun, context: Context) -> ProgressiveResult | None:
+    """Rank 0: save the evaluated (EMA) model as the run's weights file, score the test split if
+    any, write the final metrics; every rank then tells the context. None on other ranks."""
+    if context.rank != 0 or context.directory is None:
+        context.run_done(None)
+        return None
+    config, record = run.config, run.record
+    final_model = run.parts.evaluated
+    save_weights(final_model, context.directory / "weights.pt", source=f"nas train {run.out_dir}")
     test_accuracy = None
-    if eval_data.test is not None:
-        test_loader = eval_data.test_loader(config.batch_size, num_workers=config.num_workers)
+    if run.eval_data.test is not None:
+        test_loader = run.eval_data.test_loader(config.batch_size, num_workers=config.num_workers)
         test_accuracy = evaluate_accuracy(
-            final_model, test_loader, device=device, precision=precision
+            final_model, test_loader, device=run.device, precision=run.precision
         )
-    history = record["history"]
-    last = history[-1]
-    train_seconds = last["train_seconds"]
+    last = run.history[-1]
     record["final"] = {
         "accuracy": last["accuracy"],
         "accuracy_raw": last["accuracy_raw"],
         "test_accuracy": test_accuracy,
-        "train_seconds": train_seconds,
+        "train_seconds": last["train_seconds"],
         "epochs": config.epochs,
-        "eval_image_size": spec.eval_resolution,
+        "eval_image_size": run.spec.eval_resolution,
     }
-    write_metrics(out_dir, record)
+    write_metrics(context.directory, record)
+    context.run_done(record["final"])
     return ProgressiveResult(
-        spec=spec,
+        spec=run.spec,
         accuracy=last["accuracy"],
         accuracy_raw=last["accuracy_raw"],
         test_accuracy=test_accuracy,
-        train_seconds=train_seconds,
-        history=history,
-        out_dir=out_dir,
-        resumed_from=resumed_from,
+        train_seconds=last["train_seconds"],
+        history=run.history,
+        out_dir=run.out_dir,
+        resumed_from=run.start_epoch,
     )
 
 

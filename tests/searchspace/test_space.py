@@ -97,7 +97,7 @@ def test_bad_space_names_the_field(change, field):
 def test_shipped_configs_load():
     quick = SearchConfig.load(REPO / "configs" / "quick.yaml")
     paper = SearchConfig.load(REPO / "configs" / "paper.yaml")
-    assert quick.dataset == "mnist5k" and quick.concurrent == 2
+    assert quick.dataset == "cluttered" and quick.concurrent == 2
     assert paper.resources.gpus == 1
     # The paper's space: both ops, kernels 3 and 5, expansions 1, 4, 6 in every stage.
     for stage in paper.space.stages:

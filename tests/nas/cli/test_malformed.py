@@ -45,6 +45,7 @@ SEARCH_CONFIGS = {
     "image size below the stride": (_set("image_size", 4), ["image_size", "4"]),
     "unknown objective": (_set("objective", "best"), ["objective", "'best'"]),
     "unknown sampler": (_set("sampler", "cmaes"), ["sampler", "'cmaes'"]),
+    "a population of one": (_set("population_size", 1), ["population_size", "1"]),
     "early stopping a word": (_set("early_stopping", "yes"), ["early_stopping", "'yes'"]),
     "half a GPU": (_set("resources.gpus", 0.5), ["resources.gpus", "0.5"]),
     "negative CPUs": (_set("resources.cpus", -1), ["resources.cpus", "-1"]),
@@ -52,6 +53,7 @@ SEARCH_CONFIGS = {
     "negative learning rate": (_set("evaluation.lr", -1), ["lr", "-1"]),
     "unknown optimizer": (_set("evaluation.optimizer", "adam"), ["optimizer", "'adam'"]),
     "unknown clock": (_set("evaluation.timing_clock", "sundial"), ["timing_clock", "sundial"]),
+    "unknown reward cost": (_set("evaluation.reward_cost", "watts"), ["reward_cost", "watts"]),
     "held-out fraction above 1": (
         _set("evaluation.heldout_fraction", 1.5),
         ["heldout_fraction", "1.5"],
@@ -122,24 +124,34 @@ def workdir(tmp_path, monkeypatch):
     return tmp_path
 
 
-@pytest.mark.parametrize("case", list(SEARCH_CONFIGS))
-def test_malformed_search_config(case, workdir, capsys):
+#: The commands that read a search config; ``nas fidelity`` never opens the study's storage.
+CONFIG_COMMANDS = [
+    ("search", list(SEARCH_CONFIGS)),
+    ("fidelity", [case for case in SEARCH_CONFIGS if "storage" not in case]),
+]
+
+
+@pytest.mark.parametrize(
+    ("command", "case"), [(command, case) for command, cases in CONFIG_COMMANDS for case in cases]
+)
+def test_malformed_search_config(command, case, workdir, capsys):
     change, words = SEARCH_CONFIGS[case]
     data = yaml.safe_load(yaml.safe_dump(QUICK))
     data["runs_dir"] = str(workdir / "runs")
     change(data)
     path = workdir / "search.yaml"
     path.write_text(yaml.safe_dump(data))
-    _one_line(capsys, ["search", str(path)], workdir, words)
+    _one_line(capsys, [command, str(path)], workdir, words)
     assert not (workdir / "runs").exists()
 
 
+@pytest.mark.parametrize("command", [command for command, _ in CONFIG_COMMANDS])
 @pytest.mark.parametrize("case", list(RAW_CONFIGS))
-def test_malformed_search_yaml(case, workdir, capsys):
+def test_malformed_search_yaml(command, case, workdir, capsys):
     text, words = RAW_CONFIGS[case]
     path = workdir / "search.yaml"
     path.write_text(text)
-    _one_line(capsys, ["search", str(path)], workdir, words)
+    _one_line(capsys, [command, str(path)], workdir, words)
 
 
 def test_a_dataset_path_that_is_a_file(workdir, capsys):

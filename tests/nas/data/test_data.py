@@ -97,6 +97,30 @@ def test_train_loader_is_seeded_and_drops_the_last_partial_batch():
     assert sum(len(b) for b in heldout) == 10
 
 
+def test_sharded_train_loaders_deal_out_the_global_batches_of_one_permutation():
+    """Under data parallelism worker r takes images r::N of every global batch; together the N
+    workers' k-th batches are one process's k-th batch, and every worker has as many steps."""
+    data = load_dataset("synthetic:100", 8, seed=0)  # 90 search images
+
+    def batches(rank: int, world_size: int) -> list[torch.Tensor]:
+        loader = data.train_loader(12, seed=7, shard=(rank, world_size))
+        return [images for images, _ in loader]
+
+    whole = batches(0, 1)
+    assert [len(b) for b in whole] == [12] * 7  # 90 = 7 * 12 + 6 dropped
+    for world_size in (2, 3, 4):
+        shares = [batches(rank, world_size) for rank in range(world_size)]
+        assert all(len(share) == len(whole) for share in shares)
+        for step, batch in enumerate(whole):
+            for rank in range(world_size):
+                assert torch.equal(shares[rank][step], batch[rank::world_size])
+    assert all(torch.equal(a, b) for a, b in zip(whole, batches(0, 1), strict=True))
+    other_seed = [images for images, _ in data.train_loader(12, seed=8, shard=(0, 1))]
+    assert not torch.equal(other_seed[0], whole[0])
+    with pytest.raises(DataError, match="batch_size 12 is not divisible by the 5 workers"):
+        data.train_loader(12, shard=(0, 5))
+
+
 def test_train_augment_applies_to_the_search_split_only():
     flip = v2.RandomHorizontalFlip(p=1.0)
     plain = load_dataset("synthetic:100", 16, seed=0)
@@ -293,6 +317,7 @@ def test_bad_sizes_and_fractions():
 def test_registry_lists_every_documented_name():
     assert set(list_datasets()) == {
         "mnist5k",
+        "cluttered",
         "synthetic",
         "imagefolder",
         "cifar10",

@@ -32,8 +32,10 @@ SCHEMA = [
     "params",
     "params_norm",
     "flops",
+    "flops_norm",
     "peak_memory_mb",
     "reward",
+    "reward_cost",
     "device",
     "node",
     "epochs",
@@ -98,6 +100,10 @@ def test_record_has_exactly_the_schema_and_consistent_figures(tiny_spec):
         record["step_time_ms"] / record["reference_step_time_ms"]
     )
     assert record["images_per_second"] == pytest.approx(32 / (record["step_time_ms"] / 1000))
+    assert record["flops_norm"] == pytest.approx(
+        record["flops"] / count_flops(build_model(reference), 16)
+    )
+    assert record["reward_cost"] == "step_time"
     expected = (
         record["accuracy"]
         * record["step_time_norm"] ** -0.1
@@ -117,6 +123,21 @@ def test_record_has_exactly_the_schema_and_consistent_figures(tiny_spec):
     for key in ("accuracy", "step_time_norm", "params_norm", "params", "reward"):
         assert reports[-1][key] == pytest.approx(record[key])
     assert 0 < record["train_seconds"] < record["duration_s"]
+
+
+def test_flops_cost_puts_normalized_flops_in_the_reward(tiny_spec):
+    # The FLOP-counting baseline of bench/search_quality.py: S is FLOPs over the reference's.
+    by_time = evaluate_candidate(tiny_spec, quick_config()).to_dict()
+    by_flops = evaluate_candidate(tiny_spec, quick_config(reward_cost="flops")).to_dict()
+    assert by_flops["reward_cost"] == "flops"
+    assert by_flops["accuracy"] == by_time["accuracy"]  # the same training, another score
+    assert by_flops["flops_norm"] == by_time["flops_norm"] != by_time["step_time_norm"]
+    assert by_flops["reward"] == pytest.approx(
+        reward(by_flops["accuracy"], by_flops["flops_norm"], by_flops["params_norm"])
+    )
+    assert by_time["reward"] == pytest.approx(
+        reward(by_time["accuracy"], by_time["step_time_norm"], by_time["params_norm"])
+    )
 
 
 def test_small_net_learns_mnist5k_and_same_seed_gives_same_accuracy(tiny_spec):
@@ -168,6 +189,7 @@ def test_image_size_defaults_to_the_spec_train_resolution(tiny_spec):
         ({"timing_steps": 0}, "timing_steps"),
         ({"num_workers": -1}, "num_workers"),
         ({"timing_clock": "sundial"}, "timing_clock"),
+        ({"reward_cost": "watts"}, "reward_cost"),
     ],
 )
 def test_bad_config_names_the_field(changes, field):

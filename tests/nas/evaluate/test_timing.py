@@ -197,3 +197,30 @@ def test_gpu_path_uses_bf16_channels_last_and_reports_peak_memory(tiny_spec):
     assert (result.precision, result.memory_format) == ("bf16", "channels_last")
     assert result.peak_memory_mb is not None and result.peak_memory_mb > 0
     assert len(result.samples_ms) == 5 and all(s > 0 for s in result.samples_ms)
+
+
+def test_round_robin_times_every_net_each_round_starting_one_further(monkeypatch):
+    # bench/search_quality.py re-times every net of several searches this way, on one clock.
+    models = [torch.nn.Linear(2, 2) for _ in range(3)]
+    order = []
+    monkeypatch.setattr(
+        timing_module,
+        "time_train_step",
+        lambda model, setup: order.append(models.index(model)) or len(order),
+    )
+    setup = StepSetup(batch_size=2, image_size=16, num_classes=10)
+    timings = timing_module.time_round_robin(models, setup, rounds=3)
+    assert order == [0, 1, 2, 1, 2, 0, 2, 0, 1]
+    assert timings == [[1, 6, 8], [2, 4, 9], [3, 5, 7]]  # per net, in round order
+    with pytest.raises(EffnasError, match="rounds"):
+        timing_module.time_round_robin(models, setup, rounds=0)
+
+
+def test_step_setup_for_a_config_is_what_a_candidate_is_timed_by():
+    from nas.evaluate import EvalConfig
+
+    config = EvalConfig(batch_size=8, timing_steps=4, timing_warmup=2, timing_clock="cpu")
+    setup = StepSetup.for_config(config, image_size=24, num_classes=7)
+    assert (setup.batch_size, setup.image_size, setup.num_classes) == (8, 24, 7)
+    assert (setup.steps, setup.warmup, setup.clock, setup.device) == (4, 2, "cpu", "auto")
+    assert (setup.optimizer, setup.precision) == (config.optimizer, config.precision)

@@ -111,8 +111,10 @@ def test_a_small_net_learns_synthetic_patterns(tiny_spec, synthetic16):
         "accuracy",
         "lr",
         "epoch_seconds",
+        "epoch_cpu_seconds",
         "images_per_second",
     }
+    assert all(metrics["epoch_cpu_seconds"] > 0 for _, metrics in seen)
     assert seen[-1][1]["accuracy"] == result.accuracy
     assert seen[-1][1]["train_loss"] < seen[0][1]["train_loss"]
     assert result.history == [metrics for _, metrics in seen]

@@ -1,0 +1,535 @@
+"""``nas train --workers N``: the progressive trainer on Ray Train's data-parallel workers.
+
+:func:`train_distributed` runs :func:`train_worker` with Ray Train's ``TorchTrainer`` on N
+workers (DistributedDataParallel; gloo on CPUs, NCCL on GPUs) on a local Ray on 127.0.0.1 or on
+the cluster ``--address``/``RAY_ADDRESS`` names (``nas.cluster.ray_session``: a dead address
+fails within seconds), so it also runs as a ``ray job submit`` entrypoint. Each worker runs the
+single-process trainer's own pieces (:func:`~nas.train.progressive.open_run`,
+:func:`~nas.train.progressive.run_epochs`, :func:`~nas.train.progressive.finish_run`) with a
+:class:`_RayContext` that says its rank, wraps the model and reports each epoch to Ray Train.
+
+Where data parallelism changes the recipe, it follows the reference code (google/automl
+``efficientnetv2``, whose ``train_batch_size`` is global and split over the replicas by
+``distribute_dataset_fn``/TPUEstimator):
+
+- ``batch_size`` stays the **global** batch: each of N workers trains on ``batch_size / N``
+  images of every step (refused unless it divides), and the learning rate follows the global
+  batch by the per-256 rule (``lr_base * batch_size / 256``, as the reference scales it), so
+  ``--workers`` changes neither the recipe nor the steps per epoch. The workers' shares of a
+  step are the step's images of one seeded permutation (``DataBundle.train_loader(shard=...)``):
+  N workers see the images one process sees, batch for batch.
+- **BatchNorm**: on GPUs the layers become ``SyncBatchNorm`` (statistics over the global batch;
+  the reference normalizes over groups of up to 8 TPU cores, ``tpu_bn``, and this is the same
+  for up to 8 workers; its own GPU path, Keras BN under MirroredStrategy, normalizes per
+  replica). On CPUs ``SyncBatchNorm`` refuses to run, so each worker normalizes its own share
+  (the statistics of ``batch_size / N`` images), which is not what one process computes: the
+  gradients differ slightly, and the running statistics are rank 0's (DDP broadcasts rank 0's
+  buffers at every step).
+- **EMA** (and evaluation, checkpoints, metrics) on rank 0 only: DDP keeps the weights the same
+  on every worker, so rank 0's EMA of its weights is the EMA of the run's.
+- **Randomness**: every epoch reseeds each worker from the run's seed, the epoch and its rank
+  (dropout, stochastic depth, RandAugment, MixUp's draws; ``nas.data.shard_seed``), so workers
+  draw independently and a resumed run draws what the uninterrupted one drew. MixUp mixes
+  images within each worker's share, as the reference mixes within each core's batch.
+- **The loss** of each step is averaged over the workers before it is read: every worker
+  reports the global batch's loss, and all stop at the same step when it is not finite.
+
+Checkpoints go through Ray Train: after every epoch rank 0 writes the run directory's files
+(``checkpoint.pt``, ``metrics.csv``, ``metrics.json``, ``spec.yaml``; at the end ``weights.pt``)
+into a staging directory and reports it with ``ray.train.report(..., checkpoint=...)``; a
+worker group restarted after a failure (``FailureConfig(max_failures)``) resumes from
+``ray.train.get_checkpoint()``. :class:`RunDirectoryMirror`, a Ray Train callback on the
+controller (which runs on the driver's node), copies each reported checkpoint's files into
+``--out``, so the run directory is what single-process training leaves: ``--resume``, ``nas
+export`` and ``--init effnas:`` read it alike, and a run may resume on another number of
+workers, or in one process. ``--resume`` ships the run directory's checkpoint to the workers
+through Ray's object store (a path on the driver's disk is not a path on other nodes).
+
+Bad input (a batch that does not split, GPUs this machine does not have, a dataset that is not
+there, a checkpoint of another run) is refused before Ray starts; what only a worker can see (a
+step too large for its GPU, a dataset missing on its node) is agreed among the workers before
+any of them trains, so that the run ends at once with that one line instead of being retried.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray.train import UserCallback
+
+from nas.cluster import ray_session, requested_address
+from nas.data.sources import load_source
+from nas.errors import ConfigError, NonFiniteLossError, WorkerError, WorkerFailureError
+from nas.train.checkpoint import CHECKPOINT_NAME, check_checkpoint, read_checkpoint
+from nas.train.config import DistributedConfig, ProgressiveConfig
+from nas.train.device import resolve_precision
+from nas.train.metrics import METRICS_CSV, METRICS_JSON
+from nas.train.progressive import (
+    ProgressiveResult,
+    check_memory,
+    check_schedule,
+    checkpoint_to_resume,
+    finish_run,
+    open_run,
+    run_epochs,
+)
+from searchspace.errors import EffnasError
+from searchspace.files import atomic_write
+from searchspace.spec import ArchSpec
+
+__all__ = ["RUN_FILES", "RunDirectoryMirror", "train_distributed", "train_worker"]
+
+#: The run directory's files, in the order they are copied out of a reported checkpoint (the
+#: checkpoint first: the metrics never describe an epoch the checkpoint does not hold).
+RUN_FILES = (CHECKPOINT_NAME, "weights.pt", "spec.yaml", METRICS_CSV, METRICS_JSON)
+#: The default Ray Train storage, inside the run directory; removed when the run ends.
+RAY_STORAGE_DIR = ".ray-train"
+
+_API_SERVER_VARIABLE = "RAY_API_SERVER_ADDRESS"
+
+#: ``on_epoch_start(rank, epoch)``: called on every worker before each epoch (0-based) trains.
+EpochStartHook = Callable[[int, int], None]
+
+
+def train_distributed(
+    spec: ArchSpec,
+    config: ProgressiveConfig,
+    out_dir: str | Path,
+    scaling: DistributedConfig,
+    *,
+    resume: bool = False,
+    address: str | None = None,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+    on_epoch_start: EpochStartHook | None = None,
+) -> ProgressiveResult:
+    """Train ``spec`` as :func:`~nas.train.progressive.train_progressive` does, on
+    ``scaling.workers`` Ray Train workers; the run directory ends the same.
+
+    Args:
+        spec, config, out_dir, resume: as for ``train_progressive``; ``config.batch_size`` is
+            the global batch.
+        scaling: the workers, their CPUs and GPUs, the failures to recover from, the storage.
+        address: a Ray cluster (default ``RAY_ADDRESS``, else a local Ray on 127.0.0.1).
+        progress: a progress bar per epoch on rank 0's stderr.
+        log: receives this process's lines; rank 0's own (the plan, one line per epoch) reach
+            stderr through Ray's log forwarding, prefixed with the worker's name.
+        on_epoch_start: a picklable ``hook(rank, epoch)`` every worker calls before each epoch
+            (tests inject a worker failure at an exact point with it).
+
+    Raises:
+        ConfigError, DataError, CheckpointError, ScheduleError, RayAddressError: bad input,
+            before any worker starts.
+        WorkerError: bad input a worker found (every worker stopped before training).
+        NonFiniteLossError: the loss became NaN or infinite (the last checkpoint stays).
+        WorkerFailureError: workers failed more than ``scaling.max_failures`` times.
+    """
+    say = log if log is not None else (lambda line: None)
+    out_dir = Path(out_dir).absolute()
+    scaling.check(config)
+    cluster = requested_address(address)
+    if not cluster:
+        _check_resources(scaling, _local_resources())
+    check_schedule(spec, config)
+    _, source = load_source(config.dataset)  # a missing dataset is refused here, not N times
+    spec = spec.replace(num_classes=len(source.classes))
+    checkpoint = checkpoint_to_resume(out_dir, resume)
+    if checkpoint is not None:
+        check_checkpoint(checkpoint, spec, config.to_dict(), out_dir / CHECKPOINT_NAME)
+    resumed_from = 0 if checkpoint is None else int(checkpoint["epoch"])
+    del checkpoint  # the workers read their own copy; this one may be large
+    # Ray Train's workers would otherwise run in a per-run directory of their own, where a
+    # relative dataset or --init path means something else than here.
+    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+    with _ray_for_training(address):
+        import ray
+
+        if cluster:
+            _check_resources(scaling, ray.cluster_resources(), where="the cluster")
+        settings = {
+            "spec": spec,
+            "config": config,
+            "out_dir": str(out_dir),
+            "checkpoint": ray.put((out_dir / CHECKPOINT_NAME).read_bytes()) if resume else None,
+            "cpus_per_worker": scaling.cpus_per_worker,
+            "gpus_per_worker": scaling.gpus_per_worker,
+            "progress": progress,
+            "on_epoch_start": on_epoch_start,
+        }
+        say(
+            f"training on {scaling.workers} Ray Train worker{'s' if scaling.workers > 1 else ''}"
+            f" ({_per_worker(scaling)} each), {config.batch_size // scaling.workers} of every "
+            f"global batch of {config.batch_size} images each"
+        )
+        outcome = _fit(settings, scaling, out_dir)
+    return _result(spec, out_dir, outcome, resumed_from)
+
+
+@contextlib.contextmanager
+def _ray_for_training(address: str | None) -> Iterator[None]:
+    """``ray_session(address)``; a local Ray with its dashboard, which Ray Train needs.
+
+    Ray Train's placement-group cleaner (an actor) asks the state API, served by the dashboard,
+    whether the run's controller lives: without a dashboard it warns every second. It finds the
+    dashboard through ``RAY_API_SERVER_ADDRESS``, else by guessing the cluster, which fails
+    when another Ray runs on the machine (another ``nas`` command, say). So the local Ray gets
+    its dashboard on a port chosen here, on 127.0.0.1, and the variable names it; Ray's
+    processes inherit it.
+    """
+    import ray
+
+    if requested_address(address) or ray.is_initialized() or os.environ.get(_API_SERVER_VARIABLE):
+        with ray_session(address):
+            yield
+        return
+    with socket.socket() as probe:  # a free port now; Ray refuses to start if it is taken since
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    os.environ[_API_SERVER_VARIABLE] = f"http://127.0.0.1:{port}"
+    try:
+        with ray_session(None, local_kwargs={"include_dashboard": True, "dashboard_port": port}):
+            yield
+    finally:
+        del os.environ[_API_SERVER_VARIABLE]
+
+
+def _per_worker(scaling: DistributedConfig) -> str:
+    gpus = f", {scaling.gpus_per_worker} GPU" if scaling.gpus_per_worker else ""
+    return f"{scaling.cpus_per_worker} CPU{'s' if scaling.cpus_per_worker > 1 else ''}{gpus}"
+
+
+def _local_resources() -> dict[str, float]:
+    """What a local Ray would offer: this process's CPUs and the GPUs torch sees."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return {"CPU": float(cpus), "GPU": float(torch.cuda.device_count())}
+
+
+def _check_resources(
+    scaling: DistributedConfig, available: dict[str, float], where: str = "this machine"
+) -> None:
+    """Refuse workers that could never all be placed: Ray would wait for them forever.
+
+    Raises:
+        ConfigError: naming what is short.
+    """
+    for resource, each, flag in (
+        ("GPU", scaling.gpus_per_worker, "gpus_per_worker"),
+        ("CPU", scaling.cpus_per_worker, "cpus_per_worker"),
+    ):
+        needed = scaling.workers * each
+        have = available.get(resource, 0.0)
+        if needed > have:
+            raise ConfigError(
+                f"{flag} {each} with {scaling.workers} workers needs {needed} {resource}s; "
+                f"{where} has {have:g}"
+            )
+
+
+def _fit(settings: dict[str, Any], scaling: DistributedConfig, out_dir: Path) -> dict[str, Any]:
+    """Run the workers with ``TorchTrainer``; the final report's metrics (rank 0's)."""
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train import TrainingFailedError as RayTrainingFailed
+    from ray.train.torch import TorchTrainer
+
+    default_storage = scaling.storage_path is None
+    storage = str(out_dir / RAY_STORAGE_DIR) if default_storage else scaling.storage_path
+    if "://" not in storage:
+        storage = str(Path(storage).absolute())
+    name = f"effnas-train-{uuid.uuid4().hex[:12]}"  # never an old run's: V2 would resume it
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config=settings,
+        scaling_config=ScalingConfig(
+            num_workers=scaling.workers,
+            use_gpu=scaling.gpus_per_worker > 0,
+            resources_per_worker={
+                "CPU": scaling.cpus_per_worker,
+                **({"GPU": scaling.gpus_per_worker} if scaling.gpus_per_worker else {}),
+            },
+        ),
+        run_config=RunConfig(
+            name=name,
+            storage_path=storage,
+            failure_config=FailureConfig(max_failures=scaling.max_failures),
+            # The last two: the newest, and the one before it while the newest registers.
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            callbacks=[RunDirectoryMirror(str(out_dir))],
+            # Not a line per report and checkpoint; failures and restarts are warnings.
+            logging_config=LoggingConfig(log_level="WARNING"),
+        ),
+    )
+    try:
+        result = trainer.fit()
+    except RayTrainingFailed as error:
+        raise WorkerFailureError(_failure_line(error, scaling.max_failures)) from None
+    except SystemExit:
+        # Ctrl-C (or SIGTERM, which ``nas`` turns into it) while fit() waits: Ray Train's
+        # handler aborts the run, and Ray ends the wait with SystemExit (0 or 1). Every finished
+        # epoch is in the run directory; say so as for one process.
+        raise KeyboardInterrupt from None
+    finally:
+        _remove_storage(storage, name, default_storage)
+    if result.checkpoint is not None and not (out_dir / "weights.pt").exists():
+        mirror_checkpoint(result.checkpoint, out_dir)  # in case the last report was not copied
+    return dict(result.metrics or {})
+
+
+def _failure_line(error: BaseException, max_failures: int) -> str:
+    """One line for a run Ray Train gave up on: the first worker's error, or the controller's."""
+    failures = getattr(error, "worker_failures", None) or {}
+    if failures:
+        rank, first = min(failures.items())
+        cause = f"worker {rank}: {type(first).__name__}: {_one_line(first)}"
+    else:
+        cause = _one_line(error)
+    return f"training failed after {max_failures} recovered failure(s): {cause}"
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text[:300] + ("..." if len(text) > 300 else "")
+
+
+def _remove_storage(storage: str, name: str, whole: bool) -> None:
+    """Remove this run's Ray Train storage (the run directory holds what is needed)."""
+    import pyarrow.fs
+
+    try:
+        filesystem, path = pyarrow.fs.FileSystem.from_uri(storage)
+    except (pyarrow.ArrowInvalid, ValueError):
+        filesystem, path = pyarrow.fs.LocalFileSystem(), str(Path(storage).absolute())
+    with contextlib.suppress(OSError):  # never made, or gone: nothing to keep either way
+        filesystem.delete_dir(path if whole else f"{path.rstrip('/')}/{name}")
+
+
+def _result(
+    spec: ArchSpec, out_dir: Path, outcome: dict[str, Any], resumed_from: int
+) -> ProgressiveResult:
+    """The run's result from its run directory, or the error the workers agreed on."""
+    kind, message = outcome.get("outcome"), outcome.get("message", "")
+    if kind == "error":
+        raise WorkerError(message)
+    if kind == "nonfinite":
+        raise NonFiniteLossError(message)
+    record = json.loads((out_dir / METRICS_JSON).read_text())
+    final = record["final"]
+    return ProgressiveResult(
+        spec=spec,
+        accuracy=final["accuracy"],
+        accuracy_raw=final["accuracy_raw"],
+        test_accuracy=final["test_accuracy"],
+        train_seconds=final["train_seconds"],
+        history=record["history"],
+        out_dir=out_dir,
+        resumed_from=resumed_from,
+    )
+
+
+# -- the run directory, copied out of Ray Train's checkpoints -------------------------------------
+
+
+def mirror_checkpoint(checkpoint: Any, out_dir: Path) -> None:
+    """Copy the run files a reported checkpoint holds into ``out_dir``, each atomically."""
+    with checkpoint.as_directory() as directory:
+        for name in RUN_FILES:
+            source = Path(directory) / name
+            if source.is_file():
+                with source.open("rb") as file:
+                    atomic_write(out_dir / name, lambda target, file=file: _copy(file, target))
+
+
+def _copy(source: Any, target: Any) -> None:
+    shutil.copyfileobj(source, target, 1 << 20)
+
+
+class RunDirectoryMirror(UserCallback):
+    """Ray Train callback: after every report, copy the checkpoint's run files into the run
+    directory. It runs on the controller, which Ray Train places on the driver's node, so
+    ``out_dir`` is a path there, wherever rank 0 runs."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = out_dir
+
+    def after_report(self, run_context: Any, metrics: Any, checkpoint: Any) -> None:
+        if checkpoint is not None:
+            mirror_checkpoint(checkpoint, Path(self.out_dir))
+
+
+# -- on each worker -------------------------------------------------------------------------------
+
+
+class _PeerFailed(Exception):
+    """Another worker could not set its run up; ``message`` is its one line."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        super().__init__(message)
+
+
+class _RayContext:
+    """A Ray Train worker as the trainer's :class:`~nas.train.progressive.Context`."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        import ray.train
+
+        context = ray.train.get_context()
+        self.rank = context.get_world_rank()
+        self.world_size = context.get_world_size()
+        self.directory = Path(tempfile.mkdtemp(prefix="effnas-train-")) if self.rank == 0 else None
+        self.reduce_loss = self._mean if self.world_size > 1 else None
+        self.on_epoch_start: EpochStartHook | None = settings["on_epoch_start"]
+        self.agreed = False
+
+    def say(self, line: str) -> None:
+        # Straight to stderr: Ray Train V2 reroutes print() through its logger, which shows it
+        # twice on the driver.
+        if self.rank == 0:
+            sys.stderr.write(f"nas train: {line}\n")
+            sys.stderr.flush()
+
+    def agree(self, problem: str | None) -> str | None:
+        """Every worker's setup problem (None: none), gathered once on every worker; the first
+        one, in rank order, or None when all went well."""
+        self.agreed = True
+        if self.world_size == 1:
+            return problem
+        import torch.distributed as dist
+
+        problems: list[str | None] = [None] * self.world_size
+        dist.all_gather_object(problems, problem)
+        return next((p for p in problems if p is not None), None)
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """After every worker has set up without a problem: the model in DDP, its BatchNorm
+        layers synchronized on GPUs (SyncBatchNorm refuses CPU tensors)."""
+        problem = self.agree(None)
+        if problem is not None:
+            raise _PeerFailed(problem)
+        if self.world_size == 1:
+            return model
+        from ray.train.torch import prepare_model
+
+        device = next(model.parameters()).device
+        if device.type == "cuda":
+            # Converts the children in place, keeping the parameters the optimizer holds.
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        return prepare_model(model, move_to_device=False)
+
+    def _mean(self, value: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        total = value.detach().clone()
+        dist.all_reduce(total)  # a sum
+        return total / self.world_size
+
+    def begin_epoch(self, epoch: int) -> None:
+        if self.on_epoch_start is not None:
+            self.on_epoch_start(self.rank, epoch)
+
+    def epoch_done(self, epoch: int, metrics: dict[str, Any] | None) -> None:
+        self._report({"epoch": epoch, **(_plain(metrics) if metrics else {})})
+
+    def run_done(self, final: dict[str, Any] | None) -> None:
+        self._report({"outcome": "done", **(_plain(final) if final else {})})
+
+    def end(self, outcome: str, message: str) -> None:
+        """Stop the run with ``outcome`` (``error``, ``nonfinite``) and one line: every worker
+        reports it, so the run ends normally instead of being retried."""
+        self._report({"outcome": outcome, "message": message})
+
+    def _report(self, metrics: dict[str, Any]) -> None:
+        """Every worker reports (Ray Train's barrier); rank 0 with its files as the checkpoint."""
+        import ray.train
+
+        checkpoint = None
+        if self.rank == 0 and self.directory is not None:
+            checkpoint = ray.train.Checkpoint.from_directory(str(self.directory))
+        ray.train.report(metrics, checkpoint=checkpoint, delete_local_checkpoint_after_upload=False)
+
+    def close(self) -> None:
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _plain(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in metrics.items() if value is not None}
+
+
+def train_worker(settings: dict[str, Any]) -> None:
+    """Ray Train's function on every worker: set up (agreeing on any problem), train the
+    epochs, finish; the outcome is the last report's ``outcome`` (``done``, ``error`` or
+    ``nonfinite``, with a ``message``)."""
+    torch.set_num_threads(settings["cpus_per_worker"])
+    # Ray Train logs a line per report at INFO on every worker (through a logger named after its
+    # file, a child of the root logger, which its LoggingConfig does not reach); the epoch lines
+    # say what matters. This process is the worker's own.
+    logging.getLogger().setLevel(logging.WARNING)
+    context = _RayContext(settings)
+    try:
+        try:
+            run = _open_on_worker(settings, context)
+        except EffnasError as error:
+            if context.agreed:
+                raise  # after the others went on to train: a crash, for Ray to handle
+            message = context.agree(_one_line(error))
+            context.end("error", message or _one_line(error))
+            return
+        except _PeerFailed as failed:
+            context.end("error", failed.message)
+            return
+        try:
+            run_epochs(run, context, progress=settings["progress"], say=context.say)
+        except NonFiniteLossError as error:
+            context.say(f"{error.reason}; the last good checkpoint is in {settings['out_dir']}")
+            context.end("nonfinite", error.reason)
+            return
+        finish_run(run, context)
+    finally:
+        context.close()
+
+
+def _open_on_worker(settings: dict[str, Any], context: _RayContext) -> Any:
+    """This worker's device, the checkpoint to resume from, and the run opened on them."""
+    import ray.train.torch
+
+    spec: ArchSpec = settings["spec"]
+    config: ProgressiveConfig = settings["config"]
+    out_dir = Path(settings["out_dir"])
+    device = ray.train.torch.get_device() if settings["gpus_per_worker"] else torch.device("cpu")
+    precision = resolve_precision(config.precision, device)
+    check_memory(spec, config, config.batch_size // context.world_size, device, precision)
+    checkpoint = _checkpoint_on_worker(settings, out_dir)
+    return open_run(spec, config, checkpoint, context, device, precision, out_dir, context.say)
+
+
+def _checkpoint_on_worker(settings: dict[str, Any], out_dir: Path) -> dict[str, Any] | None:
+    """The checkpoint to resume from: the last one this Ray run reported (after a worker
+    failure), else the run directory's that the driver shipped (``--resume``), else None."""
+    import ray
+    import ray.train
+
+    shown = out_dir / CHECKPOINT_NAME
+    reported = ray.train.get_checkpoint()
+    if reported is not None:
+        with reported.as_directory() as directory:
+            path = Path(directory) / CHECKPOINT_NAME
+            if path.is_file():
+                return read_checkpoint(shown, path.read_bytes())
+    if settings["checkpoint"] is not None:
+        return read_checkpoint(shown, ray.get(settings["checkpoint"]))
+    return None
