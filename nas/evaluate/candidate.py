@@ -63,8 +63,9 @@ def evaluate_candidate(
         on_epoch_end: called after every training epoch with ``(epoch, metrics)``: the
             training metrics of :func:`nas.train.loop.fit` (held-out ``accuracy`` so far,
             ``train_loss``, ...) plus ``step_time_ms``, ``step_time_norm``, ``params``,
-            ``params_norm`` and the ``reward`` that accuracy would score, so that Tune's ASHA
-            can stop weak candidates on accuracy or reward. It may raise to stop training.
+            ``params_norm``, the ``reward`` that accuracy would score, and what was spent so
+            far (``epochs`` trained, ``train_seconds``), so that Tune's schedulers can stop weak
+            candidates and a stopped one keeps what it cost. It may raise to stop training.
 
     Returns:
         The :class:`EvalResult`. A NaN/infinite loss or a GPU out-of-memory gives a failed
@@ -217,12 +218,16 @@ def _with_figures(
     if callback is None:
         return None
 
+    trained = {"seconds": 0.0}
+
     def report(epoch: int, metrics: dict[str, float]) -> None:
         figures = {
             k: record[k] for k in ("step_time_ms", "step_time_norm", "params", "params_norm")
         }
-        callback(
-            epoch, {**metrics, **figures, "reward": _score(metrics["accuracy"], record, config)}
-        )
+        # What the candidate has spent so far: a trial stopped here keeps these in its record.
+        trained["seconds"] += metrics["epoch_seconds"]
+        spent = {"epochs": epoch, "train_seconds": trained["seconds"]}
+        score = _score(metrics["accuracy"], record, config)
+        callback(epoch, {**metrics, **figures, **spent, "reward": score})
 
     return report

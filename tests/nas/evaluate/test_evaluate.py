@@ -123,6 +123,10 @@ def test_record_has_exactly_the_schema_and_consistent_figures(tiny_spec):
     for key in ("accuracy", "step_time_norm", "params_norm", "params", "reward"):
         assert reports[-1][key] == pytest.approx(record[key])
     assert 0 < record["train_seconds"] < record["duration_s"]
+    # ... and what was spent so far, which a stopped trial keeps: the last report's is the total.
+    assert [report["epochs"] for report in reports] == [1, 2]
+    assert 0 < reports[0]["train_seconds"] < reports[1]["train_seconds"]
+    assert reports[1]["train_seconds"] == pytest.approx(record["train_seconds"])
 
 
 def test_flops_cost_puts_normalized_flops_in_the_reward(tiny_spec):
