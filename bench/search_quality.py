@@ -1,8 +1,8 @@
 """Search quality: does the training-aware search find better nets than the alternatives?
 
 At an equal trial budget, with several seeds per method, on a search config's own space and data,
-four searches run through the real ``nas search`` machinery (``nas.search.run_search``, each in
-its own study and run directory under ``--out``):
+up to five searches run through the real ``nas search`` machinery (``nas.search.run_search``, each
+in its own study and run directory under ``--out``):
 
 - ``reward-tpe``: the default: the paper's reward ``A * S^w * P^v`` with the measured step time,
   Optuna's TPE (multivariate, grouped);
@@ -11,11 +11,14 @@ its own study and run directory under ``--out``):
   a search of fewer trials never leaves its random first generation);
 - ``random``: the same reward, random sampling: what a user would do without a search;
 - ``flops-tpe``: the same reward and sampler with FLOPs in place of the measured step time
-  (``evaluation.reward_cost: flops``): what FLOP-counting NAS tools optimize.
+  (``evaluation.reward_cost: flops``): what FLOP-counting NAS tools optimize;
+- ``pareto-asha``: ``pareto-nsga2`` (the same population sizing) with early stopping: Pareto-aware
+  successive halving (:class:`nas.search.schedulers.ParetoASHA`) stops candidates that enough
+  others dominate after epoch 1, 3, ... so the same trials cost fewer epochs.
 
-Early stopping is off for all four (ASHA would give the reward searches more trials for the
+Early stopping is off for the other four (ASHA would give the reward searches more trials for the
 same compute). The seed seeds the sampler and every candidate's training and held-out split, so
-within a seed all four methods train on the same split.
+within a seed all methods train on the same split.
 
 Then every net any search evaluated, and the reference net, is re-timed in one process, one
 Ray task with the config's resources, round-robin (``nas.evaluate.timing.time_round_robin``,
@@ -26,13 +29,22 @@ Reported per method, mean and spread over seeds: the hypervolume over (accuracy,
 the common clock, parameters) after every trial, against one reference point for all
 (``results.hypervolume.Normalization``, as ``nas report`` draws it: accuracy linear, step time
 and parameters on log scales, each mapped to 0 = the best net any search found, 1 = the worst;
-reference point 1.1 on every axis; the volume as a fraction of the reference box), and the net
-each search hands its user (its reward-best trial, by the reward the search itself optimized),
-judged on the common clock: accuracy, step time, parameters and the paper's reward. Writes
-``search_quality.json``, ``search_quality.md`` (the table) and ``search_quality.png``
-(hypervolume against trials; every net, the chosen ones starred) to ``--out``. A rerun skips
-the searches that finished and resumes those that did not; re-timing is cached in
-``retimed.json`` (``--retime`` forces it).
+reference point 1.1 on every axis; the volume as a fraction of the reference box); the compute
+each search spent (epochs trained over all its trials, a stopped trial counting the epochs it
+ran, a reused result none; and trial-minutes, Optuna's start to complete, which a loaded machine
+stretches) and the hypervolume at the compute every search spent at least (``budget_epochs``);
+and the net each search hands its user (its reward-best trial, by the reward the search itself
+optimized), judged on the common clock: accuracy, step time, parameters and the paper's reward.
+Writes ``search_quality.json``, ``search_quality.md`` (the table) and ``search_quality.png``
+(hypervolume against trials and against epochs trained; every net, the chosen ones starred) to
+``--out``.
+
+A rerun skips the searches that finished and resumes those that did not, so a method can be
+added to an ``--out`` whose other searches finished: run the same command with the new method
+among ``--methods`` (all five by default) and ``--retime``; the finished searches are reused and
+every net of every search is re-timed together on one clock. Without ``--retime`` the timings
+cached in ``retimed.json`` are used when they hold every net, and all nets are re-timed together
+when one is missing.
 
     python bench/search_quality.py configs/quick.yaml
     python bench/search_quality.py configs/quick.yaml --trials 30 --seeds 0,1,2 --out runs/sq
@@ -67,19 +79,23 @@ METHODS: dict[str, dict[str, Any]] = {
     "pareto-nsga2": {"objective": "pareto", "sampler": "nsga2"},
     "random": {"objective": "reward", "sampler": "random"},
     "flops-tpe": {"objective": "reward", "sampler": "tpe", "evaluation": {"reward_cost": "flops"}},
+    "pareto-asha": {"objective": "pareto", "sampler": "nsga2", "early_stopping": True},
 }
 DEFAULT = "reward-tpe"
 #: The hypervolume's objectives and which of them are taken on a log scale.
 OBJECTIVES = ("accuracy", "step_time_ms", "params")
 #: Line styles, so that curves that coincide (NSGA-II's first generation is random sampling
 #: with the same seed) stay visible.
-STYLES = {"reward-tpe": "-", "pareto-nsga2": (0, (6, 3)), "random": ":", "flops-tpe": "-."}
-MARKERS = {"reward-tpe": "o", "pareto-nsga2": "s", "random": "^", "flops-tpe": "D"}
+STYLES = {"reward-tpe": "-", "pareto-nsga2": (0, (6, 3)), "random": ":", "flops-tpe": "-.",
+          "pareto-asha": (0, (2, 1, 2, 3))}  # fmt: skip
+MARKERS = {"reward-tpe": "o", "pareto-nsga2": "s", "random": "^", "flops-tpe": "D",
+           "pareto-asha": "v"}  # fmt: skip
 COLORS = {
     "reward-tpe": "#1f77b4",
     "pareto-nsga2": "#2ca02c",
     "random": "#7f7f7f",
     "flops-tpe": "#d62728",
+    "pareto-asha": "#9467bd",
 }
 
 
@@ -89,13 +105,14 @@ def method_config(base: SearchConfig, method: str, seed: int, trials: int, out: 
     if changes.get("sampler") == "nsga2":
         changes["population_size"] = max(2, trials // 4)
     evaluation = {**base.evaluation, **changes.pop("evaluation", {})}
+    # Early stopping only where the method names it: it changes what a trial costs.
+    changes = {"early_stopping": False, **changes}
     return base.replace(
         study=f"{method}-s{seed}",
         runs_dir=str(out),
         storage=None,
         seed=seed,
         trials=trials,
-        early_stopping=False,
         evaluation=evaluation,
         **changes,
     )
@@ -139,13 +156,43 @@ def run_searches(args: argparse.Namespace, base: SearchConfig) -> list[SearchCon
 
 
 def collect(configs: list[SearchConfig]) -> pd.DataFrame:
-    """Every trial of every search: method, seed, trial number, state and the record."""
+    """Every trial of every search: method, seed, trial number, state, the record, and
+    ``reused`` (the trial reported a stored result of the same spec instead of training)."""
+    import optuna
+
+    from nas.search.searcher import REUSED_FROM
+
     frames = []
     for config in configs:
         frame = load_study_frame(config.storage_url, config.study)
+        study = optuna.load_study(study_name=config.study, storage=config.storage_url)
+        reused = {t.number for t in study.get_trials(deepcopy=False) if REUSED_FROM in t.user_attrs}
         method, seed = config.study.rsplit("-s", 1)
-        frames.append(frame.assign(method=method, seed=int(seed)))
+        frames.append(
+            frame.assign(method=method, seed=int(seed), reused=frame["number"].isin(reused))
+        )
     return pd.concat(frames, ignore_index=True)
+
+
+def compute_spent(rows: pd.DataFrame, epochs: int) -> pd.DataFrame:
+    """What each trial cost: ``epochs`` trained and ``trial_seconds`` (Optuna's start to
+    complete: the trial's wall time on its worker, which a loaded machine stretches).
+
+    A completed trial trained the epochs its record says, a trial stopped early (``PRUNED``)
+    the epochs it reached (its last report's; missing, as in a study of an older effnas: the
+    search's ``epochs``, so compute is never understated); a trial that reused a stored result
+    or failed trained none (a failure may have spent a little: failures are counted apart).
+    """
+    recorded = pd.to_numeric(rows["epochs"], errors="coerce").fillna(epochs)
+    trained = rows["state"].isin(["COMPLETE", "PRUNED"]) & ~rows["reused"].astype(bool)
+    wall = pd.to_datetime(rows["datetime_complete"]) - pd.to_datetime(rows["datetime_start"])
+    return pd.DataFrame(
+        {
+            "epochs": recorded.where(trained, 0.0),
+            "trial_seconds": wall.dt.total_seconds().fillna(0.0),
+        },
+        index=rows.index,
+    )
 
 
 def retime_on_worker(specs: list[str], setup: Any, rounds: int, threads: int) -> list[float]:
@@ -219,6 +266,7 @@ def study_summary(
     history = hypervolume_history(losses, normalization.reference) / math.prod(
         normalization.reference
     )
+    spent = compute_spent(rows, base.epochs)
     best = reward_best(rows)
     chosen = None
     if best is not None:
@@ -232,8 +280,12 @@ def study_summary(
         }
     return {
         "hypervolume": [float(v) for v in history],
+        # Compute spent up to and with each trial, in the same order as the hypervolume.
+        "epochs": [float(v) for v in spent["epochs"].cumsum()],
+        "trial_seconds": [float(v) for v in spent["trial_seconds"].cumsum()],
         "trials": len(rows),
         "failed": int((rows["state"] == "FAIL").sum()),
+        "stopped": int((rows["state"] == "PRUNED").sum()),
         "distinct_nets": int(rows.loc[complete, "hash"].nunique()),
         "best": chosen,
     }
@@ -266,27 +318,22 @@ def analyse(frame: pd.DataFrame, times: dict[str, float], base: SearchConfig) ->
         }
         for (method, seed), rows in frame.groupby(["method", "seed"], sort=False)
     }
-    methods = {}
-    for method in dict.fromkeys(frame["method"]):
-        runs = [study for study in studies.values() if study["method"] == method]
-        finals = [run["hypervolume"][-1] for run in runs]
-        bests = [run["best"] for run in runs if run["best"] is not None]
-        methods[method] = {
-            "hypervolume": _mean_sd(finals),
-            "hypervolume_per_seed": finals,
-            **{
-                key: _mean_sd([b[key] for b in bests])
-                for key in ("accuracy", "step_time_ms", "params", "reward")
-            },
-            "distinct_nets": _mean_sd([run["distinct_nets"] for run in runs]),
-            "failed": sum(run["failed"] for run in runs),
-        }
+    # The compute every search spent at least: each search's hypervolume at that budget
+    # compares methods that spend differently per trial (early stopping) at equal compute.
+    budget = min(study["epochs"][-1] for study in studies.values())
+    for study in studies.values():
+        study["hypervolume_at_budget"] = hypervolume_at(study, "epochs", budget)
+    methods = {
+        method: method_summary([s for s in studies.values() if s["method"] == method])
+        for method in dict.fromkeys(frame["method"])
+    }
     return {
         "normalization": normalization.describe(),
         "reference_step_time_ms": times["reference"],
         # How far the searches' own step times (taken while trials shared the machine) rank
         # nets as the common clock does.
         "search_vs_common_step_time": _agreement(ok["step_time_search_ms"], ok["step_time_ms"]),
+        "budget_epochs": budget,
         "studies": studies,
         "methods": methods,
         "nets": ok[
@@ -302,6 +349,35 @@ def analyse(frame: pd.DataFrame, times: dict[str, float], base: SearchConfig) ->
                 "flops",
             ]
         ].to_dict(orient="records"),
+    }
+
+
+def hypervolume_at(study: dict[str, Any], compute: str, budget: float) -> float:
+    """A search's hypervolume once it had spent ``budget`` of ``compute`` (``epochs`` or
+    ``trial_seconds``): after its last trial that ended within it (0 before the first)."""
+    within = [hv for hv, spent in zip(study["hypervolume"], study[compute], strict=True)
+              if spent <= budget]  # fmt: skip
+    return within[-1] if within else 0.0
+
+
+def method_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One method over its seeds (mean and standard deviation): the final hypervolume, the
+    hypervolume at the common compute budget, what it spent, and its reward-best nets."""
+    finals = [run["hypervolume"][-1] for run in runs]
+    bests = [run["best"] for run in runs if run["best"] is not None]
+    return {
+        "hypervolume": _mean_sd(finals),
+        "hypervolume_per_seed": finals,
+        "hypervolume_at_budget": _mean_sd([run["hypervolume_at_budget"] for run in runs]),
+        "epochs": _mean_sd([run["epochs"][-1] for run in runs]),
+        "trial_seconds": _mean_sd([run["trial_seconds"][-1] for run in runs]),
+        **{
+            key: _mean_sd([b[key] for b in bests])
+            for key in ("accuracy", "step_time_ms", "params", "reward")
+        },
+        "distinct_nets": _mean_sd([run["distinct_nets"] for run in runs]),
+        "failed": sum(run["failed"] for run in runs),
+        "stopped": sum(run["stopped"] for run in runs),
     }
 
 
@@ -327,15 +403,20 @@ def _pm(stat: dict[str, float], fmt: str) -> str:
 
 def table(result: dict[str, Any], trials: int, seeds: list[int]) -> str:
     """The markdown table of the README: per method, mean ± sd over seeds."""
+    budget = result["budget_epochs"]
     lines = [
         f"| method | hypervolume after {trials} trials | per seed ({', '.join(map(str, seeds))}) "
+        f"| epochs trained | trial-minutes | stopped early | hypervolume at {budget:g} epochs "
         "| reward-best net: accuracy | step time (ms) | parameters | reward | distinct nets |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for method, m in result["methods"].items():
         per_seed = ", ".join(f"{v:.3f}" for v in m["hypervolume_per_seed"])
+        minutes = {k: v / 60 for k, v in m["trial_seconds"].items()}
         lines.append(
             f"| {method} | {_pm(m['hypervolume'], '.3f')} | {per_seed} | "
+            f"{_pm(m['epochs'], '.0f')} | {_pm(minutes, '.1f')} | {m['stopped']} | "
+            f"{_pm(m['hypervolume_at_budget'], '.3f')} | "
             f"{_pm({k: 100 * v for k, v in m['accuracy'].items()}, '.2f')}% | "
             f"{_pm(m['step_time_ms'], '.1f')} | {_pm(m['params'], ',.0f')} | "
             f"{_pm(m['reward'], '.4f')} | {_pm(m['distinct_nets'], '.1f')} |"
@@ -344,39 +425,60 @@ def table(result: dict[str, Any], trials: int, seeds: list[int]) -> str:
 
 
 def figure(result: dict[str, Any], path: Path) -> Path:
-    """Hypervolume against trials (mean over seeds, band from the lowest to the highest seed),
-    and every net on the common clock with each search's reward-best starred."""
+    """Hypervolume against trials and against epochs trained (mean over seeds, band from the
+    lowest to the highest seed), and every net on the common clock with each search's
+    reward-best starred."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter, PercentFormatter
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 5.2))
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(21, 5.4))
     for method in result["methods"]:
-        curves = [s["hypervolume"] for s in result["studies"].values() if s["method"] == method]
-        length = min(map(len, curves))
-        stacked = np.array([curve[:length] for curve in curves])
-        trials = np.arange(1, length + 1)
-        color = COLORS.get(method)
-        left.plot(
-            trials,
-            stacked.mean(axis=0),
-            color=color,
-            linestyle=STYLES.get(method, "-"),
-            label=method,
-            linewidth=2.2,
+        studies = [s for s in result["studies"].values() if s["method"] == method]
+        length = min(len(study["hypervolume"]) for study in studies)
+        stacked = np.array([study["hypervolume"][:length] for study in studies])
+        _curve(left, method, np.arange(1, length + 1), stacked)
+        # Up to the compute every seed of the method spent; a step at each trial's end.
+        spent = min(study["epochs"][-1] for study in studies)
+        steps = sorted({0.0, *(e for study in studies for e in study["epochs"] if e <= spent)})
+        stacked = np.array(
+            [[hypervolume_at(study, "epochs", e) for e in steps] for study in studies]
         )
-        if len(curves) > 1:
-            left.fill_between(
-                trials, stacked.min(axis=0), stacked.max(axis=0), color=color, alpha=0.15
-            )
+        _curve(middle, method, np.array(steps), stacked, drawstyle="steps-post")
     left.set_xlabel("trials (in the order the sampler chose them)")
-    left.set_ylabel("hypervolume (fraction of the reference box)")
     left.xaxis.get_major_locator().set_params(integer=True)
     left.set_title("Hypervolume against trials (line: mean over seeds; band: lowest to highest)")
-    left.grid(alpha=0.3)
-    left.legend()
+    middle.set_xlabel("epochs trained, all trials together (a stopped trial: the epochs it ran)")
+    middle.axvline(result["budget_epochs"], color="black", linewidth=0.8, linestyle=":")
+    middle.set_title("Hypervolume against compute (dotted: the budget every search spent)")
+    for axes in (left, middle):
+        axes.set_ylabel("hypervolume (fraction of the reference box)")
+        axes.grid(alpha=0.3)
+        axes.legend()
+    _nets(right, result)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _curve(axes, method: str, x: np.ndarray, stacked: np.ndarray, **style: Any) -> None:
+    """A method's mean curve over its seeds (rows of ``stacked``), and its band when several."""
+    color = COLORS.get(method)
+    axes.plot(x, stacked.mean(axis=0), color=color, linestyle=STYLES.get(method, "-"),
+              label=method, linewidth=2.2, **style)  # fmt: skip
+    if len(stacked) > 1:
+        step = {"step": "post"} if style.get("drawstyle") == "steps-post" else {}
+        axes.fill_between(
+            x, stacked.min(axis=0), stacked.max(axis=0), color=color, alpha=0.15, **step
+        )
+
+
+def _nets(right, result: dict[str, Any]) -> None:
+    """Every net on the common clock, each search's reward-best starred."""
+    from matplotlib.ticker import FuncFormatter, PercentFormatter
+
     nets = pd.DataFrame(result["nets"])
     for method in result["methods"]:
         mine = nets[nets["method"] == method]
@@ -384,7 +486,7 @@ def figure(result: dict[str, Any], path: Path) -> Path:
         right.scatter(
             mine["step_time_ms"],
             mine["accuracy"],
-            s=[30, 42, 56, 70][list(result["methods"]).index(method) % 4],
+            s=[30, 42, 56, 70, 84][list(result["methods"]).index(method) % 5],
             marker=MARKERS.get(method, "o"),
             facecolors="none",
             edgecolors=COLORS.get(method),
@@ -412,10 +514,6 @@ def figure(result: dict[str, Any], path: Path) -> Path:
     right.set_title("Every net evaluated; stars: each search's reward-best")
     right.grid(alpha=0.3)
     right.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
