@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import random
 
 import numpy as np
@@ -101,6 +102,40 @@ def test_a_trial_on_the_rung_front_is_never_stopped(seed):
             assert decision == CONTINUE, (seed, number, values)
         if decision == STOP:
             assert ranks[-1] > 1
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_over_several_rungs_only_dominated_trials_stop(seed):
+    # Property, with trials at different epochs interleaved (as concurrent trials report):
+    # at every rung, a trial on that rung's front goes on, and a trial stops only when the
+    # fronts better than its own hold at least a third of the rung.
+    rng = random.Random(seed)
+    scheduler = ParetoASHA(OBJECTIVES, max_t=9, grace_period=1, reduction_factor=3)
+    at_rung: dict[int, list[tuple]] = {1: [], 3: []}
+    running = {}  # trial -> (its epoch so far, its costs, its accuracy per epoch)
+    for number in range(60):
+        step, params = rng.uniform(0.5, 2.0), rng.randrange(10, 1000)
+        running[str(number)] = [0, (step, params), rng.uniform(0.02, 0.1)]
+        while running and (len(running) > 4 or number == 59):
+            name = rng.choice(sorted(running))
+            state = running[name]
+            state[0] += 1
+            accuracy = min(1.0, state[2] * state[0])
+            values = (accuracy, *state[1])
+            decision = scheduler.on_trial_result(None, Trial(name), result(state[0], *values))
+            if state[0] in at_rung:
+                rung = at_rung[state[0]]
+                rung.append(values)
+                ranks = non_dominated_rank(np.array(rung), [True, False, False])
+                better = int((ranks < ranks[-1]).sum())
+                assert decision == (STOP if better >= math.ceil(len(rung) / 3) else CONTINUE)
+                if ranks[-1] == 1:
+                    assert decision == CONTINUE
+            else:
+                assert decision == CONTINUE  # between rungs, or its last epoch
+            if decision == STOP or state[0] == 9:
+                del running[name]
+    assert scheduler.stopped > 0 and all(len(rung) > 3 for rung in at_rung.values())
 
 
 def test_save_and_restore_keep_the_rungs(tmp_path):
