@@ -182,7 +182,8 @@ def percent_formatter():
 
 
 def _hover(frame: pd.DataFrame) -> tuple[list[list[str]], str]:
-    """customdata columns and a hover template: trial, name, metrics, spec."""
+    """customdata columns and a hover template: trial, name, metrics, spec, and the broken
+    constraints of trials that broke one."""
 
     def text(column: str, fmt) -> list[str]:
         return [("-" if pd.isna(v) else fmt(v)) for v in frame[column]]
@@ -198,14 +199,17 @@ def _hover(frame: pd.DataFrame) -> tuple[list[list[str]], str]:
         text("reward", lambda v: f"{v:.4f}"),
         frame["spec"].fillna("").astype(str).tolist(),
     ]
-    data = [list(row) for row in zip(*columns, strict=True)]
     template = (
         "trial #%{customdata[0]} %{customdata[1]}<br>"
         "accuracy %{customdata[2]}, step %{customdata[3]} (x%{customdata[4]} reference)<br>"
         "params %{customdata[5]}, FLOPs %{customdata[6]}, reward %{customdata[7]}<br>"
-        "%{customdata[8]}<extra></extra>"
+        "%{customdata[8]}"
     )
-    return data, template
+    if not feasible(frame).all():  # trials that broke a constraint say which
+        columns.append(frame["violations"].fillna("").astype(str).tolist())
+        template += "<br>infeasible: %{customdata[9]}"
+    data = [list(row) for row in zip(*columns, strict=True)]
+    return data, template + "<extra></extra>"
 
 
 def plotly_figures(frames: Sequence[pd.DataFrame], objectives: Sequence[str]) -> dict[str, object]:

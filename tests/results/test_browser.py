@@ -22,6 +22,7 @@ from results.figures import PLOTS, front_trace_name
 from results.progress import HYPERVOLUME_PLOTS, IMPORTANCE_PREFIX, hypervolume_trace_name
 from tests.results.dashboard_helpers import dashboard, get_json
 from tests.results.synthetic_study import make_run
+from tests.results.test_infeasible import constrained_run
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -155,6 +156,34 @@ def test_report_in_chromium(browser, tmp_path):
         assert title.startswith(f"Which choices matter for {objective}")
     browser.execute_script("document.getElementById('section-progress').scrollIntoView()")
     screenshot(browser, tmp_path / "report.png")
+
+
+def test_report_shows_infeasible_trials_apart_in_chromium(browser, tmp_path):
+    # Two trials that ran and broke a constraint (one better than every feasible trial) and
+    # three nets refused before training (no accuracy, nothing to plot).
+    run_dir = constrained_run(tmp_path)
+    assert main(["report", str(run_dir), "--no-png"]) == 0
+    frame = load_study_frame(run_dir)
+    feasible = frame[frame["violations"] == ""]
+    browser.get((run_dir / "report.html").as_uri())
+    crosses = "constrained: infeasible (broke a constraint)"
+    assert wait_for(browser, COUNT_POINTS, "accuracy-vs-step-time", crosses) == 2
+    front = browser.execute_script(
+        COUNT_POINTS, "accuracy-vs-step-time", front_trace_name("constrained")
+    )
+    assert front == len(pareto_front(feasible, ["accuracy", "step_time_ms"]))
+    trials = browser.execute_script(COUNT_POINTS, "accuracy-vs-params", "constrained: trials")
+    assert trials == len(feasible[feasible["state"] == "COMPLETE"])
+    hover = browser.execute_script(HOVER_TEXT, "accuracy-vs-step-time", crosses)
+    assert "infeasible: step_time_norm 1.50 > max_step_time_norm 1.2" in hover
+    # The table apart from the front: the 2 that ran, then the 3 refused.
+    rows = browser.execute_script(
+        "return [...document.querySelectorAll('#infeasible-constrained tbody tr')]"
+        ".map((row) => row.textContent)"
+    )
+    assert len(rows) == 5 and sum("refused" in row for row in rows) == 3
+    browser.execute_script("document.getElementById('infeasible-constrained').scrollIntoView()")
+    screenshot(browser, tmp_path / "report-infeasible.png")
 
 
 @pytest.mark.parametrize("narrow", [True, False], ids=["narrow-ranges", "wide-ranges"])

@@ -24,8 +24,12 @@ GIANT = {"spec": "stem8,m9k5s1e6c512,head32,classes=10,res=32/32", "hash": "gian
 
 @pytest.fixture
 def run(tmp_path):
+    return constrained_run(tmp_path)
+
+
+def constrained_run(tmp_path):
     """A pareto run with two infeasible trials that ran (one dominating every feasible trial)
-    and three refused nets."""
+    and three refused nets: 42 complete trials, 3 failed, the 2 and the 3."""
     run_dir = tmp_path / "constrained"
     run_dir.mkdir()
     study = fill_study(f"sqlite:///{run_dir / 'study.db'}", "constrained", "pareto", n_running=0)
