@@ -78,6 +78,11 @@ SEARCH_CONFIGS = {
     "unknown constraint": (_set("constraints.max_param", 5), ["constraints.max_param"]),
     "constraint a word": (_set("constraints.max_flops", "lots"), ["max_flops", "'lots'"]),
     "accuracy floor above 1": (_set("constraints.min_accuracy", 2), ["min_accuracy", "2"]),
+    "negative step time bound": (
+        _set("constraints.max_step_time_ms", -5),
+        ["constraints.max_step_time_ms", "-5"],
+    ),
+    "constraints a list": (_set("constraints", ["max_params"]), ["constraints", "mapping"]),
     "peak memory bound on CPUs": (
         _set("constraints.max_peak_memory_mb", 100),
         ["max_peak_memory_mb", "GPU"],
