@@ -63,9 +63,8 @@ def evaluate_candidate(
         on_epoch_end: called after every training epoch with ``(epoch, metrics)``: the
             training metrics of :func:`nas.train.loop.fit` (held-out ``accuracy`` so far,
             ``train_loss``, ...) plus ``step_time_ms``, ``step_time_norm``, ``params``,
-            ``params_norm``, the ``reward`` that accuracy would score, and what was spent so
-            far (``epochs`` trained, ``train_seconds``), so that Tune's schedulers can stop weak
-            candidates and a stopped one keeps what it cost. It may raise to stop training.
+            ``params_norm``, the ``reward`` that accuracy would score, and the ``epochs`` and
+            ``train_seconds`` spent so far (a stopped trial keeps them). It may raise to stop.
 
     Returns:
         The :class:`EvalResult`. A NaN/infinite loss or a GPU out-of-memory gives a failed

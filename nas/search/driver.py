@@ -129,7 +129,7 @@ def run_search(
             f"{config.storage_url}: several drivers write it at once"
         )
     run_dir = config.run_dir.resolve()
-    check_dataset(config)
+    data = load_search_data(config)
     config.constraints.check_space(config.space, config.image_size)
     with hold_run_dir(run_dir, config.study):
         storage = opener()
@@ -142,7 +142,7 @@ def run_search(
             raise ConfigError(f"--resume: no Tune experiment in {tune_dir}")
         if not resume:
             atomic_write(run_dir / CONFIG_FILE, yaml.safe_dump(config.to_dict(), sort_keys=False))
-        trainable = _trainable(config, evaluate)
+        trainable = _trainable(config, evaluate, data)
         joining = " (shared with other drivers)" if join else ""
         log(
             f"nas search: study {config.study!r}{joining}, {config.trials} trials, "
@@ -179,8 +179,12 @@ def driver_id(run_dir: Path) -> str:
     return f"{socket.gethostname()}:{run_dir}"
 
 
-def _trainable(config: SearchConfig, evaluate: Evaluate | None) -> Any:
-    """Tune's trainable: :func:`run_trial` with the search's shared settings and resources."""
+def _trainable(config: SearchConfig, evaluate: Evaluate | None, data: Any = None) -> Any:
+    """Tune's trainable: :func:`run_trial` with the search's shared settings and resources.
+
+    ``tune.with_parameters`` puts the settings into Ray's object store once: the dataset the
+    driver loaded (``data``) travels to the workers from there.
+    """
     from ray import tune
 
     settings = TrialSettings(
@@ -188,6 +192,9 @@ def _trainable(config: SearchConfig, evaluate: Evaluate | None) -> Any:
         evaluate=evaluate or default_evaluate,
         eval_config=config.eval_config(),  # built and validated once, here
         threads=max(1, int(config.resources.cpus)),
+        data=data,
+        # Held-out accuracy after every epoch only where a scheduler judges it.
+        per_epoch=config.early_stopping,
     )
     resources = {"cpu": config.resources.cpus, "gpu": config.resources.gpus}
     # Save the experiment state on every controller step, so that a killed driver loses at most
@@ -196,6 +203,19 @@ def _trainable(config: SearchConfig, evaluate: Evaluate | None) -> Any:
     # Tune's own table would interleave with our one-line-per-trial progress.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     return tune.with_resources(tune.with_parameters(run_trial, settings=settings), resources)
+
+
+def load_search_data(config: SearchConfig) -> Any:
+    """The search's dataset (a ``DataBundle`` at its image size), checked
+    (:func:`check_dataset`) and loaded once, here: the driver opens it anyway to check it, and
+    the trials get it through Ray's object store (:func:`_trainable`) instead of each worker
+    loading (for a generated dataset: generating) it again.
+
+    Raises:
+        DataError, ConfigError: as :func:`check_dataset`.
+    """
+    check_dataset(config)
+    return config.eval_config().load_data()
 
 
 def check_dataset(config: SearchConfig) -> None:

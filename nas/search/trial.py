@@ -33,7 +33,12 @@ class TrialSettings(dict):
 
     Keys: ``metric_names`` (the objectives Tune and the searcher watch), ``evaluate`` (an
     :data:`Evaluate`), ``eval_config`` (the :class:`EvalConfig`, built and validated once on the
-    driver), ``threads`` (torch threads per trial: the CPUs it asked Ray for).
+    driver), ``threads`` (torch threads per trial: the CPUs it asked Ray for), and optionally
+    ``data`` (the dataset the driver loaded, at the search's image size: Tune puts the settings
+    into Ray's object store once, so workers fetch it instead of each loading it) and
+    ``per_epoch`` (report every epoch, measuring held-out accuracy after each: what an
+    early-stopping scheduler needs; default true; without a scheduler only the end counts, and
+    the held-out pass of every earlier epoch would be spent for nothing).
     """
 
 
@@ -98,12 +103,17 @@ def run_trial(trial_config: dict[str, Any], settings: TrialSettings) -> None:
     report({**record, "node": node, "final": True})
 
 
-#: Datasets loaded by this worker process. Tune reuses a worker for the next trial
-#: (``reuse_actors``), so each worker reads the dataset once, not once per candidate.
+#: Datasets loaded by this worker process (when the settings bring none). Tune reuses a worker
+#: for the next trial (``reuse_actors``), so each worker reads the dataset once, not once per
+#: candidate.
 _DATA_CACHE: dict[tuple, Any] = {}
 
 
-def _load_data_once(config: EvalConfig, spec: ArchSpec) -> Any:
+def _load_data_once(config: EvalConfig, spec: ArchSpec, shared: Any = None) -> Any:
+    """The dataset for ``spec``: ``shared`` (the driver's) when it is at the spec's image size,
+    else loaded by this worker, once."""
+    if shared is not None and shared.image_size == config.image_size_for(spec):
+        return shared
     key = (
         config.dataset,
         config.image_size_for(spec),
@@ -128,7 +138,7 @@ def default_evaluate(
     # Each trial owns the CPUs it asked Ray for; more threads would steal from the trial beside.
     torch.set_num_threads(settings["threads"])
     config = settings["eval_config"]
-    data = _load_data_once(config, spec)
+    data = _load_data_once(config, spec, settings.get("data"))
     if data.num_classes != spec.num_classes:
         # The study identifies candidates by spec; a head sized differently from the space's
         # would make every stored spec disagree with the net that was trained.
@@ -136,7 +146,6 @@ def default_evaluate(
             f"space.num_classes is {spec.num_classes} but dataset {config.dataset!r} has "
             f"{data.num_classes} classes; set space.num_classes: {data.num_classes}"
         )
-    result = evaluate_candidate(
-        spec, config, data=data, on_epoch_end=lambda epoch, metrics: report(metrics)
-    )
-    return result.to_dict()
+    per_epoch = settings.get("per_epoch", True)
+    on_epoch_end = (lambda epoch, metrics: report(metrics)) if per_epoch else None
+    return evaluate_candidate(spec, config, data=data, on_epoch_end=on_epoch_end).to_dict()
