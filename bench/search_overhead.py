@@ -2,8 +2,9 @@
 
 Runs ``nas search`` on a config (default ``configs/quick.yaml``) twice, with 1 and with 2
 concurrent trials. Both runs compare like with like: the random sampler with the config's seed
-(so both evaluate the same specs in the same order) and each its own empty ``EFFNAS_CACHE`` (so
-both time the reference net once per worker, as a first search on a machine does). From the
+(so both evaluate the same specs in the same order), no early stopping, and each its own empty
+``EFFNAS_CACHE`` (so both time the reference net once per worker, as a first search on a
+machine does). From the
 study each run wrote, and from the CPU time of every process of the run, it reports:
 
 * per trial (median, max, and over all trials together), the share of its wall time (Optuna's
@@ -17,7 +18,11 @@ study each run wrote, and from the CPU time of every process of the run, it repo
   and of Ray's own processes (raylet, GCS, agents), against the CPU the run had (cores x wall
   time), sampled from ``/proc`` every 0.2 s for every process in the search's session;
 * the machine's 1-minute load average when each run started and ended (other users' work on a
-  shared machine slows both runs; compare figures taken at similar loads).
+  shared machine slows both runs; compare figures taken at similar loads);
+* the machine's own ceiling for 2 at a time, without effnas around it: one, then two processes
+  that only run training steps of one net of the space (torch, one thread each, the config's
+  batch and image size); two at a time cannot scale better than the hardware lets these
+  (shared caches and memory bandwidth, or virtual cores that share a physical one).
 
 Usage: python bench/search_overhead.py [--trials 12] [--config configs/quick.yaml]
 Run it with PYTHONPATH pointing at the effnas tree to measure (e.g. an older checkout).
@@ -26,6 +31,9 @@ Run it with PYTHONPATH pointing at the effnas tree to measure (e.g. an older che
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib.util
+import json
 import os
 import re
 import statistics
@@ -93,6 +101,7 @@ class CpuSampler(threading.Thread):
 def run(config: Path, trials: int, concurrent: int, workdir: Path) -> dict:
     data = yaml.safe_load(config.read_text())
     data["sampler"] = "random"  # the same specs in both runs
+    data["early_stopping"] = False  # every trial does the same work in both runs
     name = f"overhead-{concurrent}"
     path = workdir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -103,7 +112,7 @@ def run(config: Path, trials: int, concurrent: int, workdir: Path) -> dict:
         [sys.executable, "-m", "nas.cli", "search", str(path), "--trials", str(trials),
          "--concurrent", str(concurrent), "--runs-dir", str(workdir), "--study", name],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-        start_new_session=True,
+        start_new_session=True, cwd=workdir,  # -m finds nas on PYTHONPATH, never in the cwd
     )  # fmt: skip
     sampler = CpuSampler(process.pid, process.pid)
     sampler.start()
@@ -145,12 +154,60 @@ def run(config: Path, trials: int, concurrent: int, workdir: Path) -> dict:
     }
 
 
+def probe_worker(config: Path, steps: int) -> None:
+    """In a process of its own: time ``steps`` training steps of the space's first sampled net,
+    one torch thread, by the wall clock; print the median step in ms as JSON."""
+    import random
+
+    import torch
+
+    from nas.evaluate.timing import StepSetup, time_train_step
+    from nas.search.config import SearchConfig
+    from searchspace import build_model
+
+    torch.set_num_threads(1)
+    search = SearchConfig.load(config)
+    eval_config = search.eval_config()
+    setup = StepSetup.for_config(eval_config, search.image_size, search.space.num_classes)
+    setup = dataclasses.replace(setup, steps=steps, warmup=5, clock="wall")
+    torch.manual_seed(0)
+    model = build_model(search.space.sample(random.Random(search.seed)))
+    print(json.dumps({"median_ms": time_train_step(model, setup).median_ms}), flush=True)
+
+
+def probe(config: Path, steps: int) -> dict[str, float]:
+    """The hardware's scaling of 2 at a time: the step time of one probe process alone, and of
+    two started together (see the module); ``ceiling`` is their throughput over one's."""
+    medians = {}
+    for count in (1, 2):
+        command = [sys.executable, __file__, "--config", str(config), "--probe-worker",
+                   str(steps)]  # fmt: skip
+        processes = [
+            subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(count)
+        ]
+        outputs = [process.communicate()[0] for process in processes]
+        if any(process.returncode for process in processes):
+            sys.exit(f"the probe failed: {outputs}")
+        medians[count] = [json.loads(out.splitlines()[-1])["median_ms"] for out in outputs]
+    alone = medians[1][0]
+    together = statistics.fmean(medians[2])
+    return {"alone_ms": alone, "together_ms": together, "ceiling": 2 * alone / together}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--config", type=Path, default=REPO / "configs" / "quick.yaml")
+    parser.add_argument("--probe-steps", type=int, default=300, help="steps per probe process")
+    parser.add_argument("--probe-worker", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.probe_worker:
+        probe_worker(args.config, args.probe_worker)
+        return
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    spec = importlib.util.find_spec("nas")
+    print(f"measuring effnas at {Path(spec.origin).parent.parent}", flush=True)
+    ceiling = probe(args.config, args.probe_steps)
     with tempfile.TemporaryDirectory() as tmp:
         results = [run(args.config, args.trials, concurrent, Path(tmp)) for concurrent in (1, 2)]
     cores = len(os.sched_getaffinity(0))
@@ -167,6 +224,11 @@ def main() -> None:
         )
     speedup = results[1]["trials_per_hour"] / results[0]["trials_per_hour"]
     print(f"throughput, 2 concurrent / 1 concurrent: {speedup:.2f}x")
+    print(
+        f"the machine's ceiling (training steps alone, one thread each): one process "
+        f"{ceiling['alone_ms']:.1f} ms a step, two together {ceiling['together_ms']:.1f} ms: "
+        f"{ceiling['ceiling']:.2f}x"
+    )
     print(f"CPU seconds ({cores} cores here):")
     print(
         f"{'concurrent':>10} {'had':>8} {'driver':>8} {'workers':>8} {'ray':>8} "
