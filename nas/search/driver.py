@@ -200,9 +200,10 @@ def _trainable(config: SearchConfig, evaluate: Evaluate | None, data: Any = None
     # Save the experiment state at most once a second. Tune's default throttles saves to a share
     # of the run time (minutes, late in a long search); every controller step (0) saves about
     # ten times a second while trials run: 4% of a core on the driver, taken from the trials on
-    # a small machine (1.6 s of its CPU in 40 s of two trials at a time, on 2 cores). What a killed driver can lose is the last second's events:
-    # a trial that ended in it is run again after the resume and, Optuna holding it already,
-    # not told twice (StudySearcher); nothing recorded is lost.
+    # a small machine (1.6 s of its CPU in 40 s of two trials at a time, on 2 cores). What a
+    # killed driver can lose is the last second's events: a trial that ended in it is run again
+    # after the resume and, Optuna holding it already, not told twice (StudySearcher); nothing
+    # recorded is lost.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     # Tune's own table would interleave with our one-line-per-trial progress.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")

@@ -124,7 +124,11 @@ def _all_specs(space: SearchSpace):
 
 
 def test_the_cheapest_net_found_stage_by_stage_is_the_cheapest_of_all():
-    space = SearchSpace.from_dict({**SMALL_SPACE, "se_ratios": [0.0, 0.25]})
+    # Every choice kind, both block types, SE on and off; few enough nets to count them all.
+    stages = [SMALL_SPACE["stages"][0], {**SMALL_SPACE["stages"][1], "repeats": [1, 1]}]
+    space = SearchSpace.from_dict(
+        {**SMALL_SPACE, "se_ratios": [0.0, 0.25], "expand_ratios": [1, 6], "stages": stages}
+    )
     specs = _all_specs(space)
     assert len(specs) == space.size
     for measure in (spec_parameters, functools.partial(spec_flops, resolution=32)):
