@@ -20,10 +20,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train an architecture on a dataset with progressive learning and adaptive "
         "regularization (EfficientNetV2): M stages whose image size, RandAugment magnitude, "
         "Mixup alpha and dropout grow from a minimum to a maximum, weights carried from stage to "
-        "stage, weight EMA, label smoothing, warm-up; held-out accuracy at the spec's eval size "
-        "after every epoch. A checkpoint is written after every epoch; --resume continues it. "
-        "With --workers N, data-parallel on N Ray Train workers (DDP), on a local Ray or the "
-        "cluster --address names; --batch-size is then the global batch. "
+        "stage, random-resized crops, weight EMA, label smoothing, warm-up; held-out accuracy at "
+        "the spec's eval size and at the stage's train size after every epoch. A checkpoint is "
+        "written after every epoch; --resume continues it. With --workers N, data-parallel on N "
+        "Ray Train workers (DDP), on a local Ray or the cluster --address names; --batch-size is "
+        "then the global batch. "
         "Exit status: 0 trained, 1 the loss became NaN (or workers kept failing), 2 bad input.",
     )
     parser.add_argument("arch", help="catalog name, YAML file (e.g. from nas scale) or spec string")
@@ -63,6 +64,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--resume", action="store_true", help="continue the run in --out from its checkpoint"
     )
 
+    _add_training_flags(parser)
+    _add_worker_flags(parser)
+    parser.add_argument(
+        "--progress",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="progress bar per epoch on stderr (auto: when stderr is a terminal)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the final record as JSON")
+    parser.set_defaults(func=run)
+
+
+def _add_training_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags that set :class:`ProgressiveConfig`'s recipe, data and crop fields."""
+
     def flag(name: str, help: str, type: Any = str, shown: str | None = None) -> None:
         add_config_flag(parser, ProgressiveConfig, name, help, type=type, shown=shown)
 
@@ -79,12 +95,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     flag("weight_decay", "on weights, not BN/biases", float)
     flag("label_smoothing", "label smoothing", float)
     flag("ema_decay", "weight EMA decay; 0: off", float)
+    flag(
+        "train_crop",
+        "training images: random-resized (the reference code's scale augmentation: a random "
+        "crop of 5-100%% of the area, aspect 3/4-4/3, resized to the stage's size) or none "
+        "(the whole image resized); evaluation never crops",
+    )
     flag("seed", "seed", int)
     flag("device", "auto, cpu, cuda or cuda:N")
     flag("precision", "auto (bf16 on a GPU, fp32 on a CPU), fp32 or bf16")
     flag("heldout_fraction", "fraction of the training set held out for accuracy", float)
     flag("max_train_images", "train on at most this many images", int, shown="default: all")
     flag("num_workers", "data-loading processes", int, shown="default: chosen per dataset")
+
+
+def _add_worker_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags of data-parallel training (:class:`DistributedConfig` and ``--address``)."""
     workers = parser.add_argument_group(
         "data-parallel training on Ray Train (DDP: gloo on CPUs, NCCL on GPUs)"
     )
@@ -111,14 +137,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="Ray cluster to train on: host:port or ray://host:port (default RAY_ADDRESS, "
         "else a new local Ray on 127.0.0.1)",
     )
-    parser.add_argument(
-        "--progress",
-        choices=["auto", "on", "off"],
-        default="auto",
-        help="progress bar per epoch on stderr (auto: when stderr is a terminal)",
-    )
-    parser.add_argument("--json", action="store_true", help="print the final record as JSON")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -185,7 +203,11 @@ def run(args: argparse.Namespace) -> int:
         f"{schedule.stages} stage{'s' if schedule.stages != 1 else ''}, "
         f"{final['train_seconds']:.1f} s of training"
     )
-    print(f"held-out accuracy {final['accuracy']:.2%}{ema} at {final['eval_image_size']} px")
+    print(
+        f"held-out accuracy {final['accuracy']:.2%}{ema} at {final['eval_image_size']} px, "
+        f"{final['accuracy_at_train_size']:.2%} at the last stage's train size "
+        f"{final['train_image_size']} px"
+    )
     if final["test_accuracy"] is not None:
         print(f"test accuracy {final['test_accuracy']:.2%}")
     print(f"run directory {out_dir}: weights.pt, checkpoint.pt, metrics.csv, metrics.json")

@@ -10,6 +10,17 @@ search. A dataset's official test split, when it has one, is kept apart in
 Every image becomes a 3-channel float tensor of ``image_size`` x ``image_size`` pixels normalized
 with ImageNet's mean and standard deviation. Small datasets are held in memory and resized once,
 so their loaders need no worker processes; datasets of files are decoded by worker processes.
+
+Training images may instead be random-resized crops (``train_crop="random-resized"``), the scale
+augmentation of the EfficientNetV2 reference code (``efficientnetv2/preprocessing.py``,
+``preprocess_for_train``): a crop of 5% to 100% of the image's area with an aspect ratio of 3/4 to
+4/3 (TensorFlow's ``sample_distorted_bounding_box`` with ``area_range=(0.05, 1.0)``,
+``min_object_covered=0`` and its default aspect-ratio range), taken from the image at its own
+resolution and resized to ``image_size``; here torchvision's ``v2.RandomResizedCrop`` with those
+ranges. Held-out and test images are never cropped at random: the whole image is resized (files:
+the shorter side, then the centre square), the reference code's evaluation from 320 px up. Below
+320 px it first crops the centre ``size / (size + 32)`` of the shorter side, a margin fitted to
+ImageNet (224 of 256 px) that would cut away half of a 36 px image; effnas does not.
 """
 
 from __future__ import annotations
@@ -25,15 +36,30 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, r
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from nas.data.config import TRAIN_CROPS
 from nas.data.sources import Source, TensorImages, load_source
 from nas.errors import DataError
-from searchspace.checks import check_int, check_number
+from searchspace.checks import check_choice, check_int, check_number
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "DataBundle", "load_dataset", "shard_seed"]
+__all__ = [
+    "CROP_AREA",
+    "CROP_ASPECT",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "TRAIN_CROPS",
+    "DataBundle",
+    "load_dataset",
+    "shard_seed",
+]
 
 #: Normalization applied to every dataset (ImageNet's statistics, as the published nets use).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: The reference code's range of a training crop's area, as a fraction of the image's.
+CROP_AREA = (0.05, 1.0)
+#: TensorFlow's default aspect-ratio range of ``sample_distorted_bounding_box`` (width / height).
+CROP_ASPECT = (3 / 4, 4 / 3)
 
 # In-memory datasets are resized once, up front, when the resized copy stays below this size;
 # above it (say CIFAR-10 at 224 px, 7.5 GB) each image is resized when it is read.
@@ -258,6 +284,7 @@ def load_dataset(
     heldout_fraction: float = 0.1,
     max_train_images: int | None = None,
     train_augment: Callable[[Any], Any] | None = None,
+    train_crop: str = "none",
 ) -> DataBundle:
     """Load a dataset from the registry and carve the search and held-out splits.
 
@@ -273,6 +300,10 @@ def load_dataset(
         train_augment: an optional transform applied to search-split images only, after
             resizing and before normalization; it receives and returns a uint8
             ``tv_tensors.Image`` of shape (3, image_size, image_size) (e.g. ``v2.RandAugment``).
+        train_crop: ``none``: search-split images are resized whole, as held-out ones always
+            are; ``random-resized``: each read is a new random crop (module docstring) resized
+            to ``image_size``, before ``train_augment``, drawn from torch's global generator
+            (a loader worker's own, seeded by the loader): a seeded epoch crops alike.
 
     Returns:
         The :class:`DataBundle`.
@@ -281,6 +312,7 @@ def load_dataset(
         DataError: unknown dataset, missing or wrong path, bad sizes or fractions.
     """
     check_int("image_size", image_size, 1, DataError)
+    check_choice("train_crop", train_crop, TRAIN_CROPS, DataError)
     check_number("heldout_fraction", heldout_fraction, 0.0, 1.0, DataError, above=True, below=True)
     if max_train_images is not None:
         check_int("max_train_images", max_train_images, 1, DataError)
@@ -293,13 +325,13 @@ def load_dataset(
             f"dataset {name_spec}: needs at least 2 classes, found {len(source.classes)}"
         )
     train, test, own_heldout, prepare, ready = _prepared(source, image_size)
-    finish = v2.Compose(
-        [
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-            v2.ToPureTensor(),
-        ]
+    search_source, search_prepare = (
+        (train, prepare) if train_crop == "none" else _cropped(source, image_size)
     )
+    finish = v2.Compose(
+        [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+         v2.ToPureTensor()]
+    )  # fmt: skip
     if own_heldout is None:
         search_indices, heldout_indices = _split(total, heldout_fraction, seed)
         heldout = _View(train, heldout_indices, prepare, None, finish)
@@ -317,7 +349,7 @@ def load_dataset(
         image_size=image_size,
         num_classes=len(source.classes),
         classes=source.classes,
-        train=_View(train, search_indices, prepare, train_augment, finish),
+        train=_View(search_source, search_indices, search_prepare, train_augment, finish),
         heldout=heldout,
         test=None if test is None else _View(test, None, prepare, None, finish),
         in_memory=ready,
@@ -349,6 +381,17 @@ def _prepared(
         for part in (test, heldout)
     )
     return train.resized(image_size), test, heldout, tv_tensors.Image, True
+
+
+def _cropped(source: Source, image_size: int) -> tuple[Dataset, Callable[[Any], Any]]:
+    """The source's training images at their own resolution, and how to cut one random-resized
+    crop of ``image_size`` px from one (cropped before any resizing, as the reference code does,
+    so that a small crop keeps the detail the image has)."""
+    crop = v2.RandomResizedCrop(image_size, scale=CROP_AREA, ratio=CROP_ASPECT, antialias=True)
+    if source.in_memory:
+        # Crop the (often 1-channel) tensor first: the channel copy then costs the small image.
+        return source.train, v2.Compose([tv_tensors.Image, crop, v2.RGB()])
+    return source.train, v2.Compose([v2.ToImage(), v2.RGB(), crop])
 
 
 def _split(total: int, heldout_fraction: float, seed: int) -> tuple[list[int], list[int]]:

@@ -9,7 +9,12 @@ from typing import Any
 from nas.errors import ConfigError
 from searchspace.checks import check_int, check_number
 
-__all__ = ["DataConfig"]
+__all__ = ["TRAIN_CROPS", "DataConfig"]
+
+#: How training images are cut (:func:`nas.data.bundle.load_dataset`): ``none`` (the whole image,
+#: resized) or ``random-resized`` (the reference code's scale augmentation: a random crop of 5-100%
+#: of the area, aspect ratio 3/4 to 4/3, resized to the image size).
+TRAIN_CROPS = ("none", "random-resized")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,7 +47,12 @@ class DataConfig:
             check_int("num_workers", self.num_workers, 0, ConfigError)
 
     def load(
-        self, image_size: int, *, seed: int, train_augment: Callable[[Any], Any] | None = None
+        self,
+        image_size: int,
+        *,
+        seed: int,
+        train_augment: Callable[[Any], Any] | None = None,
+        train_crop: str = "none",
     ) -> Any:
         """:func:`~nas.data.bundle.load_dataset` with these settings (a ``DataBundle``)."""
         from nas.data.bundle import load_dataset
@@ -54,4 +64,5 @@ class DataConfig:
             heldout_fraction=self.heldout_fraction,
             max_train_images=self.max_train_images,
             train_augment=train_augment,
+            train_crop=train_crop,
         )

@@ -39,6 +39,9 @@ CHECKPOINT_VERSION = 1
 CHECKPOINT_NAME = "checkpoint.pt"
 #: Settings that may differ between a run and its resume without changing what is computed.
 RESUMABLE_CHANGES = ("device", "num_workers")
+#: Settings added to the training config after checkpoints were first written, with the value
+#: every checkpoint written before them trained with (so that such a run still resumes).
+ADDED_SETTINGS = {"train_crop": "none"}
 _ENTRIES = ("spec", "config", "epoch", "model", "optimizer", "scheduler", "rng", "history")
 
 
@@ -139,7 +142,8 @@ def check_checkpoint(
 ) -> None:
     """Refuse a checkpoint of another architecture or another training config.
 
-    Only :data:`RESUMABLE_CHANGES` may differ between ``config`` and the checkpoint's.
+    Only :data:`RESUMABLE_CHANGES` may differ between ``config`` and the checkpoint's; a setting
+    of :data:`ADDED_SETTINGS` that an older checkpoint lacks counts as the value it trained with.
 
     Raises:
         CheckpointError: naming the first setting that differs.
@@ -156,7 +160,8 @@ def check_checkpoint(
             "same ARCH and dataset, or use another --out"
         )
     ours = _flatten({k: v for k, v in config.items() if k not in RESUMABLE_CHANGES})
-    stored = _flatten({k: v for k, v in checkpoint["config"].items() if k not in RESUMABLE_CHANGES})
+    theirs_config = ADDED_SETTINGS | dict(checkpoint["config"])
+    stored = _flatten({k: v for k, v in theirs_config.items() if k not in RESUMABLE_CHANGES})
     for key in sorted(set(ours) | set(stored)):
         if ours.get(key) != stored.get(key):
             raise CheckpointError(

@@ -6,11 +6,11 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from nas.data.config import DataConfig
+from nas.data.config import TRAIN_CROPS, DataConfig
 from nas.errors import ConfigError
 from nas.train.recipe import Recipe
 from nas.train.schedule import ProgressiveSchedule
-from searchspace.checks import check_int, check_number
+from searchspace.checks import check_choice, check_int, check_number
 from searchspace.errors import WeightsError
 
 __all__ = ["INIT_KINDS", "DistributedConfig", "ProgressiveConfig", "check_init", "split_init"]
@@ -56,6 +56,9 @@ class ProgressiveConfig(Recipe, DataConfig):
         init: ``""`` (random initialization), ``torchvision:PATH`` (a torchvision EfficientNetV2
             state dict) or ``effnas:PATH`` (an effnas weights file); the classifier is re-sized
             for the dataset.
+        train_crop: ``random-resized`` (the reference code's scale augmentation: every training
+            image a random crop of 5-100% of its area, aspect ratio 3/4 to 4/3, resized to the
+            stage's size) or ``none`` (the whole image resized). Evaluation never crops.
 
     ``device`` and ``num_workers`` may change on resume; nothing else may.
     """
@@ -64,6 +67,7 @@ class ProgressiveConfig(Recipe, DataConfig):
     schedule: ProgressiveSchedule
     ema_decay: float = 0.9999
     init: str = ""
+    train_crop: str = "random-resized"
 
     def __post_init__(self) -> None:
         if not isinstance(self.schedule, ProgressiveSchedule):
@@ -76,6 +80,7 @@ class ProgressiveConfig(Recipe, DataConfig):
                 f"got {self.epochs}"
             )
         check_number("ema_decay", self.ema_decay, 0.0, 1.0, ConfigError, below=True)
+        check_choice("train_crop", self.train_crop, TRAIN_CROPS, ConfigError)
         if self.init:
             check_init(self.init)
 

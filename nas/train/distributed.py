@@ -334,6 +334,7 @@ def _result(
         accuracy_raw=final["accuracy_raw"],
         test_accuracy=final["test_accuracy"],
         train_seconds=final["train_seconds"],
+        train_cpu_seconds=final["train_cpu_seconds"],
         history=record["history"],
         out_dir=out_dir,
         resumed_from=resumed_from,

@@ -7,10 +7,11 @@ and shared/REFERENCE.md section 6):
   evenly: stage ``i`` covers epochs ``floor(E * i / M)`` up to ``floor(E * (i + 1) / M)``, the
   reference code's stage boundaries ``int(total * (i + 1) / M)`` counted in epochs, so the
   remainder is spread over the stages (10 epochs in 4 stages: 2, 3, 2, 3).
-- Each stage trains on images resized to its size, augmented by torchvision's ``RandAugment``
-  (two ops) at its magnitude rounded to a whole bin, mixed by torchvision's ``v2.MixUp`` at its
-  alpha, with the model's classifier dropout set to its rate. A magnitude or an alpha of 0 turns
-  that augmentation off.
+- Each stage trains on random-resized crops of the images at its size (the reference code's
+  scale augmentation, ``config.train_crop``; or the whole images resized), augmented by
+  torchvision's ``RandAugment`` (two ops) at its magnitude rounded to a whole bin, mixed by
+  torchvision's ``v2.MixUp`` at its alpha, with the model's classifier dropout set to its rate. A
+  magnitude or an alpha of 0 turns that augmentation off.
 - Weights, optimizer state, the learning-rate schedule and the weight EMA carry over from stage
   to stage; nothing is reset. The learning-rate schedule (warm-up, then cosine or the paper's
   exponential decay) runs over the whole training, not per stage.
@@ -19,7 +20,9 @@ and shared/REFERENCE.md section 6):
   decay on BatchNorm and biases, label smoothing, bf16 autocast and channels_last on a GPU.
 - A weight EMA (``torch.optim.swa_utils.AveragedModel``, parameters and BatchNorm statistics)
   follows every step; the held-out split is evaluated at the spec's eval size with the EMA
-  weights (``accuracy``) and the raw weights (``accuracy_raw``) after every epoch.
+  weights (``accuracy``) and the raw weights (``accuracy_raw``) after every epoch, and with the
+  EMA weights at the stage's own training size (``accuracy_at_train_size``): the two differ by
+  the train-test resolution discrepancy the paper discusses (sec. 4.1).
 
 Everything a run writes goes to its run directory: ``checkpoint.pt`` after every epoch
 (:mod:`nas.train.checkpoint`; ``resume=True`` continues exactly where it stopped), ``metrics.csv``
@@ -104,6 +107,7 @@ class ProgressiveResult:
         accuracy_raw: the same for the raw (non-averaged) weights.
         test_accuracy: top-1 on the dataset's official test split, if it has one, else ``None``.
         train_seconds: wall time spent in training epochs (without evaluation), all sessions.
+        train_cpu_seconds: this process's CPU time in those epochs (rank 0's), all sessions.
         history: one metrics dict per epoch (see :func:`train_progressive`).
         out_dir: the run directory.
         resumed_from: the epochs already done when this call started (0 for a fresh run).
@@ -114,6 +118,7 @@ class ProgressiveResult:
     accuracy_raw: float
     test_accuracy: float | None
     train_seconds: float
+    train_cpu_seconds: float = 0.0
     history: list[dict[str, float]] = field(default_factory=list)
     out_dir: Path = Path()
     resumed_from: int = 0
@@ -421,11 +426,17 @@ def run_epochs(
         stats = _train_epoch(run, loader, settings, epoch, context, progress)
         metrics = None
         if context.rank == 0:
-            metrics = _evaluate_epoch(run, settings, stats)
-            metrics.update(epoch=epoch + 1, train_seconds=run.train_seconds + stats["seconds"])
+            metrics = _evaluate_epoch(run, settings, stats, stage_data.heldout_loader())
+            before = run.history[-1] if run.history else {}
+            metrics.update(
+                epoch=epoch + 1,
+                train_seconds=before.get("train_seconds", 0.0) + stats["seconds"],
+                # .get: a run resumed from a checkpoint older than this column starts it at 0.
+                train_cpu_seconds=before.get("train_cpu_seconds", 0.0) + stats["cpu_seconds"],
+            )
             run.history.append(metrics)
             _write_run_files(run, context, epoch + 1)
-            say(_epoch_line(metrics, settings, config, run.parts.ema is not None))
+            say(_epoch_line(metrics, settings, config, run))
         context.epoch_done(epoch + 1, metrics)
 
 
@@ -465,13 +476,15 @@ def _build(
 
 
 class _StageData:
-    """The training split at the current stage's image size and RandAugment magnitude, loaded
-    when the stage begins (the same seed carves the same split at every size)."""
+    """The training split at the current stage's image size, crop and RandAugment magnitude,
+    loaded when the stage begins (the same seed carves the same split at every size), and the
+    held-out split at that size."""
 
     def __init__(self, config: ProgressiveConfig) -> None:
         self.config = config
         self.stage = -1
         self.data: DataBundle | None = None
+        self._heldout: Any = None
 
     def loader(
         self, settings: StageSettings, epoch: int, context: Context, *, pin_memory: bool
@@ -481,9 +494,12 @@ class _StageData:
             magnitude = _randaugment_bin(settings)
             augment = v2.RandAugment(num_ops=2, magnitude=magnitude) if magnitude > 0 else None
             self.data = self.config.load(
-                settings.image_size, seed=self.config.seed, train_augment=augment
+                settings.image_size,
+                seed=self.config.seed,
+                train_augment=augment,
+                train_crop=self.config.train_crop,
             )
-            self.stage = settings.stage
+            self.stage, self._heldout = settings.stage, None
         return self.data.train_loader(
             self.config.batch_size,
             seed=epoch_seed(self.config.seed, epoch),
@@ -491,6 +507,15 @@ class _StageData:
             pin_memory=pin_memory,
             shard=(context.rank, context.world_size),
         )
+
+    def heldout_loader(self) -> Any:
+        """The held-out split at the current stage's size (made on first use: rank 0's)."""
+        assert self.data is not None, "loader() first"
+        if self._heldout is None:
+            self._heldout = self.data.heldout_loader(
+                self.config.batch_size, num_workers=self.config.num_workers
+            )
+        return self._heldout
 
 
 def _train_epoch(
@@ -546,23 +571,28 @@ def _train_epoch(
 
 
 def _evaluate_epoch(
-    run: TrainingRun, settings: StageSettings, stats: dict[str, float]
+    run: TrainingRun, settings: StageSettings, stats: dict[str, float], at_train_size: Any
 ) -> dict[str, Any]:
-    """The epoch's metrics: ``epoch``, ``stage`` (from 1), ``image_size``, ``randaug_magnitude``
-    (the bin used, 0 = off), ``mixup_alpha``, ``dropout``, ``train_loss`` (over the global
-    batches), ``accuracy`` (EMA weights, at the eval size), ``accuracy_raw``, ``lr`` (after the
-    epoch), ``epoch_seconds``, ``eval_seconds``, ``train_seconds`` (cumulative training time),
-    ``images_per_second`` (all workers together)."""
+    """The epoch's metrics: ``epoch``, ``stage`` (from 1), ``image_size`` (the stage's training
+    size), ``randaug_magnitude`` (the bin used, 0 = off), ``mixup_alpha``, ``dropout``,
+    ``train_loss`` (over the global batches), ``accuracy`` (EMA weights, at the spec's eval
+    size), ``accuracy_raw`` (raw weights, eval size), ``accuracy_at_train_size`` (EMA weights,
+    on the held-out images of ``at_train_size``, a loader at the stage's training size), ``lr``
+    (after the epoch), ``epoch_seconds``, ``epoch_cpu_seconds`` (this process's CPU time in the
+    epoch's training), ``epoch_data_cpu_seconds`` (the part of it spent reading and augmenting
+    the batches, when the loader works in this process), ``eval_seconds``, ``train_seconds``
+    and ``train_cpu_seconds`` (cumulative), ``images_per_second`` (all workers together)."""
     parts, device, precision = run.parts, run.device, run.precision
     eval_start = time.perf_counter()
-    accuracy_raw = evaluate_accuracy(
-        parts.model, run.eval_loader, device=device, precision=precision
-    )
-    accuracy = (
-        evaluate_accuracy(parts.evaluated, run.eval_loader, device=device, precision=precision)
-        if parts.ema is not None
-        else accuracy_raw
-    )
+
+    def score(model: nn.Module, loader: Any) -> float:
+        return evaluate_accuracy(model, loader, device=device, precision=precision)
+
+    accuracy_raw = score(parts.model, run.eval_loader)
+    accuracy = score(parts.evaluated, run.eval_loader) if parts.ema is not None else accuracy_raw
+    # At the eval size the held-out images are the same ones, resized alike: no second pass.
+    same_size = settings.image_size == run.spec.eval_resolution
+    at_train = accuracy if same_size else score(parts.evaluated, at_train_size)
     return {
         "epoch": 0,  # set by the caller, which knows the epoch
         "stage": settings.stage + 1,
@@ -573,10 +603,14 @@ def _evaluate_epoch(
         "train_loss": stats["train_loss"],
         "accuracy": accuracy,
         "accuracy_raw": accuracy_raw,
+        "accuracy_at_train_size": at_train,
         "lr": float(parts.optimizer.param_groups[0]["lr"]),
         "epoch_seconds": stats["seconds"],
+        "epoch_cpu_seconds": stats["cpu_seconds"],
+        "epoch_data_cpu_seconds": stats["data_cpu_seconds"],
         "eval_seconds": time.perf_counter() - eval_start,
         "train_seconds": 0.0,  # set by the caller: cumulative over the run
+        "train_cpu_seconds": 0.0,  # likewise
         "images_per_second": stats["images"] / max(stats["seconds"], 1e-9),
     }
 
@@ -642,10 +676,13 @@ def finish_run(run: TrainingRun, context: Context) -> ProgressiveResult | None:
     record["final"] = {
         "accuracy": last["accuracy"],
         "accuracy_raw": last["accuracy_raw"],
+        "accuracy_at_train_size": last.get("accuracy_at_train_size"),
         "test_accuracy": test_accuracy,
         "train_seconds": last["train_seconds"],
+        "train_cpu_seconds": last.get("train_cpu_seconds", 0.0),
         "epochs": config.epochs,
         "eval_image_size": run.spec.eval_resolution,
+        "train_image_size": last["image_size"],
     }
     write_metrics(context.directory, record)
     context.run_done(record["final"])
@@ -655,6 +692,7 @@ def finish_run(run: TrainingRun, context: Context) -> ProgressiveResult | None:
         accuracy_raw=last["accuracy_raw"],
         test_accuracy=test_accuracy,
         train_seconds=last["train_seconds"],
+        train_cpu_seconds=record["final"]["train_cpu_seconds"],
         history=run.history,
         out_dir=run.out_dir,
         resumed_from=run.start_epoch,
@@ -687,13 +725,17 @@ def _stage_plan(config: ProgressiveConfig) -> list[str]:
 
 
 def _epoch_line(
-    metrics: dict[str, float], settings: StageSettings, config: ProgressiveConfig, ema: bool
+    metrics: dict[str, float], settings: StageSettings, config: ProgressiveConfig, run: TrainingRun
 ) -> str:
-    note = f" (EMA; raw {metrics['accuracy_raw']:.2%})" if ema else ""
+    """One line per epoch: the stage, the loss, held-out accuracy at the eval size (EMA and raw)
+    and at the stage's training size, and the epoch's training time."""
+    note = f" (EMA; raw {metrics['accuracy_raw']:.2%})" if run.parts.ema is not None else ""
     return (
         f"epoch {metrics['epoch']}/{config.epochs} "
         f"{_describe_stage(settings, config.schedule.stages)}: "
-        f"loss {metrics['train_loss']:.4f}, held-out accuracy {metrics['accuracy']:.2%}{note}, "
+        f"loss {metrics['train_loss']:.4f}, held-out accuracy {metrics['accuracy']:.2%}{note} "
+        f"at the eval size {run.spec.eval_resolution} px, "
+        f"{metrics['accuracy_at_train_size']:.2%} at the train size {settings.image_size} px, "
         f"{metrics['epoch_seconds']:.1f} s"
     )
 

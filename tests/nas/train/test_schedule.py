@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from nas.errors import ScheduleError
-from nas.train.schedule import PRESETS, ProgressiveSchedule, load_schedule
+from nas.train.schedule import PRESETS, SMALL_IMAGE_FLOOR, ProgressiveSchedule, load_schedule
 
 # shared/REFERENCE.md section 6: (image size, RandAugment, Mixup, dropout) as (min, max).
 PAPER_TABLE = {
@@ -154,9 +154,18 @@ def test_presets_scale_the_image_sizes_to_the_spec_train_size(tiny_spec):
     # --image-size sets the maximum instead; --stages the number of stages.
     wide = schedule_for(spec, "reference", image_size=96, stages=2)
     assert column(wide, "image_size") == [int(41 + (96 - 41) * 0.5), 96]
-    # Below the total stride the minimum is raised to it.
-    small = schedule_for(tiny_spec.replace(train_resolution=16, eval_resolution=16), "paper")
-    assert small.image_size.min == tiny_spec.total_stride == 8
+    # Small images: the first stage is never below 24 px (bench/progressive.py: a 15 px first
+    # stage of 36 px images learns next to nothing), nor below the maximum if that is smaller.
+    assert SMALL_IMAGE_FLOOR == 24
+    for largest, sizes in [(36, [24, 28, 32, 36]), (50, [24, 32, 41, 50]), (16, [16] * 4)]:
+        fitted = schedule_for(tiny_spec.replace(train_resolution=largest), "paper")
+        assert column(fitted, "image_size") == sizes  # the ratio alone: 15, 21, 7
+    assert column(schedule_for(spec, "paper", image_size=56), "image_size") == [24, 34, 45, 56]
+    # Nor below the net's total stride, when that is larger.
+    last = tiny_spec.stages[-1]
+    strided = tiny_spec.replace(stages=(*tiny_spec.stages, last, last), train_resolution=64)
+    assert strided.total_stride == 32
+    assert column(schedule_for(strided, "paper"), "image_size") == [32, 42, 53, 64]
 
 
 def test_off_is_one_stage_at_the_maximum():
