@@ -198,11 +198,11 @@ def _trainable(config: SearchConfig, evaluate: Evaluate | None, data: Any = None
     )
     resources = {"cpu": config.resources.cpus, "gpu": config.resources.gpus}
     # Save the experiment state on every controller step, so that a killed driver loses at most
-    # the trial it was telling (Tune's default throttles saves to a share of the run time). Saving
-    # at most once a second instead spares the driver a third of its CPU (3.2 s against 4.8 s
-    # in a stand-in search of four short trials), but a trial that Tune started or ended in the last second before a kill is then
-    # unknown to the restored experiment: the resumed search ran 7 trials for a budget of 6
-    # (tests/nas/search/test_search.py caught it), so every step it is.
+    # the trial it was telling (Tune's default throttles saves to a share of the run time).
+    # Saving at most once a second instead spares the driver a third of its CPU (3.2 s against
+    # 4.8 s in a stand-in search of four short trials), but a trial that Tune started or ended in
+    # the last second before a kill is then unknown to the restored experiment: the resumed
+    # search ran 7 trials for a budget of 6 (tests/nas/search/test_search.py caught it).
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
     # Tune's own table would interleave with our one-line-per-trial progress.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
