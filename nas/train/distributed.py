@@ -327,18 +327,7 @@ def _result(
     if kind == "nonfinite":
         raise NonFiniteLossError(message)
     record = json.loads((out_dir / METRICS_JSON).read_text())
-    final = record["final"]
-    return ProgressiveResult(
-        spec=spec,
-        accuracy=final["accuracy"],
-        accuracy_raw=final["accuracy_raw"],
-        test_accuracy=final["test_accuracy"],
-        train_seconds=final["train_seconds"],
-        train_cpu_seconds=final["train_cpu_seconds"],
-        history=record["history"],
-        out_dir=out_dir,
-        resumed_from=resumed_from,
-    )
+    return ProgressiveResult.from_record(spec, record, out_dir, resumed_from)
 
 
 # -- the run directory, copied out of Ray Train's checkpoints -------------------------------------

@@ -123,6 +123,24 @@ class ProgressiveResult:
     out_dir: Path = Path()
     resumed_from: int = 0
 
+    @classmethod
+    def from_record(
+        cls, spec: ArchSpec, record: dict[str, Any], out_dir: Path, resumed_from: int
+    ) -> ProgressiveResult:
+        """The result a run's ``metrics.json`` record (its ``final`` written) describes."""
+        final = record["final"]
+        return cls(
+            spec=spec,
+            accuracy=final["accuracy"],
+            accuracy_raw=final["accuracy_raw"],
+            test_accuracy=final["test_accuracy"],
+            train_seconds=final["train_seconds"],
+            train_cpu_seconds=final["train_cpu_seconds"],
+            history=record["history"],
+            out_dir=out_dir,
+            resumed_from=resumed_from,
+        )
+
 
 def ema_multi_avg_fn(decay: float) -> Callable[[list, list, torch.Tensor], None]:
     """torch's EMA update (``get_ema_multi_avg_fn``) with the reference code's warm-up.
@@ -686,17 +704,7 @@ def finish_run(run: TrainingRun, context: Context) -> ProgressiveResult | None:
     }
     write_metrics(context.directory, record)
     context.run_done(record["final"])
-    return ProgressiveResult(
-        spec=run.spec,
-        accuracy=last["accuracy"],
-        accuracy_raw=last["accuracy_raw"],
-        test_accuracy=test_accuracy,
-        train_seconds=last["train_seconds"],
-        train_cpu_seconds=record["final"]["train_cpu_seconds"],
-        history=run.history,
-        out_dir=run.out_dir,
-        resumed_from=run.start_epoch,
-    )
+    return ProgressiveResult.from_record(run.spec, record, run.out_dir, run.start_epoch)
 
 
 def _randaugment_bin(settings: StageSettings) -> int:
