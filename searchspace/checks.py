@@ -21,12 +21,18 @@ __all__ = [
     "check_int",
     "check_number",
     "check_string",
+    "is_finite_number",
     "parse_amount",
 ]
 
 #: Suffixes of an amount: thousands, millions, billions (``g`` and ``b`` alike).
 _SUFFIXES = {"k": 1e3, "m": 1e6, "g": 1e9, "b": 1e9}
 _AMOUNT = re.compile(r"^\s*([-+]?[0-9]*\.?[0-9]+(?:e[-+]?[0-9]+)?)\s*([kmgb]?)\s*$", re.IGNORECASE)
+
+
+def is_finite_number(value: Any) -> bool:
+    """Whether ``value`` is a finite int or float (not a bool, not NaN or infinite)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def check_choice(

@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from nas.errors import ConfigError
 from results.tables import format_cell
-from searchspace.checks import check_amount, check_number
+from searchspace.checks import check_amount, check_number, is_finite_number
 from searchspace.space import SearchSpace, StageChoices
 from searchspace.spec import ArchSpec, StageSpec
 
@@ -135,7 +134,7 @@ class Constraints:
         values = {}
         for key, bound in self.bounds.items():
             value = figures.get(BOUNDS[key].metric)
-            if key in skip or not _finite(value):
+            if key in skip or not is_finite_number(value):
                 continue
             values[key] = value / bound - 1.0 if BOUNDS[key].upper else 1.0 - value / bound
         return values
@@ -165,10 +164,14 @@ class Constraints:
         """The figures the cheap bounds need, counted without building the net's weights."""
         return {BOUNDS[key].metric: _MEASURES[key](spec, image_size) for key in self.cheap}
 
+    def judge(self, spec: ArchSpec, image_size: int) -> tuple[dict[str, int], dict[str, float]]:
+        """The cheap bounds' figures of ``spec`` and their :meth:`violations`."""
+        figures = self.spec_figures(spec, image_size)
+        return figures, self.violations(figures)
+
     def refuses(self, spec: ArchSpec, image_size: int) -> bool:
         """Whether ``spec`` breaks a cheap bound (a search never trains it)."""
-        violations = self.violations(self.spec_figures(spec, image_size))
-        return any(excess > 0 for excess in violations.values())
+        return any(excess > 0 for excess in self.judge(spec, image_size)[1].values())
 
     def check_space(self, space: SearchSpace, image_size: int) -> None:
         """Refuse a space whose every net breaks a cheap bound (its cheapest net does).
@@ -188,10 +191,6 @@ class Constraints:
                     f"{image_size} px ({cheapest.to_string()}): every candidate would be "
                     f"refused; raise the bound or shrink the space"
                 )
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _parameters(spec: ArchSpec, image_size: int) -> int:

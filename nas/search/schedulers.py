@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import math
 import pickle
-import tempfile
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,7 +35,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from nas.errors import ConfigError
 from results.pareto import non_dominated_rank
 from results.schema import METRICS
-from searchspace.checks import check_int, check_number
+from searchspace.checks import check_int, check_number, is_finite_number
 
 __all__ = ["ParetoASHA", "SchedulerState"]
 
@@ -133,7 +131,7 @@ class ParetoASHA(FIFOScheduler):
         """``CONTINUE`` or ``STOP`` for a trial that reported ``result``."""
         progress = result.get(self.time_attr)
         values = [result.get(name) for name in self.objectives]
-        if result.get("final") or progress is None or not all(_finite(v) for v in values):
+        if result.get("final") or progress is None or not all(is_finite_number(v) for v in values):
             return TrialScheduler.CONTINUE  # a last result, or nothing to rank (a failure)
         if progress >= self.max_t:
             return TrialScheduler.CONTINUE  # the trial's last epoch: let it finish
@@ -155,10 +153,6 @@ class ParetoASHA(FIFOScheduler):
         return TrialScheduler.CONTINUE if better < keep else TrialScheduler.STOP
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 class SchedulerState(Callback):
     """A Tune callback that keeps a scheduler's state in the experiment (see the module).
 
@@ -177,17 +171,13 @@ class SchedulerState(Callback):
         self.log = log
 
     def get_state(self) -> dict | None:
-        # Through the scheduler's own save(), which writes a file (Tune's scheduler interface).
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder, "scheduler")
-            self.scheduler.save(str(path))
-            return {"scheduler": path.read_bytes()}
+        # Tune calls this at every save of the experiment (every controller step). What the
+        # schedulers' own save(path) writes is the pickle of their __dict__ (Tune's ASHA and
+        # ParetoASHA alike), so take those bytes directly instead of through a temporary file.
+        return {"scheduler": pickle.dumps(self.scheduler.__dict__)}
 
     def set_state(self, state: dict) -> None:
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder, "scheduler")
-            path.write_bytes(state["scheduler"])
-            self.scheduler.restore(str(path))
+        self.scheduler.__dict__.update(pickle.loads(state["scheduler"]))
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         summary = getattr(self.scheduler, "summary", None)

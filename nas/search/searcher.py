@@ -185,8 +185,7 @@ class StudySearcher(Searcher):
         """Whether ``spec`` breaks a cheap constraint; if so, record it refused (module doc)."""
         if not self.constraints.cheap:
             return False
-        figures = self.constraints.spec_figures(spec, self.image_size)
-        violations = self.constraints.violations(figures)
+        figures, violations = self.constraints.judge(spec, self.image_size)
         if all(value <= 0 for value in violations.values()):
             return False
         for key, value in figures.items():
