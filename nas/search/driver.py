@@ -21,7 +21,6 @@ PostgreSQL study), each with its own run directory, Tune experiment and number o
 
 from __future__ import annotations
 
-import math
 import os
 import socket
 import sys
@@ -348,15 +347,15 @@ def _finish(
     import optuna
     from optuna.trial import TrialState
 
-    from results import format_front, study_frame
+    from results import format_front, reward_best, study_frame
 
     study = optuna.load_study(study_name=config.study, storage=storage)
     trials = study.get_trials(deepcopy=False)
+    frame = study_frame(study)
     # Nets refused before training are in the study (the sampler learns from them) but never
-    # ran; they are not among this driver's Tune trials (numbers) either.
-    complete = [
-        t for t in trials if t.state == TrialState.COMPLETE and not t.user_attrs.get("violations")
-    ]
+    # ran; they are not among this driver's Tune trials (numbers) either, and reward_best
+    # skips them with the other infeasible trials.
+    best = reward_best(frame)
     mine = [t for t in trials if t.number in numbers]
     finished = sum(t.state == TrialState.COMPLETE for t in mine)
     failed = sum(t.state == TrialState.FAIL for t in mine)
@@ -364,13 +363,12 @@ def _finish(
     interrupted = sum(t.state.is_finished() for t in mine) < config.trials
     best_spec = best_path = None
     if trials:
-        log(format_front(study_frame(study)))
-    if complete:
-        best = max(complete, key=lambda t: t.user_attrs.get("reward", -math.inf))
-        best_spec = ArchSpec.from_string(best.user_attrs["spec"], name=f"{config.study}-best")
+        log(format_front(frame))
+    if best is not None:
+        best_spec = ArchSpec.from_string(best["spec"], name=f"{config.study}-best")
         best_path = best_spec.save(config.run_dir / "best.yaml")
         feasible = " among feasible trials" if config.constraints else ""
-        log(f"best by reward{feasible}: trial {best.number} -> {best_path}")
+        log(f"best by reward{feasible}: trial {best['number']} -> {best_path}")
         log("look further with:")
         log(f"  nas show {best_path}")
         if is_postgres_url(config.storage_url):
