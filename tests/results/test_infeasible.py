@@ -62,9 +62,7 @@ def load(run):
 
 
 def test_the_front_and_the_reward_best_hold_feasible_trials_only(run):
-    frame = study_frame(
-        optuna.load_study(study_name="constrained", storage=f"sqlite:///{run}/study.db")
-    )
+    frame = load(run)
     champion = frame[frame["violations"] != ""]["number"].min()
     front = pareto_front(frame, PARETO_OBJECTIVES)
     assert champion not in set(front["number"]) and len(front)
@@ -85,9 +83,7 @@ def test_the_front_and_the_reward_best_hold_feasible_trials_only(run):
 
 
 def test_infeasible_trials_do_not_move_the_hypervolume_and_refused_ones_cost_nothing(run):
-    frame = study_frame(
-        optuna.load_study(study_name="constrained", storage=f"sqlite:///{run}/study.db")
-    )
+    frame = load(run)
     feasible = frame[frame["violations"] == ""]
     scale = Normalization.fit([feasible], PARETO_OBJECTIVES)
     assert Normalization.fit([frame], PARETO_OBJECTIVES) == scale
@@ -104,9 +100,7 @@ def test_front_json_and_report_show_infeasible_trials_apart(run, capsys):
     payload = json.loads(capsys.readouterr().out)
     assert (payload["trials"], payload["refused"], len(payload["infeasible"])) == (45, 3, 5)
     assert all(trial["violations"] == "" for trial in payload["front"])
-    frame = study_frame(
-        optuna.load_study(study_name="constrained", storage=f"sqlite:///{run}/study.db")
-    )
+    frame = load(run)
     frame.attrs["study_name"] = "constrained"
     html = write_report([frame], run / "report.html", png=True).html.read_text()
     assert 'id="infeasible-constrained"' in html

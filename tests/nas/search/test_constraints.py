@@ -21,7 +21,13 @@ from scaling.measures import spec_flops, spec_parameters
 from searchspace import ArchSpec
 from searchspace.space import SearchSpace
 from searchspace.spec import StageSpec
-from tests.nas.search.helpers import SMALL_SPACE, collect_line, collected_lines, small_config
+from tests.nas.search.helpers import (
+    SMALL_SPACE,
+    collect_line,
+    collected_lines,
+    small_config,
+    study_trials,
+)
 
 # Ray workers unpickle the stand-in evaluation; this module is not importable there.
 ray_cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -65,7 +71,7 @@ def test_constraints_refuse_nets_before_training_and_reach_the_sampler(tmp_path)
     )  # fmt: skip
     evaluate = functools.partial(guarded_evaluate, max_params=MAX_PARAMS)
     outcome = run_search(config, evaluate=evaluate, log=collect_line)
-    trials = optuna.load_study(study_name="t", storage=config.storage_url).get_trials()
+    trials = study_trials(config)
     refused = [t for t in trials if t.user_attrs.get("status") == "refused"]
     ran = [t for t in trials if t.user_attrs.get("status") != "refused"]
     # No net above the bound reached a worker (it would have failed its trial), and the ones

@@ -20,7 +20,13 @@ from nas.search.driver import early_stopping
 from nas.search.schedulers import ParetoASHA
 from results.pareto import non_dominated_rank
 from searchspace import ArchSpec
-from tests.nas.search.helpers import collect_line, collected_lines, fake_record, small_config
+from tests.nas.search.helpers import (
+    collect_line,
+    collected_lines,
+    fake_record,
+    small_config,
+    study_trials,
+)
 
 # Ray workers unpickle the stand-in evaluation; this module is not importable there.
 ray_cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -78,7 +84,7 @@ def test_pareto_early_stopping_stops_dominated_trials_and_keeps_their_figures(tm
         tmp_path, objective="pareto", early_stopping=True, epochs=3, trials=10, concurrent=1
     )
     outcome = run_search(config, evaluate=pareto_learner_evaluate, log=collect_line)
-    trials = optuna.load_study(study_name="t", storage=config.storage_url).get_trials()
+    trials = study_trials(config)
     stopped = {t.number for t in trials if t.state == PRUNED}
     assert stopped and stopped == expected_stops(trials)
     assert any(t.state == COMPLETE for t in trials)

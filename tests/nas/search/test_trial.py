@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sys
 
-import optuna
 import pytest
 from ray import cloudpickle as ray_cloudpickle
 
@@ -15,7 +14,7 @@ from nas.search import trial as trial_module
 from nas.search.trial import TrialSettings, default_evaluate
 from searchspace import ArchSpec
 from tests.nas.evaluate.test_evaluate import quick_config
-from tests.nas.search.helpers import fake_record, small_config
+from tests.nas.search.helpers import fake_record, small_config, study_trials
 
 # Ray workers unpickle the stand-in evaluation; this module is not importable there.
 ray_cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -70,6 +69,6 @@ def data_reporting_evaluate(spec: ArchSpec, settings: dict, report) -> dict:
 def test_the_search_hands_every_trial_the_drivers_dataset(tmp_path):
     config = small_config(tmp_path, trials=2, concurrent=1, dataset="synthetic:300")
     run_search(config, evaluate=data_reporting_evaluate, log=lambda line: None)
-    trials = optuna.load_study(study_name="t", storage=config.storage_url).get_trials()
+    trials = study_trials(config)
     expected = len(config.eval_config().load_data().train)
     assert [t.user_attrs["name"] for t in trials] == [f"synthetic:300:{expected}:32:False"] * 2
