@@ -249,7 +249,8 @@ def describe(args: argparse.Namespace, arms: list[str]) -> list[str]:
     plans = schedules(args)
     sizes = [s.image_size for s in plans["progressive"].all_stages()]
     flops = {size: count_flops(model, size) for size in sorted(set(sizes) | {args.size})}
-    epochs = [len(r) for r in _stage_epochs(args)]
+    staged = ProgressiveConfig(epochs=args.epochs, schedule=plans["progressive"])
+    epochs = [len(r) for r in staged.stage_epochs()]
     flop_ratio = sum(e * flops[s] for e, s in zip(epochs, sizes, strict=True)) / (
         args.epochs * flops[args.size]
     )
@@ -272,12 +273,6 @@ def describe(args: argparse.Namespace, arms: list[str]) -> list[str]:
         )
     lines.append(f"arms: {', '.join(arms)} (-nocrop: --train-crop none)")
     return lines
-
-
-def _stage_epochs(args: argparse.Namespace) -> list[range]:
-    stages = schedules(args)["progressive"].stages
-    bounds = [args.epochs * i // stages for i in range(stages + 1)]
-    return [range(bounds[i], bounds[i + 1]) for i in range(stages)]
 
 
 def parse_args() -> argparse.Namespace:

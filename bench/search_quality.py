@@ -81,7 +81,6 @@ METHODS: dict[str, dict[str, Any]] = {
     "flops-tpe": {"objective": "reward", "sampler": "tpe", "evaluation": {"reward_cost": "flops"}},
     "pareto-asha": {"objective": "pareto", "sampler": "nsga2", "early_stopping": True},
 }
-DEFAULT = "reward-tpe"
 #: The hypervolume's objectives and which of them are taken on a log scale.
 OBJECTIVES = ("accuracy", "step_time_ms", "params")
 #: Line styles, so that curves that coincide (NSGA-II's first generation is random sampling
@@ -133,7 +132,7 @@ def finished_trials(config: SearchConfig) -> int | None:
 
 def run_searches(args: argparse.Namespace, base: SearchConfig) -> list[SearchConfig]:
     """Every method with every seed, seeds outermost (the machine's load drifts over an hour:
-    each seed's four searches run back to back). Finished searches are skipped, unfinished
+    each seed's five searches run back to back). Finished searches are skipped, unfinished
     ones resumed."""
     configs = []
     for seed in args.seeds:
@@ -233,13 +232,13 @@ def retime(args: argparse.Namespace, base: SearchConfig, frame: pd.DataFrame) ->
             flush=True,
         )
         started = time.perf_counter()
-        with ray_session(args.address):  # the session main() holds, if any
-            (value,) = run_tasks(
-                retime_on_worker,
-                [(wanted, setup, args.rounds, threads)],
-                resources=base.resources,
-                concurrent=1,
-            )
+        # In the Ray session main() holds.
+        (value,) = run_tasks(
+            retime_on_worker,
+            [(wanted, setup, args.rounds, threads)],
+            resources=base.resources,
+            concurrent=1,
+        )
         if isinstance(value, TaskFailure):
             raise SystemExit(f"re-timing failed: {value.reason}")
         cached = dict(zip(wanted, value, strict=True))
