@@ -48,6 +48,7 @@ __all__ = [
     "IMAGENET_STD",
     "TRAIN_CROPS",
     "DataBundle",
+    "available_cpus",
     "load_dataset",
     "shard_seed",
 ]
@@ -106,7 +107,8 @@ def shard_seed(seed: int, rank: int) -> int:
     return (seed + rank * 0x9E3779B97F4A7C15) % (1 << 63)
 
 
-def _available_cpus() -> int:
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity; the machine's count elsewhere)."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -146,7 +148,7 @@ class DataBundle:
 
     def default_workers(self) -> int:
         """Worker processes worth using: none for in-memory data, else up to 4 spare CPUs."""
-        return 0 if self.in_memory else max(0, min(4, _available_cpus() - 1))
+        return 0 if self.in_memory else max(0, min(4, available_cpus() - 1))
 
     def _loader(
         self,

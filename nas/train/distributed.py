@@ -70,6 +70,7 @@ import torch
 from ray.train import UserCallback
 
 from nas.cluster import ray_session, requested_address
+from nas.data.bundle import available_cpus
 from nas.data.sources import load_source
 from nas.errors import ConfigError, NonFiniteLossError, WorkerError, WorkerFailureError
 from nas.train.checkpoint import CHECKPOINT_NAME, check_checkpoint, read_checkpoint
@@ -212,11 +213,7 @@ def _per_worker(scaling: DistributedConfig) -> str:
 
 def _local_resources() -> dict[str, float]:
     """What a local Ray would offer: this process's CPUs and the GPUs torch sees."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    return {"CPU": float(cpus), "GPU": float(torch.cuda.device_count())}
+    return {"CPU": float(available_cpus()), "GPU": float(torch.cuda.device_count())}
 
 
 def _check_resources(

@@ -262,11 +262,6 @@ class TrainingRun:
     start_epoch: int
     record: dict[str, Any]
 
-    @property
-    def train_seconds(self) -> float:
-        """Wall time spent in training epochs so far, all sessions."""
-        return self.history[-1]["train_seconds"] if self.history else 0.0
-
 
 def train_progressive(
     spec: ArchSpec,
