@@ -146,7 +146,10 @@ def train_distributed(
     check_schedule(spec, config)
     _, source = load_source(config.dataset)  # a missing dataset is refused here, not N times
     spec = spec.replace(num_classes=len(source.classes))
-    checkpoint = checkpoint_to_resume(out_dir, resume)
+    # Read once: the bytes checked here are the bytes the workers get.
+    checkpoint_path = out_dir / CHECKPOINT_NAME
+    data = checkpoint_path.read_bytes() if resume and checkpoint_path.is_file() else None
+    checkpoint = checkpoint_to_resume(out_dir, resume, data)
     if checkpoint is not None:
         check_checkpoint(checkpoint, spec, config.to_dict(), out_dir / CHECKPOINT_NAME)
     resumed_from = 0 if checkpoint is None else int(checkpoint["epoch"])
@@ -163,7 +166,7 @@ def train_distributed(
             "spec": spec,
             "config": config,
             "out_dir": str(out_dir),
-            "checkpoint": ray.put((out_dir / CHECKPOINT_NAME).read_bytes()) if resume else None,
+            "checkpoint": ray.put(data) if data is not None else None,
             "cpus_per_worker": scaling.cpus_per_worker,
             "gpus_per_worker": scaling.gpus_per_worker,
             "progress": progress,

@@ -343,9 +343,11 @@ def check_memory(
         raise ConfigError(f"{spec.label} {shortfall}; lower --batch-size or the image size")
 
 
-def checkpoint_to_resume(out_dir: Path, resume: bool) -> dict[str, Any] | None:
+def checkpoint_to_resume(
+    out_dir: Path, resume: bool, data: bytes | None = None
+) -> dict[str, Any] | None:
     """The checkpoint in ``out_dir`` to resume from (read and checked to be intact), or None for
-    a fresh run.
+    a fresh run. ``data``: the checkpoint file's content, if the caller read it already.
 
     Raises:
         CheckpointError: ``resume`` without a checkpoint, an unreadable one, or a fresh run
@@ -357,7 +359,7 @@ def checkpoint_to_resume(out_dir: Path, resume: bool) -> dict[str, Any] | None:
             raise CheckpointError(
                 f"--resume: there is no checkpoint {str(checkpoint_path)!r} to resume"
             )
-        return read_checkpoint(checkpoint_path)
+        return read_checkpoint(checkpoint_path, data)
     if checkpoint_path.exists():
         raise CheckpointError(
             f"{str(out_dir)!r} already holds a checkpoint; pass --resume to continue that run, "
