@@ -262,16 +262,28 @@ def test_a_dead_worker_and_a_stopped_run_resume_to_what_one_process_computes(
     assert versus_plain > 100 * ATOL
 
 
+def exact_train_argv(tmp_path: Path, run: Path, *extra: str) -> list[str]:
+    """``nas train`` with :func:`exact_config`'s settings on :data:`SPEC` into ``run`` (spec and
+    schedule saved into ``tmp_path``), then ``extra`` flags."""
+    spec_file, schedule_file = tmp_path / "spec.yaml", tmp_path / "schedule.yaml"
+    SPEC.save(spec_file)
+    config = exact_config()
+    schedule_file.write_text(yaml.safe_dump(config.schedule.to_dict()))
+    return [
+        sys.executable, "-m", "nas.cli", "train", str(spec_file), "--dataset", config.dataset,
+        "--epochs", "4", "--progressive", str(schedule_file), "--batch-size", "20", "--lr",
+        "0.004", "--warmup-epochs", "1", "--ema-decay", "0.99", "--train-crop", "none",
+        "--device", "cpu", "--progress", "off", "--out", str(run), *extra,
+    ]  # fmt: skip
+
+
 def _resume_in_a_fresh_process(run: Path, tmp_path: Path) -> subprocess.CompletedProcess:
     """``nas train ... --workers 1 --out RUN --resume`` in a new process, with ``RAY_ADDRESS``
     unset and a private ``RAY_TMPDIR`` whose address file names a dead head: what ``ray start
     --head`` leaves behind when its head dies without ``ray stop``, which a plain ``ray.init()``
     would join (and retry for minutes). It must start a local Ray of its own, in that
     ``RAY_TMPDIR``."""
-    spec_file, schedule_file = tmp_path / "spec.yaml", tmp_path / "schedule.yaml"
-    SPEC.save(spec_file)
-    config = exact_config()
-    schedule_file.write_text(yaml.safe_dump(config.schedule.to_dict()))
+    argv = exact_train_argv(tmp_path, run, "--workers", "1", "--resume")
     ray_tmp = Path(tempfile.mkdtemp(prefix="efdr-", dir="/tmp"))  # short: Ray's sockets below
     try:
         (ray_tmp / "ray").mkdir()
@@ -283,13 +295,6 @@ def _resume_in_a_fresh_process(run: Path, tmp_path: Path) -> subprocess.Complete
             env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
             env |= {"RAY_TMPDIR": str(ray_tmp), "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
             env |= dict([FAST_POLL])
-            argv = [
-                sys.executable, "-m", "nas.cli", "train", str(spec_file), "--dataset",
-                config.dataset, "--epochs", "4", "--progressive", str(schedule_file),
-                "--batch-size", "20", "--lr", "0.004", "--warmup-epochs", "1", "--ema-decay",
-                "0.99", "--train-crop", "none", "--device", "cpu", "--progress", "off",
-                "--workers", "1", "--out", str(run), "--resume",
-            ]  # fmt: skip
             finished = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True)
         assert list((ray_tmp / "ray").glob("session_*")), "the local Ray kept its files elsewhere"
     finally:

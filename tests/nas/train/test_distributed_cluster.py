@@ -10,18 +10,15 @@ process computing each step as two workers do.
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
-import yaml
 
 from tests.infra.ray_namespace import namespace_support, two_node_cluster
 from tests.infra.system_tools import missing
 from tests.nas.train.test_distributed import (
     FAST_POLL,
-    SPEC,
     assert_same_run,
-    exact_config,
+    exact_train_argv,
     reference,
 )
 
@@ -32,18 +29,8 @@ def test_a_submitted_job_trains_on_two_nodes(tmp_path, monkeypatch):
     reason = namespace_support()
     if reason is not None:
         missing(reason)
-    config = exact_config()
-    spec_file, schedule_file = tmp_path / "spec.yaml", tmp_path / "schedule.yaml"
     run = tmp_path / "run"
-    SPEC.save(spec_file)
-    schedule_file.write_text(yaml.safe_dump(config.schedule.to_dict()))
-    argv = [
-        "env", "=".join(FAST_POLL), sys.executable, "-m", "nas.cli", "train", str(spec_file),
-        "--dataset", config.dataset, "--epochs", "4", "--progressive", str(schedule_file),
-        "--batch-size", "20", "--lr", "0.004", "--warmup-epochs", "1", "--ema-decay", "0.99",
-        "--train-crop", "none", "--device", "cpu", "--progress", "off", "--workers", "2",
-        "--out", str(run),
-    ]  # fmt: skip
+    argv = ["env", "=".join(FAST_POLL), *exact_train_argv(tmp_path, run, "--workers", "2")]
     with two_node_cluster() as cluster:
         job = cluster.submit(argv)
         try:
