@@ -22,6 +22,7 @@ __all__ = [
     "RECORD",
     "RECORD_KEYS",
     "REFUSED",
+    "REPORTED_ONLY",
     "STOPPED",
     "Field",
     "describe_objectives",
@@ -64,14 +65,17 @@ RECORD: tuple[Field, ...] = (
     Field("hash", str, "the spec's stable hash"),
     Field("accuracy", float, "top-1 on the held-out split, 0..1; None if the candidate failed",
           True, "top-1 accuracy"),
-    Field("step_time_ms", float, "median time of one training step, ms", False,
-          "train step time (ms)"),
+    Field("test_accuracy", float, "top-1 on the test split, 0..1, measured once after training; "
+          "reported only: no search decision reads it; None if failed or stopped", True,
+          "test top-1 accuracy"),
+    Field("step_time_ms", float, "median time of one training step at timing_image_size, ms",
+          False, "train step time (ms)"),
     Field("step_time_norm", float, "step_time_ms / reference_step_time_ms", False,
           "step time / reference"),
     Field("params", int, "trainable parameters", False, "parameters"),
     Field("params_norm", float, "params / the reference's", False, "parameters / reference"),
-    Field("flops", int, "fvcore FLOPs of one image at image_size (a multiply-add is one)", False,
-          "FLOPs"),
+    Field("flops", int, "fvcore FLOPs of one image at timing_image_size (a multiply-add is one)",
+          False, "FLOPs"),
     Field("flops_norm", float, "flops / the reference's at the same image size", False,
           "FLOPs / reference"),
     Field("reward", float, "accuracy * S^w * params_norm^v, S the reward_cost's normalized "
@@ -95,7 +99,9 @@ RECORD: tuple[Field, ...] = (
     Field("peak_memory_mb", float, "peak GPU memory of the training step, MiB; None on a CPU",
           False, "peak memory (MB)"),
     Field("epochs", int, "training epochs"),
-    Field("image_size", int, "training and evaluation image size"),
+    Field("image_size", int, "the brief training's image size (training and accuracy)"),
+    Field("timing_image_size", int, "image size of the timed step, FLOPs and peak memory: the "
+          "final training's, whatever size the brief training used"),
     Field("batch_size", int, "training batch size"),
     Field("train_seconds", float, "wall time of the training epochs, s", False,
           "training time (s)"),
@@ -109,6 +115,9 @@ REFUSED = "refused"
 
 #: The record's keys, in order.
 RECORD_KEYS: tuple[str, ...] = tuple(field.name for field in RECORD)
+
+#: Figures a trial reports but no search decision may read (sampler, scheduler, constraint).
+REPORTED_ONLY: frozenset[str] = frozenset({"test_accuracy"})
 
 #: Every field that may be an objective, by name.
 METRICS: dict[str, Field] = {field.name: field for field in RECORD if field.maximize is not None}

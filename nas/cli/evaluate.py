@@ -32,6 +32,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "cifar10:PATH, cifar100:PATH, flowers102:PATH, stanfordcars:PATH",
     )
     flag("image_size", "training image size", int, shown="default: the spec's train size")
+    flag(
+        "timing_image_size",
+        "image size the training step is timed and FLOPs counted at",
+        int,
+        shown="default: the training image size",
+    )
     flag("epochs", "training epochs", int)
     flag("batch_size", "batch size", int)
     flag("lr", "peak learning rate", float, shown="default: 0.016 per 256 images for RMSProp")
@@ -47,6 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     flag("reference", "net that step time and parameters are normalized by")
     flag("heldout_fraction", "fraction of the training set held out for accuracy", float)
+    flag("test_fraction", "fraction carved as the test split if the dataset has none", float)
     flag("max_train_images", "use at most this many search-split images", int, shown="default: all")
     flag("num_workers", "data-loading processes", int, shown="default: chosen per dataset")
     flag("reward_w", "step-time exponent of the reward", float)
@@ -70,6 +77,8 @@ def format_result(record: dict[str, Any], dataset: str, reference: str) -> str:
             f"({record['epochs']} epoch{'s' if record['epochs'] != 1 else ''}, "
             f"{record['train_seconds']:.1f} s of training)"
         )
+        if record["test_accuracy"] is not None:
+            lines.append(f"test         {record['test_accuracy']:.2%} top-1 on the test split")
     else:
         lines.append(f"status       FAILED: {record['failure']}")
     if record["step_time_ms"] is not None:
@@ -77,7 +86,7 @@ def format_result(record: dict[str, Any], dataset: str, reference: str) -> str:
             f"step time    {_ms(record['step_time_ms'])} median, "
             f"IQR {_ms(record['step_time_spread_ms'])}"
             f", {record['images_per_second']:,.0f} images/s (batch {record['batch_size']}, "
-            f"{record['image_size']} px)"
+            f"{record['timing_image_size']} px)"
         )
     if record["reference_step_time_ms"] is not None:
         norm = record["step_time_norm"]
@@ -92,7 +101,8 @@ def format_result(record: dict[str, Any], dataset: str, reference: str) -> str:
     )
     flops_norm = record["flops_norm"]
     lines.append(
-        f"FLOPs        {record['flops']:,} ({record['flops'] / 1e9:.3f}B per image"
+        f"FLOPs        {record['flops']:,} ({record['flops'] / 1e9:.3f}B per "
+        f"{record['timing_image_size']} px image"
         + (f", x{flops_norm:.3f} the reference)" if flops_norm is not None else ")")
     )
     memory = record["peak_memory_mb"]

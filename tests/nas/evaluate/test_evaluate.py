@@ -24,6 +24,7 @@ SCHEMA = [
     "hash",
     "name",
     "accuracy",
+    "test_accuracy",
     "step_time_ms",
     "step_time_spread_ms",
     "reference_step_time_ms",
@@ -40,6 +41,7 @@ SCHEMA = [
     "node",
     "epochs",
     "image_size",
+    "timing_image_size",
     "batch_size",
     "train_seconds",
     "duration_s",
@@ -74,6 +76,39 @@ def quick_config(**changes) -> EvalConfig:
     return EvalConfig(**{**settings, **changes})
 
 
+def test_the_step_is_timed_at_the_timing_size_not_the_proxy_size(tiny_spec, monkeypatch):
+    """The candidate's and the reference's steps are timed, and FLOPs counted, at
+    ``timing_image_size``; the brief training (and so its accuracy) stays at ``image_size``."""
+    import nas.evaluate.candidate as candidate
+    import nas.evaluate.reference as reference
+    from nas.evaluate import timing
+
+    timed = []
+
+    def recording(model, setup):
+        result = timing.time_train_step(model, setup)
+        timed.append((count_parameters(model), setup.image_size, result.median_ms))
+        return result
+
+    monkeypatch.setattr(candidate, "time_train_step", recording)
+    monkeypatch.setattr(reference, "time_train_step", recording)
+    records = {}
+    for size in (16, 40):
+        clear_reference_cache()
+        timed.clear()
+        records[size] = evaluate_candidate(tiny_spec, quick_config(timing_image_size=size))
+        record = records[size].to_dict()
+        assert {image_size for _, image_size, _ in timed} == {size}  # candidate and reference
+        assert record["image_size"] == 16 and record["timing_image_size"] == size
+        spec_params = count_parameters(build_model(tiny_spec.replace(num_classes=10)))
+        mine = [median for params, _, median in timed if params == spec_params]
+        assert record["step_time_ms"] == mine[-1]
+        assert record["flops"] == count_flops(build_model(tiny_spec), size)
+    # Same seed, same proxy size: the same trained net, whatever size the step was timed at.
+    assert records[16].accuracy == records[40].accuracy
+    assert records[16].test_accuracy == records[40].test_accuracy
+
+
 def test_record_has_exactly_the_schema_and_consistent_figures(tiny_spec):
     config = quick_config(reward_w=-0.1, reward_v=-0.02, epochs=2)
     reports = []
@@ -89,7 +124,8 @@ def test_record_has_exactly_the_schema_and_consistent_figures(tiny_spec):
     assert (record["spec"], record["hash"]) == (spec.to_string(), spec.hash)
     assert record["name"] == "tiny"
     assert (record["status"], record["failure"]) == ("ok", "")
-    assert 0.0 <= record["accuracy"] <= 1.0
+    assert 0.0 <= record["accuracy"] <= 1.0 and 0.0 <= record["test_accuracy"] <= 1.0
+    assert record["timing_image_size"] == 16  # none given: the training size
     assert record["params"] == count_parameters(build_model(spec))
     assert record["flops"] == count_flops(build_model(spec), 16)
     reference = load_arch(TINY_REFERENCE).replace(num_classes=10)
