@@ -12,9 +12,10 @@ in its own study and run directory under ``--out``):
 - ``random``: the same reward, random sampling: what a user would do without a search;
 - ``flops-tpe``: the same reward and sampler with FLOPs in place of the measured step time
   (``evaluation.reward_cost: flops``): what FLOP-counting NAS tools optimize;
-- ``pareto-asha``: ``pareto-nsga2`` (the same population sizing) with early stopping: Pareto-aware
-  successive halving (:class:`nas.search.schedulers.ParetoASHA`) stops candidates that enough
-  others dominate after epoch 1, 3, ... so the same trials cost fewer epochs.
+- ``pareto-asha``: ``pareto-nsga2`` (the same population sizing) with early stopping: MO-ASHA
+  (:class:`nas.search.schedulers.ParetoASHA`) lets a third of the candidates go on after epoch
+  1, 3, ... (by non-dominated rank, an epsilon-net inside a front), so the same trials cost
+  fewer epochs.
 
 Early stopping is off for the other four (ASHA would give the reward searches more trials for the
 same compute). The seed seeds the sampler and every candidate's training and held-out split, so

@@ -255,6 +255,27 @@ class Normalization:
         """
         names = parse_objectives(objectives)
         values = np.vstack([_objective_values(frame, names) for frame in frames])
+        return cls.of_values(values, names)
+
+    @classmethod
+    def of_values(
+        cls, values: np.ndarray | Sequence[Sequence[float]], objectives: Sequence[str] | str
+    ) -> Normalization | None:
+        """The scale set by the rows of ``values`` (as :meth:`fit`, without a study frame).
+
+        Args:
+            values: ``(n, len(objectives))`` in the metrics' own units; rows holding a NaN are
+                left out.
+            objectives: the metrics of the columns.
+
+        Returns:
+            The normalization, or None when no row is complete.
+
+        Raises:
+            ResultsError: an unknown objective name.
+        """
+        names = parse_objectives(objectives)
+        values = np.asarray(values, dtype=np.float64).reshape(-1, len(names))
         values = values[np.isfinite(values).all(axis=1)]
         if not len(values):
             return None
@@ -270,9 +291,14 @@ class Normalization:
     def normalize(self, frame: pd.DataFrame) -> np.ndarray:
         """``(len(frame), d)`` normalized losses; NaN rows for trials that are not complete or
         lack an objective (or hold a value the log scale cannot take)."""
-        values = _objective_values(frame, self.objectives)
+        return self.normalize_values(_objective_values(frame, self.objectives))
+
+    def normalize_values(self, values: np.ndarray) -> np.ndarray:
+        """``(n, d)`` values in the objectives' own units as normalized losses; NaN rows where a
+        value is missing (or one the log scale cannot take)."""
+        values = np.asarray(values, dtype=np.float64)
         columns = [scale.normalize(values[:, i]) for i, scale in enumerate(self.scales)]
-        losses = np.column_stack(columns) if columns else np.empty((len(frame), 0))
+        losses = np.column_stack(columns) if columns else np.empty((len(values), 0))
         losses[~np.isfinite(losses).all(axis=1)] = np.nan
         return losses
 

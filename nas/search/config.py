@@ -76,9 +76,10 @@ class SearchConfig:
             generations).
         early_stopping: stop weak candidates after their first epochs: Tune's ASHA on the
             reward in ``reward`` mode; in ``pareto`` mode
-            :class:`~nas.search.schedulers.ParetoASHA`, which keeps the candidates in the best
-            non-dominated ranks at each rung (epochs 1, 3, 9, ... below the last). A stopped
-            trial keeps the figures it reached (``PRUNED``, ``status: stopped``).
+            :class:`~nas.search.schedulers.ParetoASHA` (MO-ASHA), which keeps a third of the
+            candidates at each rung (epochs 1, 3, 9, ... below the last) by non-dominated rank,
+            an epsilon-net inside a front, those that broke a measured constraint last. A
+            stopped trial keeps the figures it reached (``PRUNED``, ``status: stopped``).
         storage: Optuna storage URL; default ``sqlite:///<runs_dir>/<study>/study.db``. A
             PostgreSQL URL may hold the password; the search uses it and saves the URL
             without it (see :mod:`nas.search.driver`).

@@ -303,9 +303,10 @@ def _new_tuner(
 def early_stopping(config: SearchConfig) -> Any:
     """The Tune scheduler that stops weak candidates early, or None (``early_stopping: false``).
 
-    ``reward`` mode: Tune's ASHA on the reward. ``pareto`` mode: :class:`ParetoASHA` on the
-    study's objectives (accuracy so far, normalized step time, parameters), judged after epoch
-    1, 3, 9, ... below the last epoch, keeping about a third at each rung by non-dominated rank.
+    ``reward`` mode: Tune's ASHA on the reward. ``pareto`` mode: :class:`ParetoASHA` (MO-ASHA)
+    on the study's objectives (accuracy so far, normalized step time, parameters), judged after
+    epoch 1, 3, 9, ... below the last epoch, keeping a third at each rung by non-dominated rank
+    and an epsilon-net inside a front, the trials that broke a measured constraint last.
     """
     if not config.early_stopping:
         return None
@@ -325,6 +326,7 @@ def early_stopping(config: SearchConfig) -> Any:
     # Rungs lie below the last epoch: stopping a trial after its last epoch saves nothing.
     return ParetoASHA(
         OBJECTIVES_BY_MODE[config.objective],
+        constraints=config.constraints,
         time_attr="training_iteration",
         max_t=config.epochs,
         grace_period=1,

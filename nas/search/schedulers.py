@@ -1,14 +1,22 @@
-"""Early stopping for a Pareto search: asynchronous successive halving by non-dominated rank.
+"""Early stopping for a Pareto search: multi-objective asynchronous successive halving.
 
 Tune's ASHA (and Optuna's pruners) rank candidates by one number, so they cannot stop candidates
 of a multi-objective search (Optuna issues #3450, #2792). :class:`ParetoASHA` is ASHA's
 asynchronous successive halving (Li et al. 2020) with MO-ASHA's promotion rule (Schmucker et al.
-2021, "Multi-objective Asynchronous Successive Halving"): when a trial reaches a rung (epoch
-``grace_period * reduction_factor**k``), its objectives there (accuracy so far, and the costs,
-known from the start) are ranked by non-dominated sorting among every trial recorded at that rung;
-it goes on if the fronts better than its own hold fewer than ``1 / reduction_factor`` of them,
-else it is stopped. A trial on the rung's first front is therefore never stopped, however many
-share it; a dominated trial is stopped once enough trials dominate it.
+2021, "Multi-objective Asynchronous Successive Halving"; Syne Tune's ``MOASHA``): when a trial
+reaches a rung (epoch ``grace_period * reduction_factor**k``), every trial recorded at that rung
+is put in one order (:func:`promotion_order`), and the trial goes on if it is among the first
+``ceil(n / reduction_factor)`` of the ``n``, else it is stopped. The order:
+
+1. trials that broke none of the search's measured constraints, by non-dominated rank on the
+   objectives there (accuracy so far, and the costs, known from the start);
+2. inside a front, an epsilon-net (Salinas et al. 2021, as Syne Tune orders it; Clarkson 2006):
+   the most accurate trial first, then each next one the farthest from those already placed;
+3. then the trials that broke a constraint, least total violation first.
+
+So exactly the rung's share goes on, however many trials share a front; the most accurate
+feasible trial at a rung is never stopped there; and a trial on the first front is stopped only
+when at least the share of first-front trials is ahead of it.
 
 It is a Tune scheduler (``ray.tune.schedulers.FIFOScheduler``), so Tune runs it as it runs ASHA:
 a stopped trial ends as ``TERMINATED`` with its last result, which the search records as
@@ -33,24 +41,142 @@ from ray.tune import Callback
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from nas.errors import ConfigError
+from nas.search.constraints import Constraints
+from results.hypervolume import Normalization
 from results.pareto import non_dominated_rank
 from results.schema import METRICS
 from searchspace.checks import check_int, check_number, is_finite_number
 
-__all__ = ["ParetoASHA", "SchedulerState"]
+__all__ = ["ParetoASHA", "SchedulerState", "epsilon_net", "promotion_order"]
+
+
+def epsilon_net(points: np.ndarray, count: int | None = None) -> np.ndarray:
+    """An epsilon-net order of ``points`` (Clarkson 2006, "Nearest-neighbor searching and metric
+    space dimensions"; the order MO-ASHA ranks a front in, Salinas et al. 2021).
+
+    Row 0 comes first; each next row is the one whose Euclidean distance to the nearest row
+    already placed is the largest (on a tie, the lowest index). Every prefix of the order covers
+    the points: each lies within the distance at which the prefix's last row was placed.
+
+    Args:
+        points: ``(n, d)`` finite coordinates, ``n >= 1``.
+        count: place only this many rows (default all).
+
+    Returns:
+        ``(min(count, n),)`` int64 row indices, in order.
+
+    Raises:
+        ValueError: ``points`` that are not a non-empty, finite 2-D array.
+    """
+    points = np.asarray(points, dtype=np.float64)
+    if points.ndim != 2 or not len(points) or not np.isfinite(points).all():
+        raise ValueError(f"points must be a non-empty, finite 2-D array, got shape {points.shape}")
+    count = len(points) if count is None else min(count, len(points))
+    order = [0]
+    nearest = np.linalg.norm(points - points[0], axis=1)  # to the nearest placed row
+    nearest[0] = -np.inf
+    while len(order) < count:
+        farthest = int(np.argmax(nearest))
+        order.append(farthest)
+        np.minimum(nearest, np.linalg.norm(points - points[farthest], axis=1), out=nearest)
+        nearest[order] = -np.inf
+    return np.array(order, dtype=np.int64)
+
+
+def promotion_order(
+    values: np.ndarray | Sequence[Sequence[float]],
+    objectives: Sequence[str],
+    violations: np.ndarray | Sequence[float] | None = None,
+    *,
+    count: int | None = None,
+) -> np.ndarray:
+    """The trials of one rung in MO-ASHA's promotion order, best first (see the module).
+
+    Trials without a violation come first, by non-dominated rank (:mod:`results.pareto`), each
+    front in epsilon-net order (:func:`epsilon_net`) started at its best value of the first
+    objective (accuracy in a Pareto search; on a tie, the trial better in the next ones), on
+    the objectives normalized over that front (:class:`results.hypervolume.Normalization`: each
+    from 0 at its best to 1 at its worst, positive costs on a log scale) so that no objective's
+    units outweigh another's. Then the trials with a violation, least first (as Optuna's
+    constrained NSGA-II compares infeasible trials); ties keep the rows' order.
+
+    Why an epsilon-net and not NSGA-II's crowding distance: crowding distance puts every
+    objective's extremes first (infinite distance), with three objectives up to six trials,
+    more than a share of three at a rung of nine, and always among them the fastest and the
+    smallest net whatever their accuracy; the epsilon-net puts exactly one trial first, the most
+    accurate, and a cheap net goes on only as far as no trial ahead lies near it.
+
+    Args:
+        values: ``(n, len(objectives))`` finite objective values, one row per trial.
+        objectives: the metrics of the columns (directions from :data:`results.schema.METRICS`).
+        violations: ``(n,)`` each trial's total constraint violation (0: feasible); default all 0.
+        count: order only the first ``count`` trials (fronts behind them are not sorted).
+
+    Returns:
+        ``(min(count, n),)`` int64 row indices, best first.
+
+    Raises:
+        ValueError: values that are not finite and ``(n, len(objectives))``, violations that do
+            not match them.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 2 or values.shape[1] != len(objectives) or not np.isfinite(values).all():
+        raise ValueError(
+            f"values must be finite and (n, {len(objectives)}), got shape {values.shape}"
+        )
+    n_rows = len(values)
+    violations = np.zeros(n_rows) if violations is None else np.asarray(violations, dtype=float)
+    if violations.shape != (n_rows,):
+        raise ValueError(f"violations must be ({n_rows},), got shape {violations.shape}")
+    count = n_rows if count is None else min(count, n_rows)
+    feasible = np.flatnonzero(violations <= 0)
+    maximize = [METRICS[name].maximize for name in objectives]
+    # Each front holds a trial at least, so the first ``count`` fronts are all that can be placed.
+    ranks = (
+        non_dominated_rank(values[feasible], maximize, max_rank=max(count, 1))
+        if len(feasible)
+        else np.zeros(0, dtype=np.int64)
+    )
+    order: list[int] = []
+    for rank in np.unique(ranks):
+        if len(order) >= count:
+            break
+        front = feasible[ranks == rank]
+        order.extend(front[_epsilon_net_of_front(values[front], objectives, count - len(order))])
+    infeasible = np.flatnonzero(violations > 0)
+    order.extend(infeasible[np.argsort(violations[infeasible], kind="stable")].tolist())
+    return np.array(order[:count], dtype=np.int64)
+
+
+def _epsilon_net_of_front(values: np.ndarray, objectives: Sequence[str], count: int) -> np.ndarray:
+    """The first ``count`` rows of one front's epsilon-net order, started at its most accurate
+    row (see :func:`promotion_order`)."""
+    # Each objective from 0 at its best on the front to 1 at its worst, positive costs on a log
+    # scale, as results.hypervolume puts them; never None, the values being finite.
+    losses = Normalization.of_values(values, objectives).normalize_values(values)
+    start = int(np.lexsort(losses.T[::-1])[0])  # least loss in the first objective, then the next
+    rows = np.array([start, *(i for i in range(len(values)) if i != start)])
+    return rows[epsilon_net(losses[rows], count)]
 
 
 class ParetoASHA(FIFOScheduler):
-    """Asynchronous successive halving that promotes by non-dominated rank (see the module).
+    """Multi-objective asynchronous successive halving, MO-ASHA (see the module).
 
     Args:
         objectives: the metrics ranked, by name (their directions come from
-            :data:`results.schema.METRICS`).
+            :data:`results.schema.METRICS`); the first one starts a front's order (accuracy).
+        constraints: the search's constraints; a trial whose result at a rung breaks one of the
+            bounds measured by then (:meth:`Constraints.of_result`: step time, peak memory; not
+            the accuracy floor, which binds only a finished trial) ranks below every trial that
+            breaks none.
         time_attr: the result key that counts progress (Tune's ``training_iteration``: one per
             reported epoch).
         max_t: the most ``time_attr`` a trial runs; rungs lie below it.
         grace_period: the first rung.
-        reduction_factor: keep about ``1 / reduction_factor`` of the trials at each rung.
+        reduction_factor: ``ceil(1 / reduction_factor)`` of the trials at a rung go on.
+
+    Raises:
+        ConfigError: fewer than two objectives or an unknown one, or a bad rung setting.
 
     A result whose ``final`` key is true is a trial's last (the search's closing record, or a
     result reused from an earlier trial, which arrives as one final report): it is never judged
@@ -62,6 +188,7 @@ class ParetoASHA(FIFOScheduler):
         self,
         objectives: Sequence[str],
         *,
+        constraints: Constraints | None = None,
         time_attr: str = "training_iteration",
         max_t: int = 100,
         grace_period: int = 1,
@@ -75,7 +202,7 @@ class ParetoASHA(FIFOScheduler):
         check_int("grace_period", grace_period, 1, ConfigError, maximum=max_t)
         check_number("reduction_factor", reduction_factor, 1.0, error=ConfigError, above=True)
         self.objectives = tuple(objectives)
-        self.maximize = [METRICS[name].maximize for name in self.objectives]
+        self.constraints = constraints or Constraints()
         self.time_attr = time_attr
         self.max_t = max_t
         self.reduction_factor = reduction_factor
@@ -87,6 +214,8 @@ class ParetoASHA(FIFOScheduler):
         self.rungs = rungs
         # rung -> {trial id: objective values at that rung}
         self.recorded: dict[float, dict[str, tuple[float, ...]]] = {rung: {} for rung in rungs}
+        # rung -> {trial id: its total constraint violation there; 0: feasible}
+        self.violations: dict[float, dict[str, float]] = {rung: {} for rung in rungs}
         self.stopped = 0
 
     # -- Tune's scheduler interface --
@@ -139,18 +268,25 @@ class ParetoASHA(FIFOScheduler):
             if progress >= rung:
                 if trial_id in self.recorded[rung]:
                     return TrialScheduler.CONTINUE
-                return self._judge(rung, trial_id, tuple(float(v) for v in values))
+                self.recorded[rung][trial_id] = tuple(float(v) for v in values)
+                excess = self.constraints.of_result(result).values()
+                self.violations[rung][trial_id] = sum(max(0.0, value) for value in excess)
+                if trial_id in self.leaders(rung):
+                    return TrialScheduler.CONTINUE
+                return TrialScheduler.STOP
         return TrialScheduler.CONTINUE
 
-    def _judge(self, rung: float, trial_id: str, values: tuple[float, ...]) -> str:
-        recorded = self.recorded[rung]
-        recorded[trial_id] = values
-        ids = list(recorded)
-        ranks = non_dominated_rank(np.array([recorded[i] for i in ids]), self.maximize)
-        mine = ranks[ids.index(trial_id)]
+    def leaders(self, rung: float) -> list[str]:
+        """The trials recorded at ``rung`` that are within its share now, best first: the first
+        ``ceil(n / reduction_factor)`` of its ``n`` in :func:`promotion_order`."""
+        ids = list(self.recorded[rung])
+        if not ids:
+            return []
         keep = math.ceil(len(ids) / self.reduction_factor)
-        better = int((ranks < mine).sum())
-        return TrialScheduler.CONTINUE if better < keep else TrialScheduler.STOP
+        values = np.array([self.recorded[rung][i] for i in ids])
+        violations = [self.violations[rung][i] for i in ids]
+        order = promotion_order(values, self.objectives, violations, count=keep)
+        return [ids[i] for i in order]
 
 
 class SchedulerState(Callback):

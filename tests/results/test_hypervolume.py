@@ -136,6 +136,12 @@ def test_normalization_scales_each_objective_from_best_to_worst():
     text = normalization.describe()
     assert "accuracy: 0 at 90.00%, 1 at 70.00%" in text and "params (log scale)" in text
     assert "reference point is 1.1" in text
+    # The same scale from bare values (a NaN row left out), without a study frame.
+    values = [[0.9, 1.0, 1e6], [0.8, 0.1, 1e4], [0.7, 0.5, 1e5], [np.nan, np.nan, np.nan]]
+    assert Normalization.of_values(values, normalization.objectives) == normalization
+    np.testing.assert_allclose(
+        normalization.normalize_values(np.array(values[:1])), [[0.0, 1.0, 1.0]]
+    )
 
 
 def test_normalization_without_a_complete_trial_or_with_a_constant_objective():
