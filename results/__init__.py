@@ -36,7 +36,13 @@ from results.schema import (
 )
 from results.storage import SQLITE_TIMEOUT_S, open_storage
 from results.study import FRAME_COLUMNS, StudySource, load_study_frame, open_run, study_frame
-from results.tables import default_objectives, format_front, front_records, front_table
+from results.tables import (
+    default_objectives,
+    format_front,
+    front_records,
+    front_table,
+    winners_curse,
+)
 
 __all__ = [
     "DEFAULT_OBJECTIVES",
@@ -63,4 +69,5 @@ __all__ = [
     "parse_objectives",
     "reward_best",
     "study_frame",
+    "winners_curse",
 ]

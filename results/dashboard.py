@@ -28,7 +28,7 @@ from results.pareto import pareto_front, reward_best
 from results.progress import IMPORTANCE_NOTE, IMPORTANCE_PREFIX, Progress, progress
 from results.schema import describe_objectives, parse_objectives
 from results.study import StudySource, open_run, study_frame
-from results.tables import default_objectives, format_cell
+from results.tables import default_objectives, format_cell, winners_curse
 
 __all__ = ["attach_to_study", "check_port_free", "serve_dashboard", "study_note"]
 
@@ -85,9 +85,16 @@ def study_note(
     if best is None:
         lines.append("No completed trial yet.")
         return "\n".join(lines)
+    gap = winners_curse(best)
+    test = (
+        ""
+        if gap is None
+        else f" (test {format_cell('test_accuracy', best['test_accuracy'])}: held-out - test "
+        f"{gap:+.2f} points)"
+    )
     lines += [
-        f"**Best by reward:** trial {best['number']}, reward {best['reward']:.4f}, accuracy "
-        f"{format_cell('accuracy', best['accuracy'])}, "
+        f"**Best by reward:** trial {best['number']}, reward {best['reward']:.4f}, held-out "
+        f"accuracy {format_cell('accuracy', best['accuracy'])}{test}, "
         f"{format_cell('step_time_ms', best['step_time_ms'])} ms per step, "
         f"{format_cell('params', best['params'])} parameters.",
         "",
@@ -99,9 +106,9 @@ def study_note(
     front = pareto_front(frame, objectives)
     on = describe_objectives(objectives)
     lines += [f"**Pareto front** on {on}: {len(front)} trials.", ""]
-    columns = ["number", "accuracy", "step_time_ms", "params", "reward", "spec"]
-    lines.append("| trial | accuracy | step ms | params | reward | spec |")
-    lines.append("|---:|---:|---:|---:|---:|:---|")
+    columns = ["number", "accuracy", "test_accuracy", "step_time_ms", "params", "reward", "spec"]
+    lines.append("| trial | held-out | test | step ms | params | reward | spec |")
+    lines.append("|---:|---:|---:|---:|---:|---:|:---|")
     for _, trial in front.head(NOTE_ROWS).iterrows():
         cells = [format_cell(column, trial[column]) for column in columns]
         cells[-1] = f"`{cells[-1]}`"

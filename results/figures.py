@@ -192,6 +192,7 @@ def _hover(frame: pd.DataFrame) -> tuple[list[list[str]], str]:
         frame["number"].astype(str).tolist(),
         frame["name"].fillna("").astype(str).tolist(),
         text("accuracy", lambda v: f"{100 * v:.2f}%"),
+        text("test_accuracy", lambda v: f"{100 * v:.2f}%"),
         text("step_time_ms", lambda v: f"{v:.3g} ms"),
         text("step_time_norm", lambda v: f"{v:.3g}"),
         text("params", lambda v: format_cell("params", v)),
@@ -201,13 +202,14 @@ def _hover(frame: pd.DataFrame) -> tuple[list[list[str]], str]:
     ]
     template = (
         "trial #%{customdata[0]} %{customdata[1]}<br>"
-        "accuracy %{customdata[2]}, step %{customdata[3]} (x%{customdata[4]} reference)<br>"
-        "params %{customdata[5]}, FLOPs %{customdata[6]}, reward %{customdata[7]}<br>"
-        "%{customdata[8]}"
+        "accuracy %{customdata[2]} held-out, %{customdata[3]} test<br>"
+        "step %{customdata[4]} (x%{customdata[5]} reference)<br>"
+        "params %{customdata[6]}, FLOPs %{customdata[7]}, reward %{customdata[8]}<br>"
+        "%{customdata[9]}"
     )
     if not feasible(frame).all():  # trials that broke a constraint say which
         columns.append(frame["violations"].fillna("").astype(str).tolist())
-        template += "<br>infeasible: %{customdata[9]}"
+        template += "<br>infeasible: %{customdata[10]}"
     data = [list(row) for row in zip(*columns, strict=True)]
     return data, template + "<extra></extra>"
 

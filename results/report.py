@@ -37,13 +37,14 @@ from results.tables import (
     format_cell,
     infeasible_trials,
     node_columns,
+    winners_curse,
 )
 
 __all__ = ["ReportFiles", "write_report"]
 
 #: Columns of the report's front tables.
-TABLE_COLUMNS = ("number", "name", "accuracy", "step_time_ms", "step_time_norm", "params",
-                 "flops", "reward", "device", "spec")  # fmt: skip
+TABLE_COLUMNS = ("number", "name", "accuracy", "test_accuracy", "step_time_ms",
+                 "step_time_norm", "params", "flops", "reward", "device", "spec")  # fmt: skip
 
 _STYLE = """
 html { overflow-y: scroll; } /* a constant width while plots render */
@@ -194,8 +195,8 @@ def _labelled(frames: Sequence[pd.DataFrame]) -> list[pd.DataFrame]:
 
 def _summary_table(frames: Sequence[pd.DataFrame], objectives: Sequence[str]) -> str:
     header = ["study", "mode", "device", "trials", "complete", "failed", "stopped", "running",
-              "infeasible", "refused", "front size", "reward-best", "accuracy", "step ms",
-              "params", "storage"]  # fmt: skip
+              "infeasible", "refused", "front size", "reward-best", "held-out", "test",
+              "held-out - test", "step ms", "params", "storage"]  # fmt: skip
     rows = []
     for frame in frames:
         refused = (frame["status"] == REFUSED).to_numpy(dtype=bool)
@@ -216,17 +217,20 @@ def _summary_table(frames: Sequence[pd.DataFrame], objectives: Sequence[str]) ->
             str(len(pareto_front(frame, objectives))),
         ]
         if best is None:
-            cells += ["-"] * 4
+            cells += ["-"] * 6
         else:
+            gap = winners_curse(best)
             cells += [
                 f"#{best['number']} ({best['reward']:.4f})",
                 format_cell("accuracy", best["accuracy"]),
+                format_cell("test_accuracy", best["test_accuracy"]),
+                "-" if gap is None else f"{gap:+.2f} points",
                 format_cell("step_time_ms", best["step_time_ms"]),
                 format_cell("params", best["params"]),
             ]
         cells.append(str(frame.attrs.get("url", "")))
         rows.append(cells)
-    return _html_table(header, rows, text_columns={0, 1, 2, 15})
+    return _html_table(header, rows, text_columns={0, 1, 2, len(header) - 1})
 
 
 def _front_section(frame: pd.DataFrame, objectives: Sequence[str]) -> str:
@@ -256,9 +260,18 @@ def _front_section(frame: pd.DataFrame, objectives: Sequence[str]) -> str:
     )
     if best is not None:
         where = "on the front (highlighted)" if "best" in classes else "not on this front"
+        gap = winners_curse(best)
+        curse = (
+            ""
+            if gap is None
+            else f" Held-out accuracy {format_cell('accuracy', best['accuracy'])}, test "
+            f"{format_cell('test_accuracy', best['test_accuracy'])}: held-out - test "
+            f"{gap:+.2f} points, what picking the best of many noisy held-out figures "
+            "overstates (the test split steered nothing)."
+        )
         parts.append(
             f"<p>Reward-best: trial #{best['number']}, reward {best['reward']:.4f}, {where}:"
-            f" <code>{html.escape(str(best['spec']))}</code></p>"
+            f" <code>{html.escape(str(best['spec']))}</code>.{curse}</p>"
         )
     parts += _infeasible_section(frame, label)
     failures = frame.loc[frame["state"] == "FAIL", "failure"].replace("", "(no reason recorded)")

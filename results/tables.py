@@ -25,13 +25,16 @@ __all__ = [
     "infeasible_lines",
     "infeasible_trials",
     "node_columns",
+    "reward_best_line",
     "trial_counts",
+    "winners_curse",
 ]
 
 #: Columns of the printed table, besides any objective that is not among them.
 TABLE_COLUMNS = (
     "number",
     "accuracy",
+    "test_accuracy",
     "step_time_ms",
     "step_time_norm",
     "params",
@@ -69,7 +72,7 @@ def format_cell(column: str, value: Any) -> str:
     """One metric as a table shows it: accuracy in %, sizes in k/M/G, "-" when missing."""
     if _missing(value):
         return "-"
-    if column == "accuracy":
+    if column in ("accuracy", "test_accuracy"):
         return f"{100 * value:.2f}%"
     if column in ("params", "flops"):
         scaled = float(value)
@@ -104,7 +107,13 @@ def front_table(
 
 def _table(trials: pd.DataFrame, columns: Sequence[str]) -> str:
     """Trials as a plain-text table of ``columns``: numbers right-aligned, text left."""
-    headers = {"number": "trial", "step_time_ms": "step ms", "step_time_norm": "step/ref"}
+    headers = {
+        "number": "trial",
+        "accuracy": "held-out",
+        "test_accuracy": "test",
+        "step_time_ms": "step ms",
+        "step_time_norm": "step/ref",
+    }
     rows = [[headers.get(column, column) for column in columns]]
     for _, trial in trials.iterrows():
         rows.append([format_cell(column, trial[column]) for column in columns])
@@ -198,14 +207,36 @@ def format_front(frame: pd.DataFrame, objectives: Sequence[str] | str | None = N
     lines += infeasible_lines(frame)
     best = reward_best(frame)
     if best is not None:
-        accuracy = format_cell("accuracy", best["accuracy"])
-        step = format_cell("step_time_ms", best["step_time_ms"])
-        params = format_cell("params", best["params"])
-        lines.append(
-            f"reward-best: trial #{best['number']} reward {best['reward']:.4g}, accuracy "
-            f"{accuracy}, {step} ms/step, {params} params: {best['spec'] or '-'}"
-        )
+        lines.append(reward_best_line(best))
     return "\n".join(lines)
+
+
+def winners_curse(trial: pd.Series) -> float | None:
+    """A trial's held-out accuracy minus its test accuracy, in points (``None`` when either is
+    missing). For the trial a search picked, the held-out figure is the best of many noisy ones,
+    so it tends to overstate what the net does on images no decision saw: the winner's curse."""
+    heldout, test = trial.get("accuracy"), trial.get("test_accuracy")
+    if _missing(heldout) or _missing(test):
+        return None
+    return 100 * (float(heldout) - float(test))
+
+
+def reward_best_line(best: pd.Series) -> str:
+    """One line on the reward-best trial: reward, held-out and test accuracy and the gap
+    between them (:func:`winners_curse`), step time, parameters and spec."""
+    step = format_cell("step_time_ms", best["step_time_ms"])
+    params = format_cell("params", best["params"])
+    accuracy = f"held-out accuracy {format_cell('accuracy', best['accuracy'])}"
+    gap = winners_curse(best)
+    if gap is not None:
+        accuracy += (
+            f", test {format_cell('test_accuracy', best['test_accuracy'])} "
+            f"(held-out - test {gap:+.2f} points)"
+        )
+    return (
+        f"reward-best: trial #{best['number']} reward {best['reward']:.4g}, {accuracy}, "
+        f"{step} ms/step, {params} params: {best['spec'] or '-'}"
+    )
 
 
 def front_records(front: pd.DataFrame) -> list[dict[str, Any]]:

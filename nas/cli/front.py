@@ -38,8 +38,9 @@ def run(args: argparse.Namespace) -> int:
         pareto_front,
         parse_objectives,
     )
-    from results.pareto import feasible
+    from results.pareto import feasible, reward_best
     from results.schema import REFUSED
+    from results.tables import winners_curse
 
     frame = load_study_frame(args.run, args.study)
     objectives = (
@@ -68,6 +69,13 @@ def run(args: argparse.Namespace) -> int:
             "front": front_records(front),
             "infeasible": front_records(frame[~feasible(frame)]),
         }
+        best = reward_best(frame)
+        if best is not None:
+            # The held-out accuracy chose it; the test accuracy is what no decision saw.
+            payload["reward_best"] = {
+                **front_records(best.to_frame().T)[0],
+                "heldout_minus_test_points": winners_curse(best),
+            }
         print(json.dumps(payload, indent=2))
     else:
         print(format_front(frame, objectives))

@@ -32,6 +32,12 @@ def test_front_prints_the_front_and_the_reward_best(capsys, pareto_run):
     assert listed == list(front["number"])
     best = reward_best(frame)
     assert f"reward-best: trial #{best['number']} " in out
+    # The held-out accuracy that chose it beside the test accuracy no decision read, and the gap.
+    gap = 100 * (best["accuracy"] - best["test_accuracy"])
+    assert f"held-out accuracy {100 * best['accuracy']:.2f}%, test " in out
+    assert f"{100 * best['test_accuracy']:.2f}% (held-out - test {gap:+.2f} points)" in out
+    header = next(line for line in out.splitlines() if line.lstrip().startswith("trial"))
+    assert header.split()[:3] == ["trial", "held-out", "test"]
     assert "40 complete, 3 failed, 2 running" in out
 
 
@@ -47,6 +53,12 @@ def test_front_csv_and_json_on_chosen_objectives(capsys, tmp_path, reward_run):
     assert payload["objectives"] == ["accuracy", "step_time_ms"]
     assert [trial["number"] for trial in payload["front"]] == list(expected["number"])
     assert payload["front"][0]["spec"] == expected.iloc[0]["spec"]
+    assert payload["front"][0]["test_accuracy"] == expected.iloc[0]["test_accuracy"]
+    best = reward_best(load_study_frame(reward_run))
+    assert payload["reward_best"]["number"] == best["number"]
+    assert payload["reward_best"]["heldout_minus_test_points"] == pytest.approx(
+        100 * (best["accuracy"] - best["test_accuracy"])
+    )
     written = pd.read_csv(csv)
     assert list(written["number"]) == list(expected["number"])
     assert list(written["spec"]) == list(expected["spec"])
@@ -110,6 +122,9 @@ def test_report_writes_self_contained_html_and_pngs(capsys, pareto_run):
     assert f"Reward-best: trial #{best['number']}" in text
     assert 'class="best"' in table  # the fixture's reward-best is on the front
     assert str(best["spec"]) in text
+    gap = 100 * (best["accuracy"] - best["test_accuracy"])
+    assert f"held-out - test {gap:+.2f} points" in text
+    assert f"{100 * best['test_accuracy']:.2f}%" in table
     assert "3 failed trials" in text
     for key in ("accuracy-vs-step-time", "accuracy-vs-params"):
         png = pareto_run / f"report-{key}.png"

@@ -98,3 +98,15 @@ def test_port_in_use_is_one_line_and_writes_nothing(capsys, tmp_path):
     assert code == 2
     assert err == f"nas dashboard: error: --port {port} is already in use on 127.0.0.1\n"
     assert hashlib.sha256((run_dir / "study.db").read_bytes()).hexdigest() == before
+
+
+def test_note_gives_the_reward_best_held_out_and_test_accuracy(reward_run):
+    from results.dashboard import study_note
+
+    frame = load_study_frame(reward_run)
+    best = reward_best(frame)
+    note = study_note(frame, ["accuracy", "step_time_norm", "params"])
+    gap = 100 * (best["accuracy"] - best["test_accuracy"])
+    assert f"held-out accuracy {100 * best['accuracy']:.2f}% (test " in note
+    assert f"{100 * best['test_accuracy']:.2f}%: held-out - test {gap:+.2f} points)" in note
+    assert "| trial | held-out | test | step ms |" in note
