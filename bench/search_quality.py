@@ -270,9 +270,12 @@ def study_summary(
     best = reward_best(rows)
     chosen = None
     if best is not None:
+        test = best.get("test_accuracy")
         chosen = {
             "spec": best["spec"],
             "accuracy": float(best["accuracy"]),
+            # On images no decision saw; the held-out figure is the best of many noisy ones.
+            "test_accuracy": None if pd.isna(test) else float(test),
             "step_time_ms": float(best["step_time_ms"]),
             "params": int(best["params"]),
             "flops": int(best["flops"]),
@@ -343,6 +346,7 @@ def analyse(frame: pd.DataFrame, times: dict[str, float], base: SearchConfig) ->
                 "number",
                 "spec",
                 "accuracy",
+                "test_accuracy",
                 "step_time_ms",
                 "step_time_search_ms",
                 "params",
@@ -365,6 +369,7 @@ def method_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     hypervolume at the common compute budget, what it spent, and its reward-best nets."""
     finals = [run["hypervolume"][-1] for run in runs]
     bests = [run["best"] for run in runs if run["best"] is not None]
+    tested = [b for b in bests if b.get("test_accuracy") is not None]
     return {
         "hypervolume": _mean_sd(finals),
         "hypervolume_per_seed": finals,
@@ -375,6 +380,11 @@ def method_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
             key: _mean_sd([b[key] for b in bests])
             for key in ("accuracy", "step_time_ms", "params", "reward")
         },
+        "test_accuracy": _mean_sd([b["test_accuracy"] for b in tested]),
+        # Held-out minus test accuracy of the reward-best net, in points: the winner's curse.
+        "heldout_minus_test": _mean_sd(
+            [100 * (b["accuracy"] - b["test_accuracy"]) for b in tested]
+        ),
         "distinct_nets": _mean_sd([run["distinct_nets"] for run in runs]),
         "failed": sum(run["failed"] for run in runs),
         "stopped": sum(run["stopped"] for run in runs),
@@ -407,8 +417,9 @@ def table(result: dict[str, Any], trials: int, seeds: list[int]) -> str:
     lines = [
         f"| method | hypervolume after {trials} trials | per seed ({', '.join(map(str, seeds))}) "
         f"| epochs trained | trial-minutes | stopped early | hypervolume at {budget:g} epochs "
-        "| reward-best net: accuracy | step time (ms) | parameters | reward | distinct nets |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| reward-best net: held-out accuracy | test accuracy | held-out - test (points) "
+        "| step time (ms) | parameters | reward | distinct nets |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for method, m in result["methods"].items():
         per_seed = ", ".join(f"{v:.3f}" for v in m["hypervolume_per_seed"])
@@ -418,6 +429,8 @@ def table(result: dict[str, Any], trials: int, seeds: list[int]) -> str:
             f"{_pm(m['epochs'], '.0f')} | {_pm(minutes, '.1f')} | {m['stopped']} | "
             f"{_pm(m['hypervolume_at_budget'], '.3f')} | "
             f"{_pm({k: 100 * v for k, v in m['accuracy'].items()}, '.2f')}% | "
+            f"{_pm({k: 100 * v for k, v in m['test_accuracy'].items()}, '.2f')}% | "
+            f"{_pm(m['heldout_minus_test'], '+.2f')} | "
             f"{_pm(m['step_time_ms'], '.1f')} | {_pm(m['params'], ',.0f')} | "
             f"{_pm(m['reward'], '.4f')} | {_pm(m['distinct_nets'], '.1f')} |"
         )

@@ -39,6 +39,8 @@ def _trials(method: str, seed: int, accuracies: list[float], rewards: list[float
                 "spec": f"net-{method}-{seed}-{number}",
                 "hash": f"{method}{seed}{number}",
                 "accuracy": accuracy,
+                # The test split a point below, where the trial completed.
+                "test_accuracy": None if accuracy is None else accuracy - 0.01,
                 "params": 1000 * (number + 1),
                 "params_norm": (number + 1) / 10,
                 "flops": 5000 * (number + 1),
@@ -74,6 +76,8 @@ def test_analysis_scores_every_search_on_one_scale(bench, tmp_path):
     # The chosen net is the search's own reward-best, judged on the common clock.
     best = result["studies"]["reward-tpe-s0"]["best"]
     assert best["spec"] == "net-reward-tpe-0-1" and best["accuracy"] == 0.95
+    assert best["test_accuracy"] == pytest.approx(0.94)
+    assert result["methods"]["reward-tpe"]["heldout_minus_test"]["mean"] == pytest.approx(1.0)
     assert best["step_time_ms"] == times["net-reward-tpe-0-1"]
     assert best["reward"] == pytest.approx(reward(0.95, 15.0 / 20.0, 0.2, -0.07, -0.05))
     assert result["studies"]["reward-tpe-s0"]["failed"] == 1
@@ -82,6 +86,7 @@ def test_analysis_scores_every_search_on_one_scale(bench, tmp_path):
     )
     table = bench.table(result, 4, [0])
     assert table.count("\n") == 3 and "| reward-tpe |" in table and "95.00%" in table
+    assert "| 94.00% | +1.00 |" in table
     assert bench.figure(result, tmp_path / "quality.png").stat().st_size > 10_000
 
 
