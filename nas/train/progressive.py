@@ -105,7 +105,7 @@ class ProgressiveResult:
         accuracy: held-out top-1 (0..1) of the evaluated weights (EMA, if on) after the last
             epoch.
         accuracy_raw: the same for the raw (non-averaged) weights.
-        test_accuracy: top-1 on the dataset's official test split, if it has one, else ``None``.
+        test_accuracy: top-1 on the test split (the dataset's official one, else carved by seed).
         train_seconds: wall time spent in training epochs (without evaluation), all sessions.
         train_cpu_seconds: this process's CPU time in those epochs (rank 0's), all sessions.
         history: one metrics dict per epoch (see :func:`train_progressive`).
