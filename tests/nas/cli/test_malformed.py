@@ -43,6 +43,16 @@ SEARCH_CONFIGS = {
     "zero epochs": (_set("epochs", 0), ["epochs", "0"]),
     "fractional batch size": (_set("batch_size", 1.5), ["batch_size", "1.5"]),
     "image size below the stride": (_set("image_size", 4), ["image_size", "4"]),
+    "timing size below the stride": (_set("timing_image_size", 8), ["timing_image_size", "8"]),
+    "timing size a word": (_set("timing_image_size", "full"), ["timing_image_size", "'full'"]),
+    "timing size in evaluation": (
+        _set("evaluation.timing_image_size", 36),
+        ["evaluation.timing_image_size"],
+    ),
+    "no images left to train on": (
+        _set("evaluation.test_fraction", 0.95),
+        ["test_fraction", "0.95"],
+    ),
     "unknown objective": (_set("objective", "best"), ["objective", "'best'"]),
     "unknown sampler": (_set("sampler", "cmaes"), ["sampler", "'cmaes'"]),
     "a population of one": (_set("population_size", 1), ["population_size", "1"]),

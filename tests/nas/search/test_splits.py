@@ -109,3 +109,13 @@ def test_changing_only_the_test_split_changes_no_search_decision(tmp_path, monke
     ]
     assert completed and all(a is not None and b is not None for a, b in completed)
     assert any(a != b for a, b in completed)
+
+
+def test_a_search_times_its_steps_at_the_space_train_resolution(tmp_path):
+    # The small space trains at 32 px; the search's brief training runs at 16.
+    config = small_config(tmp_path, image_size=16)
+    assert config.space.train_resolution == 32
+    assert config.timing_size == config.eval_config().timing_image_size == 32
+    assert config.eval_config().image_size == 16
+    chosen = small_config(tmp_path, image_size=16, timing_image_size=24)
+    assert chosen.timing_size == chosen.eval_config().timing_image_size == 24
