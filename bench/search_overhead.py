@@ -168,7 +168,7 @@ def probe_worker(config: Path, steps: int) -> None:
     torch.set_num_threads(1)
     search = SearchConfig.load(config)
     eval_config = search.eval_config()
-    setup = StepSetup.for_config(eval_config, search.image_size, search.space.num_classes)
+    setup = StepSetup.for_config(eval_config, search.timing_size, search.space.num_classes)
     setup = dataclasses.replace(setup, steps=steps, warmup=5, clock="wall")
     torch.manual_seed(0)
     model = build_model(search.space.sample(random.Random(search.seed)))

@@ -225,7 +225,7 @@ def retime(args: argparse.Namespace, base: SearchConfig, frame: pd.DataFrame) ->
     if all(spec in cached for spec in wanted):
         print(f"re-timing: all {len(wanted)} nets cached in {path}", flush=True)
     else:
-        setup = StepSetup.for_config(eval_config, base.image_size, base.space.num_classes)
+        setup = StepSetup.for_config(eval_config, base.timing_size, base.space.num_classes)
         threads = max(1, int(base.resources.cpus))
         print(
             f"re-timing {len(wanted)} nets (the reference included), {args.rounds} "
