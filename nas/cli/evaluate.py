@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from nas.cli.args import add_config_flag, config_kwargs
+from nas.cli.paths import DATASET, SPEC
 from nas.evaluate.config import EvalConfig
 
 
@@ -21,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "net). Progress goes to stderr. Exit status: 0 scored, 1 the candidate failed (NaN loss, "
         "out of memory), 2 bad input.",
     )
-    parser.add_argument("arch", help="catalog name, YAML file or spec string")
+    parser.add_argument("arch", type=SPEC, help="catalog name, YAML file or spec string")
 
     def flag(name: str, help: str, type: Any = str, shown: str | None = None) -> None:
         add_config_flag(parser, EvalConfig, name, help, type=type, shown=shown)
@@ -30,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "dataset",
         "NAME[:PATH]: mnist5k (built in), synthetic[:N], imagefolder:PATH, "
         "cifar10:PATH, cifar100:PATH, flowers102:PATH, stanfordcars:PATH",
+        DATASET,
     )
     flag("image_size", "training image size", int, shown="default: the spec's train size")
     flag("epochs", "training epochs", int)
@@ -45,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "timing_clock",
         "on a CPU: wall or cpu (process CPU time; for a shared machine, with one torch thread)",
     )
-    flag("reference", "net that step time and parameters are normalized by")
+    flag("reference", "net that step time and parameters are normalized by", SPEC)
     flag("heldout_fraction", "fraction of the training set held out for accuracy", float)
     flag("max_train_images", "use at most this many search-split images", int, shown="default: all")
     flag("num_workers", "data-loading processes", int, shown="default: chosen per dataset")

@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from nas.cli.paths import SPEC_OR_WEIGHTS, output_file
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -21,15 +23,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "source",
+        type=SPEC_OR_WEIGHTS,
         metavar="ARCH|WEIGHTS",
         help="an effnas weights file (from nas train or nas weights import), or a catalog name, "
         "YAML file or spec string (exported with fresh weights, seeded)",
     )
     parser.add_argument(
-        "--format", required=True, metavar="FORMAT", help="pytorch, torchscript or onnx"
+        "--format", type=str, required=True, metavar="FORMAT", help="pytorch, torchscript or onnx"
     )
     parser.add_argument(
         "--out",
+        type=output_file("any"),
         required=True,
         metavar="FILE",
         help="the file to write, in an existing directory (pytorch: NAME.py, and NAME.pth beside "

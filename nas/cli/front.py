@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from nas.cli.args import add_run_arguments
+from nas.cli.paths import output_file
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,10 +21,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_run_arguments(parser)
     parser.add_argument(
         "--objectives",
+        type=str,
         help="comma-separated metrics, e.g. accuracy,step_time_ms "
         "(default: the study's objectives, else accuracy,step_time_norm,params)",
     )
-    parser.add_argument("--csv", metavar="FILE", help="also write the front's trials to FILE")
+    parser.add_argument(
+        "--csv",
+        type=output_file("csv"),
+        metavar="FILE",
+        help="also write the front's trials to FILE",
+    )
     parser.add_argument("--json", action="store_true", help="print the front as JSON instead")
     parser.set_defaults(func=run)
 

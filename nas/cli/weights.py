@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from nas.cli.paths import SPEC, input_file, output_file
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -21,14 +23,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "the spec and the weights (read it with searchspace.load_weights).",
     )
     importer.add_argument("source", choices=["torchvision"], help="where the weights come from")
-    importer.add_argument("file", help="the state-dict file (read with weights_only=True)")
+    importer.add_argument(
+        "file", type=input_file("torch"), help="the state-dict file (read with weights_only=True)"
+    )
     importer.add_argument(
         "--arch",
+        type=SPEC,
         required=True,
         help="the matching effnas architecture: catalog name (efficientnetv2-s/-m/-l), YAML "
         "file or spec string",
     )
-    importer.add_argument("--out", required=True, help="the effnas weights file to write")
+    importer.add_argument(
+        "--out", type=output_file("torch"), required=True, help="the effnas weights file to write"
+    )
     importer.add_argument(
         "--num-classes",
         type=int,
