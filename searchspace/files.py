@@ -11,7 +11,10 @@ reference-timing cache) is written through :func:`atomic_write`.
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import os
+import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -71,7 +74,7 @@ def check_input_path(
         path: the file or folder to read.
         what: how messages name it (``"--presets file"``, ``"run directory"``).
         error: the error class.
-        folder: True for a folder, False for a file, None for either.
+        folder: True for a directory, False for a file, None for either.
 
     Raises:
         ``error``: ``path`` does not exist, lies inside a file, is a file where a folder belongs
@@ -81,13 +84,13 @@ def check_input_path(
     shown = repr(str(path))
     blocking = _blocking_file(path)
     if blocking is not None:
-        raise error(f"{what} {shown} cannot exist: {str(blocking)!r} is a file, not a folder")
+        raise error(f"{what} {shown} cannot exist: {str(blocking)!r} is a file, not a directory")
     if not path.exists():
         raise error(f"{what} {shown} does not exist")
     if folder is True and not path.is_dir():
-        raise error(f"{what} {shown} is a file, not a folder")
+        raise error(f"{what} {shown} is a file, not a directory")
     if folder is False and path.is_dir():
-        raise error(f"{what} {shown} is a folder, not a file")
+        raise error(f"{what} {shown} is a directory, not a file")
     mode = os.R_OK | (os.X_OK if path.is_dir() else 0)
     if not os.access(path, mode):
         raise error(f"{what} {shown} cannot be read: permission denied")
@@ -103,7 +106,7 @@ def check_output_path(
         path: the file or folder to write (it may exist; its parents are created when written).
         what: how messages name it (``"--out"``, ``"--runs-dir"``).
         error: the error class.
-        folder: True for a folder, False for a file.
+        folder: True for a directory, False for a file.
 
     Raises:
         ``error``: ``path`` lies inside a file, is a file where a folder belongs (or the
@@ -113,9 +116,11 @@ def check_output_path(
     shown = repr(str(path))
     blocking = _blocking_file(path)
     if blocking is not None:
-        raise error(f"{what} {shown} cannot be created: {str(blocking)!r} is a file, not a folder")
+        raise error(
+            f"{what} {shown} cannot be created: {str(blocking)!r} is a file, not a directory"
+        )
     if path.exists() and path.is_dir() != folder:
-        kind = "a file, not a folder" if folder else "a folder, not a file"
+        kind = "a file, not a directory" if folder else "a directory, not a file"
         raise error(f"{what} {shown} is {kind}")
     start = _nearest_existing(path)
     # A new file or folder needs a writable folder to go in; an existing folder, to be writable.
@@ -200,6 +205,10 @@ def atomic_write(
     writing the same file never write into one temporary file), is flushed to disk, then renamed
     over ``path`` (``os.replace`` is atomic on POSIX and Windows). Parent folders are created.
 
+    A writer killed mid-write (SIGKILL, a lost node) cannot remove its temporary file: it stays,
+    hidden (``.NAME.<host>-<pid>-<random>.partial``), beside the intact old file until the next
+    write of ``path`` on that host removes it (once no process has that pid).
+
     Args:
         path: the file to write.
         content: the bytes, a text (UTF-8), or a function that writes into the open binary file
@@ -213,8 +222,13 @@ def atomic_write(
     partial: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_abandoned(path)
         with tempfile.NamedTemporaryFile(
-            "wb", dir=path.parent, prefix=f".{path.name}.", suffix=".partial", delete=False
+            "wb",
+            dir=path.parent,
+            prefix=f".{path.name}.{_HOST}-{os.getpid()}-",
+            suffix=".partial",
+            delete=False,
         ) as file:
             partial = file.name
             if callable(content):
@@ -233,3 +247,29 @@ def atomic_write(
             Path(partial).unlink(missing_ok=True)
         raise
     return path
+
+
+#: This host, in the names of temporary files: a pid means nothing on another host that writes
+#: to the same shared folder.
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _remove_abandoned(path: Path) -> None:
+    """Remove the temporary files that killed writers of ``path`` on this host left."""
+    prefix = f".{path.name}.{_HOST}-"
+    for partial in path.parent.glob(glob.escape(prefix) + "*.partial"):
+        pid = partial.name[len(prefix) :].split("-", 1)[0]
+        if pid.isdigit() and not _running(int(pid)):
+            partial.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True  # another thread of this process may be writing it
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True

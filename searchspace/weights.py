@@ -21,6 +21,7 @@ import io
 import os
 import pickle
 import re
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,6 +135,7 @@ def read_torch_file(
     error: type[EffnasError] = WeightsError,
     *,
     data: bytes | None = None,
+    lazy: bool = False,
 ) -> Any:
     """``torch.load(..., weights_only=True)`` of a file the user named: the one reader of torch
     files, which turns every way a foreign or broken file can fail into one line.
@@ -143,6 +145,8 @@ def read_torch_file(
         what: how messages name it (``"weights file"``, ``"checkpoint"``).
         error: the error class.
         data: the file's content, if it was read elsewhere.
+        lazy: map the tensors' bytes from the file rather than read them (to check a large file
+            cheaply; a zip archive, as torch.save writes, is mapped, any other file is read).
 
     Raises:
         ``error``: the file is missing, a folder, empty, cut short, not a torch file, or holds
@@ -150,12 +154,13 @@ def read_torch_file(
     """
     shown = repr(str(path))
     if data is None and not Path(path).is_file():
-        kind = "is a folder, not a file" if Path(path).is_dir() else "does not exist"
+        kind = "is a directory, not a file" if Path(path).is_dir() else "does not exist"
         raise error(f"{what} {shown} {kind}")
     try:
-        return torch.load(
-            path if data is None else io.BytesIO(data), map_location="cpu", weights_only=True
-        )
+        if data is not None:
+            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        mapped = lazy and zipfile.is_zipfile(path)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mapped)
     except pickle.UnpicklingError as reason:
         # torch's message runs to a page; the unpickler's own complaint is the useful part. An
         # "unsupported global" is a pickled object that weights_only=True refuses to run; any
@@ -170,8 +175,6 @@ def read_torch_file(
         raise error(f"{what} {shown} is not a readable torch file ({detail})") from None
     except EOFError:
         raise error(f"{what} {shown} is empty or cut short") from None
-    except OSError as reason:
-        raise error(f"{what} {shown} cannot be read ({reason.strerror or reason})") from None
     except Exception as reason:
         # Foreign bytes reach the unpickler's opcode handlers, which fail with whatever their
         # code meets (IndexError, KeyError, struct.error, UnicodeDecodeError, ...): any of them

@@ -6,6 +6,10 @@ import argparse
 
 from nas.cli.args import add_run_arguments
 
+#: The cheapest valid command line, by argument (tests/nas/cli/test_paths.py reaches every path
+#: argument from it; {config}: a search config, {torch}: a torch file, {run}, {out}: folders).
+EXAMPLE = {"run": "{run}"}
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(

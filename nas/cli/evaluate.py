@@ -11,6 +11,10 @@ from nas.cli.args import add_config_flag, config_kwargs
 from nas.cli.paths import DATASET, SPEC
 from nas.evaluate.config import EvalConfig
 
+#: The cheapest valid command line, by argument (tests/nas/cli/test_paths.py reaches every path
+#: argument from it; {config}: a search config, {torch}: a torch file, {run}, {out}: folders).
+EXAMPLE = {"arch": "b0", "dataset": "synthetic:64", "epochs": "1"}
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(

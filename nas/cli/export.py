@@ -8,6 +8,10 @@ import sys
 
 from nas.cli.paths import SPEC_OR_WEIGHTS, output_file
 
+#: The cheapest valid command line, by argument (tests/nas/cli/test_paths.py reaches every path
+#: argument from it; {config}: a search config, {torch}: a torch file, {run}, {out}: folders).
+EXAMPLE = {"source": "b0", "format": "pytorch", "out": "{out}/net.py"}
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(

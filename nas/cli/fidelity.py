@@ -10,6 +10,10 @@ from typing import Any
 
 from nas.cli.paths import SEARCH_CONFIG, output_folder
 
+#: The cheapest valid command line, by argument (tests/nas/cli/test_paths.py reaches every path
+#: argument from it; {config}: a search config, {torch}: a torch file, {run}, {out}: folders).
+EXAMPLE = {"config": "{config}"}
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -102,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
     from nas.search import SearchConfig
     from nas.search.fidelity import fidelity_figure, plan_fidelity, run_fidelity
     from searchspace.errors import EffnasError
+    from searchspace.files import atomic_write
 
     config = SearchConfig.load(args.config)
     if args.concurrent is not None:
@@ -131,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     )
     result = run_fidelity(plan, out_dir, address=args.address, log=log)
     data = result.to_dict()
-    (out_dir / "fidelity.json").write_text(json.dumps(data, indent=1) + "\n")
+    atomic_write(out_dir / "fidelity.json", json.dumps(data, indent=1) + "\n")
     figure = fidelity_figure(result, out_dir / "fidelity.png")
     if args.json:
         print(json.dumps(data, indent=1))

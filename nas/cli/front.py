@@ -9,6 +9,10 @@ from pathlib import Path
 from nas.cli.args import add_run_arguments
 from nas.cli.paths import output_file
 
+#: The cheapest valid command line, by argument (tests/nas/cli/test_paths.py reaches every path
+#: argument from it; {config}: a search config, {torch}: a torch file, {run}, {out}: folders).
+EXAMPLE = {"run": "{run}"}
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -47,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from results.pareto import feasible
     from results.schema import REFUSED
+    from searchspace.files import atomic_write
 
     frame = load_study_frame(args.run, args.study)
     objectives = (
@@ -63,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         path = Path(args.csv)
         if not path.parent.is_dir():
             raise ResultsError(f"--csv: directory {path.parent} does not exist")
-        front.to_csv(path, index=False)
+        atomic_write(path, front.to_csv(index=False), ResultsError)
     if args.json:
         refused = frame["status"] == REFUSED
         payload = {

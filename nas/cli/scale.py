@@ -13,6 +13,10 @@ from nas.cli.paths import SPEC, input_file, output_folder
 from scaling.errors import ScalingError
 from searchspace.checks import parse_amount
 
+#: The cheapest valid command line, by argument (tests/nas/cli/test_paths.py reaches every path
+#: argument from it; {config}: a search config, {torch}: a torch file, {run}, {out}: folders).
+EXAMPLE = {"arch": "b0"}
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(

@@ -9,6 +9,10 @@ from typing import Any
 from nas.cli.paths import SPEC
 from searchspace.errors import SpecError
 
+#: The cheapest valid command line, by argument (tests/nas/cli/test_paths.py reaches every path
+#: argument from it; {config}: a search config, {torch}: a torch file, {run}, {out}: folders).
+EXAMPLE = {"arch": "b0"}
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(

@@ -17,6 +17,17 @@ from nas.train.config import DistributedConfig, ProgressiveConfig
 SCHEDULE = PathArgument("input", False, "yaml", names=("paper", "reference", "off"))
 
 
+#: The cheapest valid command line, by argument (tests/nas/cli/test_paths.py reaches every path
+#: argument from it; {config}: a search config, {torch}: a torch file, {run}, {out}: folders).
+EXAMPLE = {
+    "arch": "b0",
+    "dataset": "synthetic:64",
+    "epochs": "1",
+    "progressive": "off",
+    "batch_size": "8",
+}
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train",

@@ -6,6 +6,10 @@ import argparse
 
 from nas.cli.paths import SPEC, input_file, output_file
 
+#: The cheapest valid command line, by argument (tests/nas/cli/test_paths.py reaches every path
+#: argument from it; {config}: a search config, {torch}: a torch file, {run}, {out}: folders).
+EXAMPLE = {"source": "torchvision", "file": "{torch}", "arch": "b0", "out": "{out}/weights.pt"}
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(

@@ -76,6 +76,7 @@ from nas.errors import ConfigError, NonFiniteLossError, WorkerError, WorkerFailu
 from nas.train.checkpoint import CHECKPOINT_NAME, check_checkpoint, read_checkpoint
 from nas.train.config import DistributedConfig, ProgressiveConfig
 from nas.train.device import resolve_precision
+from nas.train.initial import check_initial_weights
 from nas.train.metrics import METRICS_CSV, METRICS_JSON
 from nas.train.progressive import (
     ProgressiveResult,
@@ -144,6 +145,7 @@ def train_distributed(
     if not cluster:
         _check_resources(scaling, _local_resources())
     check_schedule(spec, config)
+    check_initial_weights(config.init)
     _, source = load_source(config.dataset)  # a missing dataset is refused here, not N times
     spec = spec.replace(num_classes=len(source.classes))
     # Read once: the bytes checked here are the bytes the workers get.
