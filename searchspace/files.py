@@ -44,8 +44,12 @@ def read_text_file(path: str | Path, what: str, error: type[EffnasError]) -> str
         return path.read_text()
     except FileNotFoundError:
         raise error(f"{what} file {str(path)!r} does not exist") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as reason:
+    except UnicodeDecodeError as reason:
         raise error(f"{what} file {str(path)!r} cannot be read: {reason}") from None
+    except OSError as reason:  # a directory, inside a file, no permission, an I/O error
+        raise error(
+            f"{what} file {str(path)!r} cannot be read: {reason.strerror or reason}"
+        ) from None
 
 
 def _blocking_file(path: Path) -> Path | None:

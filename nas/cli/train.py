@@ -14,7 +14,7 @@ from nas.errors import ConfigError
 from nas.train.config import DistributedConfig, ProgressiveConfig
 
 #: ``--progressive``: a preset's name, or a YAML schedule file.
-SCHEDULE = PathArgument("input", False, "yaml", names=("paper", "reference", "off"))
+SCHEDULE = PathArgument("input", False, "yaml", names=("*",), suffixes=(".yaml", ".yml"))
 
 
 #: The cheapest valid command line, by argument (tests/nas/cli/test_paths.py reaches every path

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib
+import json
 import os
 import random
 import shutil
@@ -31,6 +32,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import yaml
@@ -251,13 +253,15 @@ def _snapshot(root: Path) -> dict[str, tuple]:
     return state
 
 
-def _make_valid(root: Path) -> dict[str, Path]:
-    """A valid file of each format, and a valid search config whose runs go under ``root``."""
+@pytest.fixture(scope="module")
+def valid() -> Iterator[dict[str, Path]]:
+    """A valid file of each format, and a valid search config whose runs would go beside them,
+    in a folder every user may read (the cases as nobody read them too)."""
     import torch
 
     from searchspace import load_arch
 
-    root.mkdir()
+    root = Path(tempfile.mkdtemp(prefix="effnas-paths-valid-"))
     valid = {"yaml": root / "spec.yaml", "torch": root / "weights.pt", "sqlite": root / "study.db"}
     valid["yaml"].write_text(load_arch("b0").to_yaml())
     torch.save({"weight": torch.arange(64.0)}, valid["torch"])
@@ -267,8 +271,27 @@ def _make_valid(root: Path) -> dict[str, Path]:
     database.close()
     config = yaml.safe_load((REPO / "configs" / "quick.yaml").read_text())
     valid["config"] = root / "config.yaml"
-    valid["config"].write_text(yaml.safe_dump({**config, "runs_dir": str(root.parent / "runs")}))
-    return valid
+    valid["config"].write_text(yaml.safe_dump({**config, "runs_dir": str(root / "runs")}))
+    root.chmod(0o755)
+    for path in root.iterdir():
+        path.chmod(0o644)
+    yield valid
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _prepare(
+    root: Path, valid: dict[str, Path], command: str, action: argparse.Action, shape: Case
+) -> tuple[list[str], str]:
+    """Make the case under ``root``: the command line and the value of the argument."""
+    places = {"config": valid["config"], "torch": valid["torch"]}
+    places.update(run=_mkdir(root / "run"), out=_mkdir(root / "out"))
+    value = _value(action.type, shape.make(root, valid))
+    values = {**_fill(_example(COMMANDS[command]), places), action.dest: value}
+    return _argv(command, values), value
+
+
+def _state(root: Path, valid: dict[str, Path]) -> tuple[dict, dict]:
+    return _snapshot(root), _snapshot(valid["config"].parent)
 
 
 class _RayStarted(BaseException):
@@ -305,38 +328,50 @@ def _check_line(err: str, code: int, command: str, dest: str, value: str) -> Non
 
 
 @pytest.mark.parametrize(("command", "dest", "case"), CASES)
-def test_a_wrong_path(command, dest, case, tmp_path, monkeypatch, capsys, ray_tripwire, nobody):
+def test_a_wrong_path(
+    command, dest, case, tmp_path, monkeypatch, capsys, ray_tripwire, as_nobody, valid
+):
     action = next(a for a in COMMANDS[command]._actions if a.dest == dest)
     shape = next(c for c in cases_for(action.type) if c.name == case)
     if shape.other_user:
-        _run_as_nobody(command, action, shape, nobody)
+        if as_nobody is None:
+            pytest.skip(
+                "needs root, setpriv and a Python that the user nobody can run with these packages"
+            )
+        outcome = as_nobody[command, dest, case]
+        assert not outcome.ray_started
+        _check_line(outcome.err, outcome.code, command, dest, outcome.value)
+        assert outcome.after == outcome.before, "the command created or changed files"
         return
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("EFFNAS_CACHE", str(tmp_path / "cache"))
-    valid = _make_valid(tmp_path / "valid")
-    (tmp_path / "run").mkdir()
-    places = {"config": valid["config"], "torch": valid["torch"], "run": tmp_path / "run"}
-    places["out"] = _mkdir(tmp_path / "out")
-    path = shape.make(tmp_path, valid)
-    value = _value(action.type, path)
-    argv = _argv(command, {**_fill(_example(COMMANDS[command]), places), dest: value})
-    before = _snapshot(tmp_path)
+    argv, value = _prepare(tmp_path, valid, command, action, shape)
+    before = _state(tmp_path, valid)
     code = main(argv)
     err = capsys.readouterr().err
     assert not ray_tripwire, ray_tripwire
     _check_line(err, code, command, dest, value)
-    assert _snapshot(tmp_path) == before, "the command created or changed files"
+    assert _state(tmp_path, valid) == before, "the command created or changed files"
 
 
 # -- as another user -----------------------------------------------------------------------------
 
 _AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
-_SCRIPT = (
-    "import sys\n"
-    "from nas.cli import main\n"
-    "code = main(sys.argv[1:])\n"
-    "sys.exit(3 if 'ray' in sys.modules and sys.modules['ray'].is_initialized() else code)\n"
-)
+# Runs the cases it reads from stdin ([folder, argv] each) and prints [status, stderr, whether
+# Ray was started] for each: one process for all the cases, not one per case.
+_SCRIPT = """
+import contextlib, io, json, os, sys
+from nas.cli import main
+results = []
+for folder, argv in json.load(sys.stdin):
+    os.chdir(folder)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(argv)
+    ray = sys.modules.get("ray")
+    results.append([code, err.getvalue(), bool(ray is not None and ray.is_initialized())])
+print(json.dumps(results))
+"""
 
 
 @pytest.fixture(scope="module")
@@ -369,31 +404,48 @@ def nobody() -> list[str] | None:
     return None
 
 
-def _run_as_nobody(command: str, action: argparse.Action, shape: Case, nobody) -> None:
+class _Outcome(NamedTuple):
+    code: int
+    err: str
+    ray_started: bool
+    value: str
+    before: tuple[dict, dict]
+    after: tuple[dict, dict]
+
+
+@pytest.fixture(scope="module")
+def as_nobody(nobody, valid) -> Iterator[dict[tuple[str, str, str], _Outcome] | None]:
+    """The cases that need another user, all run at once as nobody, by case."""
     if nobody is None:
-        pytest.skip(
-            "needs root, setpriv and a Python that the user nobody can run with these packages"
-        )
-    root = Path(tempfile.mkdtemp(prefix="effnas-paths-"))
+        yield None
+        return
+    base = Path(tempfile.mkdtemp(prefix="effnas-paths-"))
+    base.chmod(0o755)  # nobody may look in, not write
+    jobs = {}
+    for number, (command, dest, case) in enumerate(CASES):
+        action = next(a for a in COMMANDS[command]._actions if a.dest == dest)
+        shape = next(c for c in cases_for(action.type) if c.name == case)
+        if shape.other_user:
+            root = _mkdir(base / str(number))
+            argv, value = _prepare(root, valid, command, action, shape)
+            jobs[command, dest, case] = (root, argv, value, _state(root, valid))
     try:
-        root.chmod(0o755)  # nobody may look in, not write
-        valid = _make_valid(root / "valid")
-        for path in (root / "valid", *root.joinpath("valid").iterdir()):
-            path.chmod(0o755 if path.is_dir() else 0o644)
-        (root / "run").mkdir(mode=0o755)
-        places = {"config": valid["config"], "torch": valid["torch"], "run": root / "run"}
-        places["out"] = _mkdir(root / "out")
-        path = shape.make(root, valid)
-        value = _value(action.type, path)
-        argv = _argv(command, {**_fill(_example(COMMANDS[command]), places), action.dest: value})
-        before = _snapshot(root)
         done = subprocess.run(
-            [*nobody, "-c", _SCRIPT, *argv], capture_output=True, text=True, cwd=root, timeout=120
+            [*nobody, "-c", _SCRIPT],
+            input=json.dumps([[str(root), argv] for root, argv, _, _ in jobs.values()]),
+            capture_output=True,
+            text=True,
+            cwd=base,
+            timeout=300,
         )
-        _check_line(done.stderr, done.returncode, command, action.dest, value)
-        assert _snapshot(root) == before, "the command created or changed files"
+        assert done.returncode == 0, done.stderr
+        results = dict(zip(jobs, json.loads(done.stdout), strict=True))
+        yield {
+            key: _Outcome(*results[key], value, before, _state(root, valid))
+            for key, (root, _, value, before) in jobs.items()
+        }
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 # -- coverage ------------------------------------------------------------------------------------
