@@ -2,9 +2,12 @@
 
 Each command module defines ``register(subparsers)`` and ``run(args)``; heavy imports (torch,
 ray) happen inside ``run``, so ``nas --help`` is instant. :mod:`nas.cli.args` holds what several
-commands share (flag defaults read from the config dataclasses, the run argument). Bad input
-raises :class:`~searchspace.errors.EffnasError` and becomes one line on stderr with exit status
-2, never a traceback.
+commands share (flag defaults read from the config dataclasses, the run argument). Every
+argument that takes a value declares its ``type``; one that names a file or a directory declares
+a :class:`~nas.cli.paths.PathArgument`, which refuses a path that cannot work while parsing, and
+each module's ``EXAMPLE`` is its cheapest valid command line (``tests/nas/cli/test_paths.py``
+derives its cases from both). Bad input raises :class:`~searchspace.errors.EffnasError` and
+becomes one line on stderr with exit status 2, never a traceback.
 
 This package parses arguments and prints; it must not compute anything itself.
 """
