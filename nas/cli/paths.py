@@ -21,7 +21,17 @@ from pathlib import Path
 from searchspace.errors import EffnasError
 from searchspace.files import check_input_path, check_output_path
 
-__all__ = ["PathArgument", "input_file", "input_folder", "output_file", "output_folder"]
+__all__ = [
+    "DATASET",
+    "RUN",
+    "SEARCH_CONFIG",
+    "SPEC",
+    "SPEC_OR_WEIGHTS",
+    "PathArgument",
+    "input_file",
+    "output_file",
+    "output_folder",
+]
 
 
 class _Refused(EffnasError):
@@ -87,11 +97,6 @@ def input_file(format: str, **kwargs: object) -> PathArgument:
     return PathArgument("input", False, format, **kwargs)  # type: ignore[arg-type]
 
 
-def input_folder(**kwargs: object) -> PathArgument:
-    """A folder the command reads."""
-    return PathArgument("input", True, **kwargs)  # type: ignore[arg-type]
-
-
 def output_file(format: str, **kwargs: object) -> PathArgument:
     """A file the command writes (its folder is created)."""
     return PathArgument("output", False, format, **kwargs)  # type: ignore[arg-type]
@@ -111,14 +116,16 @@ SEARCH_CONFIG = input_file("yaml")
 #: A search's run: its directory (holding study.db), the SQLite file, or a storage URL.
 RUN = PathArgument("input", None, "sqlite", urls=True)
 
-#: A dataset ``NAME[:PATH]``: the path of the datasets that take one.
+#: A dataset ``NAME[:PATH]``: the path of the datasets that take one (the names are
+#: nas.data.sources.DATASETS's, which imports torch; test_paths checks they agree).
 DATASET = PathArgument(
     "input",
     None,
     prefixes=("imagefolder:", "cifar10:", "cifar100:", "flowers102:", "stanfordcars:"),
 )
 
-#: ``nas export``'s source: an architecture, or an effnas weights file.
+#: ``nas export``'s source: an architecture, or an effnas weights file (the suffixes are
+#: nas.export.writer's, which imports torch; test_paths checks they agree).
 SPEC_OR_WEIGHTS = PathArgument(
     "input",
     False,

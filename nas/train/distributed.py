@@ -88,7 +88,7 @@ from nas.train.progressive import (
     run_epochs,
 )
 from searchspace.errors import EffnasError
-from searchspace.files import atomic_write
+from searchspace.files import atomic_write, check_output_path
 from searchspace.spec import ArchSpec
 
 __all__ = ["RUN_FILES", "RunDirectoryMirror", "train_distributed", "train_worker"]
@@ -140,6 +140,7 @@ def train_distributed(
     """
     say = log if log is not None else (lambda line: None)
     out_dir = Path(out_dir).absolute()
+    check_output_path(out_dir, "run directory", ConfigError, folder=True)
     scaling.check(config)
     cluster = requested_address(address)
     if not cluster:

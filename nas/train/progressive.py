@@ -80,7 +80,7 @@ from nas.train.metrics import write_metrics
 from nas.train.optim import build_optimizer, build_scheduler, make_loss
 from nas.train.schedule import StageSettings
 from searchspace.builder import EfficientNetV2, build_model
-from searchspace.files import make_output_dir
+from searchspace.files import check_output_path, make_output_dir
 from searchspace.spec import ArchSpec
 from searchspace.weights import save_weights
 
@@ -301,7 +301,7 @@ def train_progressive(
         NonFiniteLossError: the loss became NaN or infinite (the last checkpoint stays).
     """
     say = log if log is not None else (lambda line: None)
-    out_dir = Path(out_dir)
+    out_dir = check_output_path(out_dir, "run directory", ConfigError, folder=True)
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
     check_schedule(spec, config)

@@ -473,6 +473,17 @@ def test_every_command_has_an_example_and_path_cases():
         assert CASE_COUNTS[command] >= 1, f"nas {command} has no path argument"
 
 
+def test_the_path_declarations_agree_with_the_readers():
+    """What nas.cli.paths repeats (to keep ``nas --help`` free of torch) is the readers' own."""
+    from nas.cli.paths import DATASET, SPEC_OR_WEIGHTS
+    from nas.data.sources import DATASETS
+    from nas.export.writer import _WEIGHTS_SUFFIXES
+
+    takes_a_path = {f"{name}:" for name, entry in DATASETS.items() if entry.takes == "path"}
+    assert set(DATASET.prefixes) == takes_a_path
+    assert set(SPEC_OR_WEIGHTS.suffixes) == {".yaml", ".yml", *_WEIGHTS_SUFFIXES}
+
+
 def test_the_known_cases_are_among_them():
     assert ("search", "runs_dir", "a file where a folder belongs") in CASES
     assert ("train", "out", "a file where a folder belongs") in CASES
