@@ -130,8 +130,8 @@ def _check_sqlite_file(path: Path) -> None:
     except OSError as reason:
         raise ResultsError(f"{str(path)!r} cannot be read: {reason.strerror or reason}") from None
     if head != _SQLITE_HEADER:
-        what = "is empty" if not head else "is not a SQLite file"
-        raise ResultsError(f"{str(path)!r} {what}, not a search's study")
+        what = "the file is empty" if not head else "not a SQLite database"
+        raise ResultsError(f"cannot open {str(path)!r} as an Optuna storage: {what}")
 
 
 def _study_names(storage: optuna.storages.RDBStorage, url: str) -> list[str]:
