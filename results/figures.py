@@ -20,6 +20,7 @@ import pandas as pd
 from results.pareto import feasible, front_ranks, pareto_front, reward_best
 from results.schema import METRICS
 from results.tables import format_cell
+from searchspace.files import atomic_write
 
 __all__ = [
     "PLOTS",
@@ -361,7 +362,7 @@ def save_png_figures(frames: Sequence[pd.DataFrame], prefix: Path) -> list[Path]
     paths = []
     for key, figure in png_figures(frames).items():
         path = prefix.with_name(f"{prefix.name}-{key}.png")
-        figure.savefig(path)
+        atomic_write(path, lambda file, figure=figure: figure.savefig(file, format="png"))
         paths.append(path)
     return paths
 

@@ -28,6 +28,7 @@ from results.importance import (
     sorted_choices,
 )
 from results.schema import describe_objectives
+from searchspace.files import atomic_write
 
 __all__ = [
     "HYPERVOLUME_PLOTS",
@@ -267,5 +268,5 @@ def save_hypervolume_png(result: Progress, path: Path) -> Path | None:
     figure.suptitle("Hypervolume of the Pareto front as the search ran")
     figure.text(0.01, -0.01, textwrap.fill(result.hypervolume_note(), 170), fontsize=7,
                 color="#555", va="top")  # fmt: skip
-    figure.savefig(path, bbox_inches="tight")
+    atomic_write(path, lambda file: figure.savefig(file, format="png", bbox_inches="tight"))
     return path

@@ -39,6 +39,7 @@ from results.tables import (
     node_columns,
     winners_curse,
 )
+from searchspace.files import atomic_write
 
 __all__ = ["ReportFiles", "write_report"]
 
@@ -125,7 +126,7 @@ def write_report(
         "'.js-plotly-plot').forEach((plot) => Plotly.Plots.resize(plot)));</script>"
     )
     parts.append("</body></html>")
-    out.write_text("\n".join(parts), encoding="utf-8")
+    atomic_write(out, "\n".join(parts), ResultsError)
     pngs = []
     if png:
         pngs += save_png_figures(frames, out.with_suffix(""))

@@ -136,7 +136,8 @@ def open_storage(
             reason = reason.__cause__
         if is_postgres_url(url):
             raise error(describe_storage_error(reason, url, password)) from None
-        text = " ".join(str(reason).split())[:200] or type(reason).__name__
+        # SQLAlchemy appends the statement and a link ("[SQL: ...]"): the reason comes before.
+        text = " ".join(str(reason).split("[SQL:")[0].split())[:200] or type(reason).__name__
         raise error(f"cannot open {hide_password(url)} as an Optuna storage: {text}") from None
 
 

@@ -89,6 +89,7 @@ def open_run(run: str | Path, study: str | None = None, *, writable: bool = Fals
             run_dir = path
             directory_name = path.resolve().name
         else:
+            _check_sqlite_file(path)
             sqlite_file, run_dir = path, path.parent
         url = f"sqlite:///{sqlite_file.resolve()}"
     storage = open_storage(url, writable=writable)
@@ -110,6 +111,27 @@ def open_run(run: str | Path, study: str | None = None, *, writable: bool = Fals
             f"{url} holds several studies ({', '.join(names)}); pick one with --study"
         )
     return StudySource(storage, url, name, run_dir if run_dir is not None else Path("runs") / name)
+
+
+#: The first bytes of every SQLite database file (https://sqlite.org/fileformat.html).
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _check_sqlite_file(path: Path) -> None:
+    """Refuse a file that is not a SQLite database before SQLite opens it: SQLite takes an
+    empty file for a new database, and a dashboard that opens it for writing would make one.
+
+    Raises:
+        ResultsError: the file is empty or does not start as a SQLite database does.
+    """
+    try:
+        with path.open("rb") as file:
+            head = file.read(len(_SQLITE_HEADER))
+    except OSError as reason:
+        raise ResultsError(f"{str(path)!r} cannot be read: {reason.strerror or reason}") from None
+    if head != _SQLITE_HEADER:
+        what = "the file is empty" if not head else "not a SQLite database"
+        raise ResultsError(f"cannot open {str(path)!r} as an Optuna storage: {what}")
 
 
 def _study_names(storage: optuna.storages.RDBStorage, url: str) -> list[str]:

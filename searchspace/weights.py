@@ -17,6 +17,7 @@ with ``weights_only=True``.
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import re
@@ -31,7 +32,7 @@ from torch import nn
 
 from searchspace.blocks import FusedMBConv, MBConv
 from searchspace.builder import EfficientNetV2
-from searchspace.errors import SpecError, WeightsError
+from searchspace.errors import EffnasError, SpecError, WeightsError
 from searchspace.files import atomic_write
 from searchspace.spec import ArchSpec
 
@@ -40,6 +41,7 @@ __all__ = [
     "WeightsImport",
     "load_torchvision_weights",
     "load_weights",
+    "read_torch_file",
     "read_weights",
     "save_weights",
     "torchvision_key_map",
@@ -127,34 +129,58 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0].split(". ")[0].rstrip(".") if text else type(error).__name__
 
 
-def _read_torch_file(path: str | os.PathLike[str]) -> Any:
-    """``torch.load`` with ``weights_only=True``; every way a file can fail becomes one line."""
+def read_torch_file(
+    path: str | os.PathLike[str],
+    what: str = "weights file",
+    error: type[EffnasError] = WeightsError,
+    *,
+    data: bytes | None = None,
+    lazy: bool = False,
+) -> Any:
+    """``torch.load(..., weights_only=True)`` of a file the user named: the one reader of torch
+    files, which turns every way a foreign or broken file can fail into one line.
+
+    Args:
+        path: the file; with ``data``, only its name in messages.
+        what: how messages name it (``"weights file"``, ``"checkpoint"``).
+        error: the error class.
+        data: the file's content, if it was read elsewhere.
+        lazy: map the tensors' bytes from the file rather than read them (to check a large file
+            cheaply; a zip archive, as torch.save writes, is mapped, any other file is read).
+
+    Raises:
+        ``error``: the file is missing, a folder, empty, cut short, not a torch file, or holds
+            pickled objects that ``weights_only=True`` refuses to run.
+    """
     shown = repr(str(path))
-    if not Path(path).is_file():
-        what = "is a directory, not a file" if Path(path).is_dir() else "does not exist"
-        raise WeightsError(f"weights file {shown} {what}")
+    if data is None and not Path(path).is_file():
+        kind = "is a directory, not a file" if Path(path).is_dir() else "does not exist"
+        raise error(f"{what} {shown} {kind}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
+        if data is not None:
+            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        mapped = lazy and zipfile.is_zipfile(path)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mapped)
+    except pickle.UnpicklingError as reason:
         # torch's message runs to a page; the unpickler's own complaint is the useful part. An
         # "unsupported global" is a pickled object that weights_only=True refuses to run; any
         # other complaint means the bytes are not a pickle at all.
-        match = re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(error))
-        detail = match[1].strip() if match else _first_line(error)
+        match = re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(reason))
+        detail = match[1].strip() if match else _first_line(reason)
         if "Unsupported global" in detail:
-            raise WeightsError(
-                f"weights file {shown} holds pickled objects, refused with weights_only=True "
+            raise error(
+                f"{what} {shown} holds pickled objects, refused with weights_only=True "
                 f"({detail.split(' was not')[0]})"
             ) from None
-        raise WeightsError(
-            f"weights file {shown} is not a readable torch file ({detail})"
-        ) from None
+        raise error(f"{what} {shown} is not a readable torch file ({detail})") from None
     except EOFError:
-        raise WeightsError(f"weights file {shown} is empty or cut short") from None
-    except (RuntimeError, OSError, ValueError, zipfile.BadZipFile) as error:
-        raise WeightsError(
-            f"weights file {shown} is not a readable torch file ({_first_line(error)})"
-        ) from None
+        raise error(f"{what} {shown} is empty or cut short") from None
+    except Exception as reason:
+        # Foreign bytes reach the unpickler's opcode handlers, which fail with whatever their
+        # code meets (IndexError, KeyError, struct.error, UnicodeDecodeError, ...): any of them
+        # means the file is not a torch file. A failure of this code would not come from here.
+        detail = f"{type(reason).__name__}: {_first_line(reason)}"
+        raise error(f"{what} {shown} is not a readable torch file ({detail})") from None
 
 
 def _as_state_dict(data: Any, source: str) -> Mapping[str, Any]:
@@ -293,7 +319,7 @@ def load_torchvision_weights(
     else:
         source = str(state_or_path)
         shown = f"weights file {source!r}"
-        data = _read_torch_file(state_or_path)
+        data = read_torch_file(state_or_path)
     state = _as_state_dict(data, shown)
     key_map = torchvision_key_map(model)
     optional = frozenset(() if strict_classifier else _CLASSIFIER_KEYS)
@@ -339,7 +365,7 @@ def read_weights(path: str | os.PathLike[str]) -> tuple[ArchSpec, dict[str, torc
         SpecError: the spec inside is invalid (the message names the file and the field).
     """
     shown = f"weights file {str(path)!r}"
-    data = _read_torch_file(path)
+    data = read_torch_file(path)
     if not isinstance(data, Mapping) or data.get("format") != WEIGHTS_FORMAT:
         hint = (
             "; it looks like a torchvision state dict: import it with "

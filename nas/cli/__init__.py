@@ -2,9 +2,12 @@
 
 Each command module defines ``register(subparsers)`` and ``run(args)``; heavy imports (torch,
 ray) happen inside ``run``, so ``nas --help`` is instant. :mod:`nas.cli.args` holds what several
-commands share (flag defaults read from the config dataclasses, the run argument). Bad input
-raises :class:`~searchspace.errors.EffnasError` and becomes one line on stderr with exit status
-2, never a traceback.
+commands share (flag defaults read from the config dataclasses, the run argument). Every
+argument that takes a value declares its ``type``; one that names a file or a directory declares
+a :class:`~nas.cli.paths.PathArgument`, which refuses a path that cannot work while parsing, and
+each module's ``EXAMPLE`` is its cheapest valid command line (``tests/nas/cli/test_paths.py``
+derives its cases from both). Bad input raises :class:`~searchspace.errors.EffnasError` and
+becomes one line on stderr with exit status 2, never a traceback.
 
 This package parses arguments and prints; it must not compute anything itself.
 """
@@ -66,15 +69,48 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
 
 
+def leaf_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Any:
+    """The sub-command's own parser that parsed ``args`` (``nas weights import``'s, say)."""
+    while parser._subparsers is not None:
+        chooser = next(
+            a
+            for a in parser._subparsers._group_actions
+            if isinstance(a, argparse._SubParsersAction)
+        )
+        parser = chooser.choices[getattr(args, chooser.dest)]
+    return parser
+
+
+def _naming_the_flag(
+    message: str, parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> str:
+    """``message``, led by ``--flag:`` when it is about the path a flag gave (a reader names the
+    file it could not read, not the flag the user wrote it after)."""
+    from nas.cli.paths import PathArgument
+
+    for action in parser._actions:
+        value = getattr(args, action.dest, None)
+        if not action.option_strings or not isinstance(action.type, PathArgument):
+            continue
+        path = action.type.path_of(value) if isinstance(value, str) else None
+        if path and path in message and not any(f in message for f in action.option_strings):
+            return f"{action.option_strings[0]}: {message}"
+    return message
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit:  # --help, or a bad argument (one line, status 2): a status too
+        return exit.code if isinstance(exit.code, int) else int(exit.code is not None)
     on_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt) if on_main_thread else None
     try:
         return int(args.func(args) or 0)
     except EffnasError as error:
         message = " ".join(str(error).split())  # one line, whatever the message held
+        message = _naming_the_flag(message, leaf_parser(parser, args), args)
         print(f"nas {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -11,6 +11,8 @@ import argparse
 import dataclasses
 from typing import Any
 
+from nas.cli.paths import RUN
+
 __all__ = ["add_config_flag", "add_run_arguments", "config_kwargs", "default_of"]
 
 
@@ -54,10 +56,13 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, several: bool = False)
     """The run argument shared by ``front``, ``report`` and ``dashboard``."""
     parser.add_argument(
         "run",
+        type=RUN,
         nargs="+" if several else None,
         help="run directory (holding study.db), SQLite file, or storage URL"
         + (" (several compare searches)" if several else ""),
     )
     parser.add_argument(
-        "--study", help="study name (default: the run directory's name, or the only study)"
+        "--study",
+        type=str,
+        help="study name (default: the run directory's name, or the only study)",
     )

@@ -6,6 +6,10 @@ import argparse
 
 from nas.cli.args import add_run_arguments
 
+#: The cheapest valid command line, by argument (tests/nas/cli/test_paths.py reaches every path
+#: argument from it; {config}: a search config, {torch}: a torch file, {run}, {out}: folders).
+EXAMPLE = {"run": "{run}"}
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -16,10 +20,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "unless --host says otherwise.",
     )
     add_run_arguments(parser)
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    parser.add_argument(
+        "--host", type=str, default="127.0.0.1", help="address to listen on (127.0.0.1)"
+    )
     parser.add_argument("--port", type=int, default=8080, help="port to listen on (8080)")
     parser.add_argument(
-        "--objectives", help="metrics of the attached front (default: the study's objectives)"
+        "--objectives",
+        type=str,
+        help="metrics of the attached front (default: the study's objectives)",
     )
     parser.add_argument(
         "--refresh",

@@ -8,7 +8,12 @@ import sys
 from typing import Any
 
 from nas.cli.args import add_config_flag, config_kwargs
+from nas.cli.paths import DATASET, SPEC
 from nas.evaluate.config import EvalConfig
+
+#: The cheapest valid command line, by argument (tests/nas/cli/test_paths.py reaches every path
+#: argument from it; {config}: a search config, {torch}: a torch file, {run}, {out}: folders).
+EXAMPLE = {"arch": "b0", "dataset": "synthetic:64", "epochs": "1"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "net). Progress goes to stderr. Exit status: 0 scored, 1 the candidate failed (NaN loss, "
         "out of memory), 2 bad input.",
     )
-    parser.add_argument("arch", help="catalog name, YAML file or spec string")
+    parser.add_argument("arch", type=SPEC, help="catalog name, YAML file or spec string")
 
     def flag(name: str, help: str, type: Any = str, shown: str | None = None) -> None:
         add_config_flag(parser, EvalConfig, name, help, type=type, shown=shown)
@@ -30,6 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "dataset",
         "NAME[:PATH]: mnist5k (built in), synthetic[:N], imagefolder:PATH, "
         "cifar10:PATH, cifar100:PATH, flowers102:PATH, stanfordcars:PATH",
+        DATASET,
     )
     flag("image_size", "training image size", int, shown="default: the spec's train size")
     flag(
@@ -51,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "timing_clock",
         "on a CPU: wall or cpu (process CPU time; for a shared machine, with one torch thread)",
     )
-    flag("reference", "net that step time and parameters are normalized by")
+    flag("reference", "net that step time and parameters are normalized by", SPEC)
     flag("heldout_fraction", "fraction of the training set held out for accuracy", float)
     flag("test_fraction", "fraction carved as the test split if the dataset has none", float)
     flag("max_train_images", "use at most this many search-split images", int, shown="default: all")

@@ -6,6 +6,12 @@ import argparse
 import json
 import sys
 
+from nas.cli.paths import SPEC_OR_WEIGHTS, output_file
+
+#: The cheapest valid command line, by argument (tests/nas/cli/test_paths.py reaches every path
+#: argument from it; {config}: a search config, {torch}: a torch file, {run}, {out}: folders).
+EXAMPLE = {"source": "b0", "format": "pytorch", "out": "{out}/net.py"}
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -21,15 +27,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "source",
+        type=SPEC_OR_WEIGHTS,
         metavar="ARCH|WEIGHTS",
         help="an effnas weights file (from nas train or nas weights import), or a catalog name, "
         "YAML file or spec string (exported with fresh weights, seeded)",
     )
     parser.add_argument(
-        "--format", required=True, metavar="FORMAT", help="pytorch, torchscript or onnx"
+        "--format", type=str, required=True, metavar="FORMAT", help="pytorch, torchscript or onnx"
     )
     parser.add_argument(
         "--out",
+        type=output_file("any"),
         required=True,
         metavar="FILE",
         help="the file to write, in an existing directory (pytorch: NAME.py, and NAME.pth beside "

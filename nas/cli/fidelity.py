@@ -8,6 +8,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from nas.cli.paths import SEARCH_CONFIG, output_folder
+
+#: The cheapest valid command line, by argument (tests/nas/cli/test_paths.py reaches every path
+#: argument from it; {config}: a search config, {torch}: a torch file, {run}, {out}: folders).
+EXAMPLE = {"config": "{config}"}
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -20,7 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "long run's real time per step, and for FLOPs and parameters as the contrast. Writes "
         "fidelity.json, fidelity.png and evaluations.jsonl (reused by a rerun) to --out.",
     )
-    parser.add_argument("config", help="search config YAML (e.g. configs/quick.yaml)")
+    parser.add_argument(
+        "config", type=SEARCH_CONFIG, help="search config YAML (e.g. configs/quick.yaml)"
+    )
     parser.add_argument("--specs", type=int, default=12, help="specs to sample (default 12)")
     parser.add_argument(
         "--long-epochs", type=int, help="epochs of the long schedule (default: 4x the config's)"
@@ -39,9 +47,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--concurrent", type=int, help="evaluations at once (default: the config's)"
     )
-    parser.add_argument("--out", help="output folder (default: <runs_dir>/<study>-fidelity)")
     parser.add_argument(
-        "--address", help="Ray cluster address (default: RAY_ADDRESS, else Ray on 127.0.0.1)"
+        "--out", type=output_folder(), help="output folder (default: <runs_dir>/<study>-fidelity)"
+    )
+    parser.add_argument(
+        "--address",
+        type=str,
+        help="Ray cluster address (default: RAY_ADDRESS, else Ray on 127.0.0.1)",
     )
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     parser.set_defaults(func=run)
@@ -94,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
     from nas.search import SearchConfig
     from nas.search.fidelity import fidelity_figure, plan_fidelity, run_fidelity
     from searchspace.errors import EffnasError
+    from searchspace.files import atomic_write
 
     config = SearchConfig.load(args.config)
     if args.concurrent is not None:
@@ -123,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     )
     result = run_fidelity(plan, out_dir, address=args.address, log=log)
     data = result.to_dict()
-    (out_dir / "fidelity.json").write_text(json.dumps(data, indent=1) + "\n")
+    atomic_write(out_dir / "fidelity.json", json.dumps(data, indent=1) + "\n")
     figure = fidelity_figure(result, out_dir / "fidelity.png")
     if args.json:
         print(json.dumps(data, indent=1))

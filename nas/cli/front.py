@@ -7,6 +7,11 @@ import json
 from pathlib import Path
 
 from nas.cli.args import add_run_arguments
+from nas.cli.paths import output_file
+
+#: The cheapest valid command line, by argument (tests/nas/cli/test_paths.py reaches every path
+#: argument from it; {config}: a search config, {torch}: a torch file, {run}, {out}: folders).
+EXAMPLE = {"run": "{run}"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,10 +25,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_run_arguments(parser)
     parser.add_argument(
         "--objectives",
+        type=str,
         help="comma-separated metrics, e.g. accuracy,step_time_ms "
         "(default: the study's objectives, else accuracy,step_time_norm,params)",
     )
-    parser.add_argument("--csv", metavar="FILE", help="also write the front's trials to FILE")
+    parser.add_argument(
+        "--csv",
+        type=output_file("csv"),
+        metavar="FILE",
+        help="also write the front's trials to FILE",
+    )
     parser.add_argument("--json", action="store_true", help="print the front as JSON instead")
     parser.set_defaults(func=run)
 
@@ -41,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from results.pareto import feasible, reward_best
     from results.schema import REFUSED
     from results.tables import winners_curse
+    from searchspace.files import atomic_write
 
     frame = load_study_frame(args.run, args.study)
     objectives = (
@@ -57,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         path = Path(args.csv)
         if not path.parent.is_dir():
             raise ResultsError(f"--csv: directory {path.parent} does not exist")
-        front.to_csv(path, index=False)
+        atomic_write(path, front.to_csv(index=False), ResultsError)
     if args.json:
         refused = frame["status"] == REFUSED
         payload = {

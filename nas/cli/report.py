@@ -5,6 +5,11 @@ from __future__ import annotations
 import argparse
 
 from nas.cli.args import add_run_arguments
+from nas.cli.paths import output_file
+
+#: The cheapest valid command line, by argument (tests/nas/cli/test_paths.py reaches every path
+#: argument from it; {config}: a search config, {torch}: a torch file, {run}, {out}: folders).
+EXAMPLE = {"run": "{run}"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,11 +25,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_run_arguments(parser, several=True)
     parser.add_argument(
         "--out",
+        type=output_file("html"),
         metavar="FILE",
         help="HTML file to write (default: <run>/report.html; required for several runs)",
     )
     parser.add_argument(
         "--objectives",
+        type=str,
         help="metrics of the front tables, the 3-D view and the hypervolume (default: the "
         "study's objectives, else accuracy,step_time_norm,params)",
     )

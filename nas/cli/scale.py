@@ -9,8 +9,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from nas.cli.paths import SPEC, input_file, output_folder
 from scaling.errors import ScalingError
 from searchspace.checks import parse_amount
+
+#: The cheapest valid command line, by argument (tests/nas/cli/test_paths.py reaches every path
+#: argument from it; {config}: a search config, {torch}: a torch file, {run}, {out}: folders).
+EXAMPLE = {"arch": "b0"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,47 +27,81 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--variants (named presets, the default: s,m,l), --width/--depth/--resolution, --phi, "
         "or one --target-*. FLOPs are fvcore's (one multiply-add = one FLOP) at the eval size.",
     )
-    parser.add_argument("arch", help="base: catalog name, YAML spec file or spec string")
+    parser.add_argument("arch", type=SPEC, help="base: catalog name, YAML spec file or spec string")
     parser.add_argument(
-        "--variants", help="comma-separated presets, e.g. s,m,l (default when nothing else)"
+        "--variants",
+        type=str,
+        help="comma-separated presets, e.g. s,m,l (default when nothing else)",
     )
     parser.add_argument(
-        "--presets", help="YAML file of presets (name -> plan fields) over the defaults"
+        "--presets",
+        type=input_file("yaml"),
+        help="YAML file of presets (name -> plan fields) over the defaults",
     )
     coefficients = parser.add_argument_group("coefficients")
-    coefficients.add_argument("--width", help="channel multiplier, e.g. 1.2")
-    coefficients.add_argument("--depth", help="repeat multiplier, e.g. 1.4")
+    coefficients.add_argument("--width", type=str, help="channel multiplier, e.g. 1.2")
+    coefficients.add_argument("--depth", type=str, help="repeat multiplier, e.g. 1.4")
     coefficients.add_argument(
         "--resolution",
+        type=str,
         help="eval image size in px (300), TRAIN/EVAL in px (240/300), or a factor (1.15x)",
     )
-    coefficients.add_argument("--phi", help="EfficientNet's compound coefficient, e.g. 1.5")
-    coefficients.add_argument("--alpha", default="1.2", help="depth base of phi (default 1.2)")
-    coefficients.add_argument("--beta", default="1.1", help="width base of phi (default 1.1)")
-    coefficients.add_argument("--gamma", default="1.15", help="resolution base (default 1.15)")
+    coefficients.add_argument(
+        "--phi", type=str, help="EfficientNet's compound coefficient, e.g. 1.5"
+    )
+    coefficients.add_argument(
+        "--alpha", type=str, default="1.2", help="depth base of phi (default 1.2)"
+    )
+    coefficients.add_argument(
+        "--beta", type=str, default="1.1", help="width base of phi (default 1.1)"
+    )
+    coefficients.add_argument(
+        "--gamma", type=str, default="1.15", help="resolution base (default 1.15)"
+    )
     budget = parser.add_argument_group("budget (along the phi path)")
-    budget.add_argument("--target-params", help="parameters, e.g. 22e6 or 22M")
-    budget.add_argument("--target-flops", help="FLOPs at the eval size, e.g. 8.4e9 or 8.4G")
-    budget.add_argument("--target-step-ms", help="training step time on this machine, in ms")
+    budget.add_argument("--target-params", type=str, help="parameters, e.g. 22e6 or 22M")
     budget.add_argument(
-        "--tolerance", default="0.05", help="largest relative miss of the target (default 0.05)"
+        "--target-flops", type=str, help="FLOPs at the eval size, e.g. 8.4e9 or 8.4G"
+    )
+    budget.add_argument(
+        "--target-step-ms", type=str, help="training step time on this machine, in ms"
+    )
+    budget.add_argument(
+        "--tolerance",
+        type=str,
+        default="0.05",
+        help="largest relative miss of the target (default 0.05)",
     )
     timing = parser.add_argument_group("step time (--measure, --target-step-ms)")
     timing.add_argument("--measure", action="store_true", help="add each net's step time")
-    timing.add_argument("--batch-size", default="8", help="images per timed step (default 8)")
-    timing.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1")
     timing.add_argument(
-        "--precision", default="auto", help="auto (bf16 on a GPU, fp32 on a CPU), fp32 or bf16"
+        "--batch-size", type=str, default="8", help="images per timed step (default 8)"
     )
-    timing.add_argument("--timing-steps", default="10", help="timed steps per net (default 10)")
-    timing.add_argument("--timing-warmup", default="3", help="untimed warm-up steps (default 3)")
+    timing.add_argument(
+        "--device", type=str, default="auto", help="auto (default), cpu, cuda, cuda:1"
+    )
+    timing.add_argument(
+        "--precision",
+        type=str,
+        default="auto",
+        help="auto (bf16 on a GPU, fp32 on a CPU), fp32 or bf16",
+    )
+    timing.add_argument(
+        "--timing-steps", type=str, default="10", help="timed steps per net (default 10)"
+    )
+    timing.add_argument(
+        "--timing-warmup", type=str, default="3", help="untimed warm-up steps (default 3)"
+    )
     timing.add_argument(
         "--timing-clock",
+        type=str,
         default="wall",
         help="on a CPU: wall (default) or cpu (process CPU time; for a shared machine, with one "
         "torch thread)",
     )
-    parser.add_argument("--out", help="directory to write one spec YAML per variant into")
+    parser.add_argument(
+        "--out", type=output_folder(), help="directory to write one spec YAML per variant into"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(func=run)
 

@@ -5,6 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from nas.cli.paths import SEARCH_CONFIG, output_folder
+
+#: The cheapest valid command line, by argument (tests/nas/cli/test_paths.py reaches every path
+#: argument from it; {config}: a search config, {torch}: a torch file, {run}, {out}: folders).
+EXAMPLE = {"config": "{config}"}
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -13,7 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Sample candidates, time their real training step, train them briefly and "
         "score them; every trial lands in an Optuna study under runs/<study>/.",
     )
-    parser.add_argument("config", help="search config YAML (e.g. configs/quick.yaml)")
+    parser.add_argument(
+        "config", type=SEARCH_CONFIG, help="search config YAML (e.g. configs/quick.yaml)"
+    )
     parser.add_argument("--resume", action="store_true", help="continue an interrupted search")
     parser.add_argument(
         "--join",
@@ -25,13 +33,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--concurrent", type=int, help="override how many trials run at once")
     parser.add_argument(
         "--storage",
+        type=str,
         help="Optuna storage URL (default: SQLite in the run dir); a password in it is used, "
         "never printed or saved (else PGPASSWORD or a password file)",
     )
-    parser.add_argument("--study", help="study name (default: the config's)")
-    parser.add_argument("--runs-dir", help="where run directories go (default: runs)")
+    parser.add_argument("--study", type=str, help="study name (default: the config's)")
     parser.add_argument(
-        "--address", help="Ray cluster address (default: RAY_ADDRESS, else Ray on 127.0.0.1)"
+        "--runs-dir", type=output_folder(), help="where run directories go (default: runs)"
+    )
+    parser.add_argument(
+        "--address",
+        type=str,
+        help="Ray cluster address (default: RAY_ADDRESS, else Ray on 127.0.0.1)",
     )
     parser.set_defaults(func=run)
 

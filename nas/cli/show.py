@@ -6,7 +6,12 @@ import argparse
 import json
 from typing import Any
 
+from nas.cli.paths import SPEC
 from searchspace.errors import SpecError
+
+#: The cheapest valid command line, by argument (tests/nas/cli/test_paths.py reaches every path
+#: argument from it; {config}: a search config, {torch}: a torch file, {run}, {out}: folders).
+EXAMPLE = {"arch": "b0"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(one multiply-add = one FLOP).",
     )
     parser.add_argument(
-        "arch", nargs="?", help="catalog name (see --list), YAML file or spec string"
+        "arch", nargs="?", type=SPEC, help="catalog name (see --list), YAML file or spec string"
     )
     parser.add_argument("--list", action="store_true", help="list the catalog and exit")
     parser.add_argument("--resolution", type=int, help="image size for FLOPs (default: eval size)")

@@ -9,8 +9,23 @@ from pathlib import Path
 from typing import Any
 
 from nas.cli.args import add_config_flag, config_kwargs
+from nas.cli.paths import DATASET, SPEC, PathArgument, output_folder
 from nas.errors import ConfigError
 from nas.train.config import DistributedConfig, ProgressiveConfig
+
+#: ``--progressive``: a preset's name, or a YAML schedule file.
+SCHEDULE = PathArgument("input", False, "yaml", names=("*",), suffixes=(".yaml", ".yml"))
+
+
+#: The cheapest valid command line, by argument (tests/nas/cli/test_paths.py reaches every path
+#: argument from it; {config}: a search config, {torch}: a torch file, {run}, {out}: folders).
+EXAMPLE = {
+    "arch": "b0",
+    "dataset": "synthetic:64",
+    "epochs": "1",
+    "progressive": "off",
+    "batch_size": "8",
+}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,9 +42,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "then the global batch. "
         "Exit status: 0 trained, 1 the loss became NaN (or workers kept failing), 2 bad input.",
     )
-    parser.add_argument("arch", help="catalog name, YAML file (e.g. from nas scale) or spec string")
+    parser.add_argument(
+        "arch", type=SPEC, help="catalog name, YAML file (e.g. from nas scale) or spec string"
+    )
     parser.add_argument(
         "--dataset",
+        type=DATASET,
         required=True,
         help="NAME[:PATH]: mnist5k, synthetic[:N], imagefolder:PATH, cifar10:PATH, "
         "cifar100:PATH, flowers102:PATH, stanfordcars:PATH",
@@ -37,6 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--epochs", type=int, required=True, help="total epochs, all stages")
     parser.add_argument(
         "--progressive",
+        type=SCHEDULE,
         default="paper",
         help="paper (default: the paper's table and formula), reference (the reference code's "
         "schedule), off (one stage at the largest size and strongest regularization) or a "
@@ -56,10 +75,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--init",
+        type=PathArgument("input", False, "torch", prefixes=("torchvision:", "effnas:")),
         help="initial weights for fine-tuning: torchvision:PATH (an EfficientNetV2 state dict) "
         "or effnas:PATH (an effnas weights file); the classifier is re-sized for the dataset",
     )
-    parser.add_argument("--out", help="run directory (default runs/train-<spec name or hash>)")
+    parser.add_argument(
+        "--out", type=output_folder(), help="run directory (default runs/train-<spec name or hash>)"
+    )
     parser.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its checkpoint"
     )
@@ -130,11 +152,12 @@ def _add_worker_flags(parser: argparse.ArgumentParser) -> None:
     worker_flag(
         "storage_path",
         "Ray Train checkpoint storage every node reaches (a shared path, s3://...)",
-        type=str,
+        type=output_folder(urls=True),
         shown="default: inside --out, removed at the end",
     )
     workers.add_argument(
         "--address",
+        type=str,
         help="Ray cluster to train on: host:port or ray://host:port (default RAY_ADDRESS, "
         "else a new local Ray on 127.0.0.1)",
     )

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from nas.cli.paths import SPEC, input_file, output_file
+
+#: The cheapest valid command line, by argument (tests/nas/cli/test_paths.py reaches every path
+#: argument from it; {config}: a search config, {torch}: a torch file, {run}, {out}: folders).
+EXAMPLE = {"source": "torchvision", "file": "{torch}", "arch": "b0", "out": "{out}/weights.pt"}
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -21,14 +27,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "the spec and the weights (read it with searchspace.load_weights).",
     )
     importer.add_argument("source", choices=["torchvision"], help="where the weights come from")
-    importer.add_argument("file", help="the state-dict file (read with weights_only=True)")
+    importer.add_argument(
+        "file", type=input_file("torch"), help="the state-dict file (read with weights_only=True)"
+    )
     importer.add_argument(
         "--arch",
+        type=SPEC,
         required=True,
         help="the matching effnas architecture: catalog name (efficientnetv2-s/-m/-l), YAML "
         "file or spec string",
     )
-    importer.add_argument("--out", required=True, help="the effnas weights file to write")
+    importer.add_argument(
+        "--out", type=output_file("torch"), required=True, help="the effnas weights file to write"
+    )
     importer.add_argument(
         "--num-classes",
         type=int,

@@ -43,6 +43,7 @@ from nas.search.config import SearchConfig
 from nas.search.tasks import TaskFailure, run_tasks
 from results.correlation import RankCorrelation, rank_correlation
 from searchspace.checks import check_int
+from searchspace.files import atomic_write, make_output_dir
 from searchspace.space import SearchSpace
 from searchspace.spec import ArchSpec
 
@@ -268,9 +269,12 @@ def _read_evaluations(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def _append(path: Path, entry: dict[str, Any]) -> None:
-    with path.open("a") as file:
-        file.write(json.dumps(entry) + "\n")
-        file.flush()
+    # The whole file is written again (a few dozen lines): an append cut short by a kill would
+    # leave a torn line that the next append runs on into.
+    before = path.read_text() if path.is_file() else ""
+    if before and not before.endswith("\n"):
+        before += "\n"
+    atomic_write(path, before + json.dumps(entry) + "\n")
 
 
 def _as_result(value: Any, spec: ArchSpec) -> dict[str, Any]:
@@ -453,7 +457,7 @@ def run_fidelity(
 
     check_dataset(plan.config)
     heldout = len(plan.proxy.load_data(plan.specs[0]).heldout)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out_dir, "output folder", ConfigError)
     results = _evaluate_all(plan, out_dir, address, log)
     rows = tuple(
         _row(spec, results[("proxy", spec.hash)], results[("long", spec.hash)])
@@ -546,7 +550,6 @@ def fidelity_figure(result: FidelityResult, path: Path) -> Path:
         f"({len(result.rows)} nets, 95% bootstrap intervals)"
     )
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=110))
     plt.close(figure)
     return path

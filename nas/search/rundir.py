@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from nas.errors import ConfigError
+from searchspace.files import make_output_dir
 
 __all__ = ["LOCK_FILE", "hold_run_dir"]
 
@@ -33,7 +34,7 @@ def hold_run_dir(run_dir: Path, study: str) -> Iterator[None]:
         ConfigError: another driver holds the directory.
     """
     created = _first_missing(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    make_output_dir(run_dir, "run directory", ConfigError)
     lock_path = run_dir / LOCK_FILE
     with open(lock_path, "a+") as lock:
         try:

@@ -46,6 +46,7 @@ from results.hypervolume import Normalization
 from results.pareto import non_dominated_rank
 from results.schema import METRICS
 from searchspace.checks import check_int, check_number, is_finite_number
+from searchspace.files import atomic_write
 
 __all__ = ["ParetoASHA", "SchedulerState", "epsilon_net", "promotion_order"]
 
@@ -247,8 +248,7 @@ class ParetoASHA(FIFOScheduler):
         )
 
     def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as file:
-            pickle.dump(self.__dict__, file)
+        atomic_write(checkpoint_path, lambda file: pickle.dump(self.__dict__, file))
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as file:  # written by save() into Tune's experiment

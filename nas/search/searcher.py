@@ -50,6 +50,7 @@ from nas.errors import ConfigError
 from nas.search.constraints import Constraints
 from nas.search.trial import NUMBER
 from results.schema import OBJECTIVES_BY_MODE, RECORD_KEYS, REFUSED, STOPPED
+from searchspace.files import atomic_write
 from searchspace.space import SearchSpace
 from searchspace.spec import ArchSpec
 
@@ -253,7 +254,7 @@ class StudySearcher(Searcher):
 
     def save(self, checkpoint_path: str) -> None:
         state = {"trial_numbers": self.trial_numbers, "told": sorted(self.told)}
-        Path(checkpoint_path).write_text(json.dumps(state))
+        atomic_write(checkpoint_path, json.dumps(state))
 
     def restore(self, checkpoint_path: str) -> None:
         state = json.loads(Path(checkpoint_path).read_text())

@@ -10,7 +10,6 @@ cannot be read, or that was written for another spec or config, is refused with
 
 from __future__ import annotations
 
-import io
 import random
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,6 +21,7 @@ from nas.errors import CheckpointError
 from searchspace.errors import SpecError
 from searchspace.files import atomic_write
 from searchspace.spec import ArchSpec
+from searchspace.weights import read_torch_file
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -105,14 +105,11 @@ def read_checkpoint(path: Path, data: bytes | None = None) -> dict[str, Any]:
     """
     shown = repr(str(path))
     try:
-        source = path if data is None else io.BytesIO(data)
-        loaded = torch.load(source, map_location="cpu", weights_only=True)
-    except Exception as error:  # any failure to read it means the file is not intact
-        reason = " ".join(str(error).split()) or type(error).__name__
-        reason = reason.split(". ")[0][:160]
+        loaded = read_torch_file(path, "checkpoint", CheckpointError, data=data)
+    except CheckpointError as error:
         raise CheckpointError(
-            f"checkpoint {shown} cannot be read ({type(error).__name__}: {reason}); it is "
-            "corrupt or not an effnas checkpoint: delete it to start over, or use another --out"
+            f"{error}: it cannot be read, it is corrupt or not an effnas checkpoint; delete it "
+            "to start over, or use another --out"
         ) from None
     if not isinstance(loaded, dict) or loaded.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"checkpoint {shown} is not an effnas training checkpoint")

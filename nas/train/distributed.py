@@ -76,6 +76,7 @@ from nas.errors import ConfigError, NonFiniteLossError, WorkerError, WorkerFailu
 from nas.train.checkpoint import CHECKPOINT_NAME, check_checkpoint, read_checkpoint
 from nas.train.config import DistributedConfig, ProgressiveConfig
 from nas.train.device import resolve_precision
+from nas.train.initial import check_initial_weights
 from nas.train.metrics import METRICS_CSV, METRICS_JSON
 from nas.train.progressive import (
     ProgressiveResult,
@@ -87,7 +88,7 @@ from nas.train.progressive import (
     run_epochs,
 )
 from searchspace.errors import EffnasError
-from searchspace.files import atomic_write
+from searchspace.files import atomic_write, check_output_path
 from searchspace.spec import ArchSpec
 
 __all__ = ["RUN_FILES", "RunDirectoryMirror", "train_distributed", "train_worker"]
@@ -139,11 +140,13 @@ def train_distributed(
     """
     say = log if log is not None else (lambda line: None)
     out_dir = Path(out_dir).absolute()
+    check_output_path(out_dir, "run directory", ConfigError, folder=True)
     scaling.check(config)
     cluster = requested_address(address)
     if not cluster:
         _check_resources(scaling, _local_resources())
     check_schedule(spec, config)
+    check_initial_weights(config.init)
     _, source = load_source(config.dataset)  # a missing dataset is refused here, not N times
     spec = spec.replace(num_classes=len(source.classes))
     # Read once: the bytes checked here are the bytes the workers get.

@@ -5,9 +5,20 @@ from __future__ import annotations
 from nas.train.config import split_init
 from searchspace.builder import EfficientNetV2
 from searchspace.errors import WeightsError
-from searchspace.weights import load_torchvision_weights, read_weights
+from searchspace.weights import load_torchvision_weights, read_torch_file, read_weights
 
-__all__ = ["load_initial_weights"]
+__all__ = ["check_initial_weights", "load_initial_weights"]
+
+
+def check_initial_weights(init: str) -> None:
+    """Refuse an ``--init`` file that is not a readable torch file, before any data is loaded
+    (its tensors are mapped, not read; whether they fit the net is checked when they load).
+
+    Raises:
+        WeightsError: the file is missing, unreadable, or not a torch file.
+    """
+    if init:
+        read_torch_file(split_init(init)[1], "--init file", lazy=True)
 
 
 def load_initial_weights(model: EfficientNetV2, init: str) -> str:

@@ -74,12 +74,13 @@ from nas.train.device import (
     resolve_device,
     resolve_precision,
 )
-from nas.train.initial import load_initial_weights
+from nas.train.initial import check_initial_weights, load_initial_weights
 from nas.train.loop import EpochCallback, LossReduction, evaluate_accuracy, train_one_epoch
 from nas.train.metrics import write_metrics
 from nas.train.optim import build_optimizer, build_scheduler, make_loss
 from nas.train.schedule import StageSettings
 from searchspace.builder import EfficientNetV2, build_model
+from searchspace.files import check_output_path, make_output_dir
 from searchspace.spec import ArchSpec
 from searchspace.weights import save_weights
 
@@ -300,11 +301,12 @@ def train_progressive(
         NonFiniteLossError: the loss became NaN or infinite (the last checkpoint stays).
     """
     say = log if log is not None else (lambda line: None)
-    out_dir = Path(out_dir)
+    out_dir = check_output_path(out_dir, "run directory", ConfigError, folder=True)
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
     check_schedule(spec, config)
     check_memory(spec, config, config.batch_size, device, precision)
+    check_initial_weights(config.init)
     checkpoint = checkpoint_to_resume(out_dir, resume)
     context = LocalContext(out_dir, on_epoch_end)
     run = open_run(spec, config, checkpoint, context, device, precision, out_dir, say)
@@ -399,7 +401,7 @@ def open_run(
     parts.trained = context.wrap(parts.model)
     record = _start_record(spec, config, device, history, context.world_size)
     if main and context.directory is not None:
-        context.directory.mkdir(parents=True, exist_ok=True)
+        make_output_dir(context.directory, "run directory", ConfigError)
         spec.save(context.directory / "spec.yaml")
         say(f"{eval_data.describe()}; evaluating at {spec.eval_resolution} px")
         for line in _stage_plan(config):

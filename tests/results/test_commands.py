@@ -67,14 +67,14 @@ def test_front_csv_and_json_on_chosen_objectives(capsys, tmp_path, reward_run):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["front", "{root}/missing"], "run directory {root}/missing does not exist"),
+        (["front", "{root}/missing"], "argument run: '{root}/missing' does not exist"),
         (["front", "{pareto}", "--objectives", "accuracy,latency"], "unknown objective 'latency'"),
         (["front", "{pareto}", "--study", "other"], "--study 'other' is not in"),
         (["front", "{empty}"], "study 'empty' in"),
         (["front", "{running}"], "has no completed trial with"),
         (["report", "{pareto}", "{reward}"], "--out FILE is required"),
         (["report", "{pareto}", "--out", "{root}/no/such/dir/r.html"], "--out: directory"),
-        (["report", "{root}/missing"], "run directory {root}/missing does not exist"),
+        (["report", "{root}/missing"], "argument run: '{root}/missing' does not exist"),
         (["dashboard", "{pareto}", "--port", "0"], "--port must be in 1..65535, got 0"),
         (["dashboard", "{pareto}", "--refresh", "-1"], "--refresh must be 0 or more"),
     ],
@@ -100,7 +100,7 @@ def test_error_has_no_traceback_in_a_real_process(tmp_path):
         timeout=120,
     )
     assert result.returncode == 2
-    expected = f"nas front: error: run directory {tmp_path}/missing does not exist"
+    expected = f"nas front: error: argument run: '{tmp_path}/missing' does not exist"
     assert result.stderr.strip() == expected
 
 

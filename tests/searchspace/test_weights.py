@@ -199,6 +199,8 @@ def _write_bad_file(kind: str, path, good_file) -> None:
         path.write_bytes(b"")
     elif kind == "garbage":
         path.write_bytes(b"not a torch file" * 8)
+    elif kind == "text":  # e.g. /etc/passwd: the unpickler fails with an IndexError
+        path.write_text("root:x:0:0:root:/root:/bin/bash\n")
     elif kind == "truncated":
         path.write_bytes(good_file.read_bytes()[:50_000])
     elif kind == "tensor":
@@ -218,6 +220,7 @@ def _write_bad_file(kind: str, path, good_file) -> None:
         ("directory", "is a directory"),
         ("empty", "is empty or cut short"),
         ("garbage", "is not a readable torch file"),
+        ("text", "is not a readable torch file"),
         ("truncated", "is not a readable torch file"),
         ("tensor", "must hold a state dict (key -> tensor), got Tensor"),
         ("empty dict", "must hold a state dict (key -> tensor), got an empty dict"),
@@ -349,4 +352,7 @@ def test_nas_weights_import_from_the_shell_has_no_traceback(tmp_path):
         timeout=120,
     )
     assert result.returncode == 2
-    assert result.stderr == f"nas weights: error: weights file '{missing}' does not exist\n"
+    # Refused as the arguments are parsed, naming the argument.
+    assert result.stderr == (
+        f"nas weights import: error: argument file: '{missing}' does not exist\n"
+    )
