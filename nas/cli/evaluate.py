@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     flag(
         "dataset",
         "NAME[:PATH]: mnist5k (built in), synthetic[:N], imagefolder:PATH, "
-        "cifar10:PATH, cifar100:PATH, flowers102:PATH, stanfordcars:PATH",
+        "cifar10:PATH, cifar100:PATH, flowers102:PATH, stanfordcars:PATH, fashionmnist[:PATH]",
     )
     flag("image_size", "training image size", int, shown="default: the spec's train size")
     flag("epochs", "training epochs", int)
