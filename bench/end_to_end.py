@@ -48,7 +48,6 @@ its ``result.json`` exists; an interrupted net continues from its checkpoint. Ou
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import multiprocessing
 import subprocess
@@ -165,7 +164,7 @@ def search(args: argparse.Namespace, out: Path) -> tuple[Path, dict[str, Any]]:
         else:
             resume = ["--resume"] if (run_dir / "study.db").is_file() else []
             command = nas_command("search", str(config_path), "--runs-dir", str(out / "search"))
-            print("$", " ".join(command[2:] + resume), file=sys.stderr, flush=True)
+            print("$ nas", " ".join(command[3:] + resume), file=sys.stderr, flush=True)
             start = time.perf_counter()
             subprocess.run(command + resume, check=True)
             record = {"searched_here": True, "wall_seconds": time.perf_counter() - start}
@@ -187,7 +186,7 @@ def scale(base_path: Path, out: Path) -> Path:
     found = sorted(scaled_dir.glob("*-s.yaml"))
     if not found:
         command = nas_command("scale", str(base_path), "--variants", "s", "--out", str(scaled_dir))
-        print("$", " ".join(command[2:]), file=sys.stderr, flush=True)
+        print("$ nas", " ".join(command[3:]), file=sys.stderr, flush=True)
         subprocess.run(command, check=True)
         found = sorted(scaled_dir.glob("*-s.yaml"))
     return found[0]
@@ -215,6 +214,8 @@ def train_argv(
     argv += ["--stages", str(args.stages)] if progressive else ["--progressive", "off"]
     if args.train_images is not None:
         argv += ["--max-train-images", str(args.train_images)]
+    if args.heldout_fraction is not None:
+        argv += ["--heldout-fraction", str(args.heldout_fraction)]
     return tuple(argv)
 
 
@@ -243,18 +244,15 @@ def train_net(net: Net, out: Path, test_images: int | None) -> dict[str, Any]:
     device = resolve_device(config.device)
     if device.type == "cpu":
         torch.set_num_threads(1)  # CPU time is then what an idle core's wall time would be
-    built: list[nn.Module] = []
-
-    def build(spec_with_classes: ArchSpec) -> nn.Module:
-        model = (
-            build_model(spec_with_classes)
-            if net.baseline is None
-            else baseline(net.baseline, spec_with_classes.num_classes)
-        )
-        built.append(model)
-        return model
-
     test_data = config.load(spec.eval_resolution, seed=config.seed)
+
+    def fresh(spec_with_classes: ArchSpec) -> nn.Module:
+        """The net being trained, newly built (as the trainer builds it)."""
+        if net.baseline is None:
+            return build_model(spec_with_classes)
+        return baseline(net.baseline, spec_with_classes.num_classes)
+
+    classes = spec.replace(num_classes=test_data.num_classes)
     test_set = test_data.test
     if test_images is not None:
         test_set = torch.utils.data.Subset(test_set, range(min(test_images, len(test_set))))
@@ -264,7 +262,7 @@ def train_net(net: Net, out: Path, test_images: int | None) -> dict[str, Any]:
     def on_epoch_end(epoch: int, metrics: dict[str, Any]) -> None:
         # The weights the trainer evaluates (its EMA), as its checkpoint of this epoch holds them.
         checkpoint = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
-        model = copy.deepcopy(built[-1])
+        model = fresh(classes)
         if checkpoint["ema"] is not None:
             prefix = "module."
             state = {
@@ -298,18 +296,17 @@ def train_net(net: Net, out: Path, test_images: int | None) -> dict[str, Any]:
         run_dir,
         resume=resume,
         on_epoch_end=on_epoch_end,
-        build=None if net.baseline is None else build,
+        build=None if net.baseline is None else fresh,  # effnas nets: exactly as nas train
     )
-    if net.baseline is None:  # the trainer built it: build the same net once more to count
-        built.append(build_model(outcome.spec))
+    counted = fresh(classes)
     rows = [json.loads(line) for line in curve_path.read_text().splitlines()]
     rows = list({row["epoch"]: row for row in rows}.values())  # a resumed epoch: its last row
     result = {
         "name": net.name,
         "command": "nas " + " ".join(net.argv),
         "baseline": net.baseline,
-        "model": type(built[-1]).__name__,
-        "parameters": count_parameters(built[-1]),
+        "model": type(counted).__name__,
+        "parameters": count_parameters(counted),
         "device": str(device),
         "time_metric": "train_cpu_seconds" if device.type == "cpu" else "train_seconds",
         "epochs": config.epochs,
@@ -453,19 +450,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--stages", type=int, help="progressive stages (default 4, at most epochs)")
     parser.add_argument("--train-images", type=int, help="cap on training images (default all)")
     parser.add_argument("--test-images", type=int, help="default all 10,000 (smoke: 500)")
+    parser.add_argument(
+        "--heldout-fraction", type=float, help="nas train's (default 0.1; smoke: 0.01)"
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument(
         "--baselines", help=f"comma-separated (default all: {', '.join(BASELINES)})"
     )
     parser.add_argument("--jobs", type=int, default=1, help="nets trained at once (processes)")
     parser.add_argument(
-        "--smoke", action="store_true", help="tiny: search 2 trials, 1 epoch, 256 images"
+        "--smoke",
+        action="store_true",
+        help="tiny: a search of 2 trials, then 1 epoch on 256 images, 2 baselines",
     )
     args = parser.parse_args(argv)
     if args.smoke:
         args.epochs = args.epochs or 1
         args.train_images = args.train_images or 256
         args.test_images = args.test_images or 500
+        # The held-out split is evaluated twice an epoch (EMA and raw weights): 600 images.
+        args.heldout_fraction = args.heldout_fraction or 0.01
     args.epochs = args.epochs or 10
     args.stages = args.stages or min(4, args.epochs)
     return args

@@ -103,7 +103,13 @@ def test_every_baseline_trains_with_the_found_bases_nas_train_settings(bench, tm
     _tiny_spec(tmp_path / "best.yaml", "base", 28)
     _tiny_spec(tmp_path / "base-s.yaml", "base-s", 48)
     args = argparse.Namespace(
-        epochs=8, stages=4, device="cpu", train_images=1000, smoke=False, baselines=None
+        epochs=8,
+        stages=4,
+        device="cpu",
+        train_images=1000,
+        heldout_fraction=None,
+        smoke=False,
+        baselines=None,
     )
     nets = bench.nets_to_train(tmp_path / "best.yaml", tmp_path / "base-s.yaml", args, tmp_path)
     assert [net.name for net in nets] == ["base", "S", "S-fixed", *bench.BASELINES]
