@@ -358,18 +358,21 @@ def _pct(value: float | None) -> str:
 
 
 def _sec(value: float | None) -> str:
-    return "never" if value is None else f"{value:,.0f} s"
+    if value is None:
+        return "never"
+    return f"{value:,.0f} s" if value >= 100 else f"{value:.3g} s"
 
 
 def summary(results: dict[str, dict[str, Any]], search_cost: dict[str, Any]) -> list[str]:
     """The tables of summary.md."""
     any_result = next(iter(results.values()))
     clock = "CPU" if any_result["time_metric"] == "train_cpu_seconds" else "wall"
+    epochs = any_result["epochs"]
     lines = [
-        f"# Fashion-MNIST end to end ({any_result['epochs']} epochs, test on "
+        f"# Fashion-MNIST end to end ({epochs} epoch{'s' if epochs != 1 else ''}, test on "
         f"{any_result['test_images']:,} official test images, {clock} time of training)",
         "",
-        f"| net | params | test acc | {clock} s / epoch | {clock} s total | time to final acc |",
+        f"| net | params | test acc | {clock} s / epoch | {clock} time | time to final acc |",
         "|---|---|---|---|---|---|",
     ]
     for name, result in results.items():
@@ -377,7 +380,7 @@ def summary(results: dict[str, dict[str, Any]], search_cost: dict[str, Any]) -> 
         per_epoch = curve[-1][key] / len(curve)
         lines.append(
             f"| {name} | {result['parameters'] / 1e6:.2f}M | {_pct(result['final_test_accuracy'])} "
-            f"| {per_epoch:,.1f} | {curve[-1][key]:,.0f} | "
+            f"| {per_epoch:,.1f} | {_sec(curve[-1][key])} | "
             f"{_sec(time_to(result, result['final_test_accuracy']))} |"
         )
     search_seconds = search_cost["trial_seconds"]
@@ -418,6 +421,7 @@ def summary(results: dict[str, dict[str, Any]], search_cost: dict[str, Any]) -> 
 def figure(results: dict[str, dict[str, Any]], path: Path) -> None:
     """Test accuracy against training time, one line per net (markers at epoch ends)."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -432,6 +436,9 @@ def figure(results: dict[str, dict[str, Any]], path: Path) -> None:
     any_result = next(iter(results.values()))
     clock = "CPU" if any_result["time_metric"] == "train_cpu_seconds" else "wall"
     axis.set_xscale("log")
+    plain = matplotlib.ticker.FuncFormatter(lambda value, position: f"{value:g}")
+    axis.xaxis.set_major_formatter(plain)
+    axis.xaxis.set_minor_formatter(plain)
     axis.set_xlabel(f"training time ({clock} seconds, log scale)")
     axis.set_ylabel(f"top-1 on {any_result['test_images']:,} Fashion-MNIST test images (%)")
     axis.set_title("Found (solid) and torchvision/catalog (dashed) nets, same nas train recipe")
