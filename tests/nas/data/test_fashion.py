@@ -4,6 +4,7 @@ written here, the splits, and the message when the package is missing."""
 from __future__ import annotations
 
 import gzip
+import random
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,8 @@ from nas.cli import main
 from nas.data import load_dataset
 from nas.data.sources import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, load_source, read_idx
 from nas.errors import DataError
+from nas.search.config import SearchConfig
+from tests import REPO
 
 needs_package = pytest.mark.skipif(
     not (FASHION_MNIST_DIR / "train-labels-idx1-ubyte.gz").is_file(),
@@ -195,3 +198,15 @@ def test_missing_directory_names_the_package_and_exits_2_through_the_cli(tmp_pat
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert str(missing) in err and "apt-get install dataset-fashion-mnist" in err
+
+
+def test_the_shipped_fashion_search_config_suits_28_px_on_two_cpu_cores():
+    config = SearchConfig.load(REPO / "configs" / "fashion.yaml")
+    assert config.dataset == "fashionmnist" and config.image_size == 28
+    assert (config.concurrent, config.resources.cpus, config.resources.gpus) == (2, 1, 0)
+    assert config.evaluation["timing_clock"] == "cpu"
+    assert config.evaluation["max_train_images"] <= 10000
+    # Every net of the space ends on a 4x4 map at 28 px (the stem and two stages halve it).
+    for seed in range(5):
+        spec = config.space.sample(random.Random(seed))
+        assert spec.total_stride == 8 and spec.train_resolution == spec.eval_resolution == 28
