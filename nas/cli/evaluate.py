@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     flag(
         "dataset",
         "NAME[:PATH]: mnist5k (built in), synthetic[:N], imagefolder:PATH, "
-        "cifar10:PATH, cifar100:PATH, flowers102:PATH, stanfordcars:PATH",
+        "cifar10:PATH, cifar100:PATH, flowers102:PATH, stanfordcars:PATH, fashionmnist[:PATH]",
         DATASET,
     )
     flag("image_size", "training image size", int, shown="default: the spec's train size")

@@ -121,7 +121,14 @@ RUN = PathArgument("input", None, "sqlite", urls=True)
 DATASET = PathArgument(
     "input",
     None,
-    prefixes=("imagefolder:", "cifar10:", "cifar100:", "flowers102:", "stanfordcars:"),
+    prefixes=(
+        "imagefolder:",
+        "cifar10:",
+        "cifar100:",
+        "flowers102:",
+        "stanfordcars:",
+        "fashionmnist:",
+    ),
 )
 
 #: ``nas export``'s source: an architecture, or an effnas weights file (the suffixes are

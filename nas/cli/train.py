@@ -50,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=DATASET,
         required=True,
         help="NAME[:PATH]: mnist5k, synthetic[:N], imagefolder:PATH, cifar10:PATH, "
-        "cifar100:PATH, flowers102:PATH, stanfordcars:PATH",
+        "cifar100:PATH, flowers102:PATH, stanfordcars:PATH, fashionmnist[:PATH]",
     )
     parser.add_argument("--epochs", type=int, required=True, help="total epochs, all stages")
     parser.add_argument(

@@ -12,6 +12,9 @@
 ``cifar100:P``     CIFAR-100 in its python format (``P`` or ``P/cifar-100-python``)
 ``flowers102:P``   torchvision's Flowers102 files under ``P/flowers-102`` (train+val for training)
 ``stanfordcars:P`` torchvision's StanfordCars files under ``P/stanford_cars``
+``fashionmnist``   Fashion-MNIST's IDX files (``[:P]``, default the Debian package
+                   ``dataset-fashion-mnist``'s ``/usr/share/datasets/fashion-mnist``): 60,000
+                   training and the official 10,000 test images, 28 px grayscale
 =================  ========================================================================
 
 Nothing is ever downloaded. Each entry loads a *source*: the dataset's training images, its
@@ -25,11 +28,13 @@ from __future__ import annotations
 
 import difflib
 import functools
+import gzip
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, Dataset
 from torchvision.transforms import v2
@@ -38,11 +43,14 @@ from nas.errors import DataError
 
 __all__ = [
     "DATASETS",
+    "FASHION_MNIST_CLASSES",
+    "FASHION_MNIST_DIR",
     "Source",
     "TensorImages",
     "list_datasets",
     "load_source",
     "parse_dataset_spec",
+    "read_idx",
     "read_image",
     "synthetic_images",
 ]
@@ -307,10 +315,122 @@ def _load_stanfordcars(path: Path | None, argument: str | None) -> Source:
     return Source(train, test, tuple(train.classes), False)
 
 
+#: Where Debian's ``dataset-fashion-mnist`` package puts the IDX files.
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+#: Fashion-MNIST's class names, by label (Xiao, Rasul and Vollgraf 2017, table 1).
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+# IDX magic numbers: two zero bytes, the element type (0x08: unsigned byte), the number of dims.
+_IDX_IMAGES_MAGIC = 0x00000803
+_IDX_LABELS_MAGIC = 0x00000801
+
+
+def read_idx(path: Path, magic: int) -> np.ndarray:
+    """The uint8 array of an IDX file (gzipped or not), e.g. (N, 28, 28) images or (N,) labels.
+
+    The format (LeCun's MNIST page): a big-endian 32-bit magic number ``0x0000080D`` (unsigned
+    bytes, ``D`` dimensions), ``D`` big-endian 32-bit sizes, then the bytes in C order.
+
+    Raises:
+        DataError: naming the file: unreadable, not gzip, another magic number, or a size that
+            does not match the header.
+    """
+    name = str(path)
+    try:
+        raw = path.read_bytes()
+        data = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+    except (OSError, EOFError, gzip.BadGzipFile) as error:
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise DataError(f"IDX file {name!r} cannot be read: {reason}") from None
+    if len(data) < 4 or int.from_bytes(data[:4], "big") != magic:
+        found = f"0x{int.from_bytes(data[:4], 'big'):08x}" if len(data) >= 4 else "no header"
+        raise DataError(f"IDX file {name!r} has magic {found}, expected 0x{magic:08x}")
+    dims = magic & 0xFF
+    header = 4 + 4 * dims
+    if len(data) < header:
+        raise DataError(f"IDX file {name!r} is truncated inside its header")
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
+    expected = int(np.prod(shape))
+    if len(data) - header != expected:
+        raise DataError(
+            f"IDX file {name!r} holds {len(data) - header} bytes of data, its header {shape} "
+            f"says {expected}"
+        )
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def _idx_file(root: Path, stem: str) -> Path:
+    """``root/stem.gz`` or, uncompressed, ``root/stem``."""
+    for candidate in (root / f"{stem}.gz", root / stem):
+        if candidate.is_file():
+            return candidate
+    raise DataError(
+        f"dataset fashionmnist: no {stem}[.gz] in {str(root)!r} (install Debian's package: "
+        "apt-get install dataset-fashion-mnist; effnas never downloads)"
+    )
+
+
+def _fashion_split(root: Path, prefix: str) -> TensorImages:
+    """The ``prefix`` (``train`` or ``t10k``) images and labels, checked against each other."""
+    images_path = _idx_file(root, f"{prefix}-images-idx3-ubyte")
+    labels_path = _idx_file(root, f"{prefix}-labels-idx1-ubyte")
+    images = read_idx(images_path, _IDX_IMAGES_MAGIC)
+    labels = read_idx(labels_path, _IDX_LABELS_MAGIC)
+    if images.shape[1:] != (28, 28):
+        raise DataError(
+            f"IDX file {str(images_path)!r} holds {images.shape[1]}x{images.shape[2]} images, "
+            "Fashion-MNIST's are 28x28"
+        )
+    if len(images) != len(labels):
+        raise DataError(
+            f"IDX file {str(labels_path)!r} holds {len(labels)} labels for the "
+            f"{len(images)} images of {str(images_path)!r}"
+        )
+    if len(labels) and int(labels.max()) >= len(FASHION_MNIST_CLASSES):
+        raise DataError(
+            f"IDX file {str(labels_path)!r} holds label {int(labels.max())}, Fashion-MNIST's "
+            f"are 0..{len(FASHION_MNIST_CLASSES) - 1}"
+        )
+    pixels = torch.from_numpy(images.copy()).unsqueeze(1)  # (N, 1, 28, 28) uint8
+    return TensorImages(pixels, torch.from_numpy(labels.astype(np.int64)))
+
+
+@functools.lru_cache(maxsize=2)
+def _fashion_splits(root: Path, _stamp: tuple[Any, ...]) -> tuple[TensorImages, TensorImages]:
+    # _stamp (the files' sizes and times) keys the cache, so a replaced file is read again.
+    return _fashion_split(root, "train"), _fashion_split(root, "t10k")
+
+
+def _load_fashionmnist(path: Path | None, argument: str | None) -> Source:
+    root = path if path is not None else FASHION_MNIST_DIR
+    if not root.is_dir():
+        raise DataError(
+            f"dataset fashionmnist: no directory {str(root)!r} (install Debian's package: "
+            "apt-get install dataset-fashion-mnist; effnas never downloads)"
+        )
+    stamp = tuple(
+        (entry.name, entry.stat().st_size, entry.stat().st_mtime_ns)
+        for entry in sorted(root.iterdir())
+        if entry.name.endswith(("ubyte", "ubyte.gz"))
+    )
+    train, test = _fashion_splits(root.resolve(), stamp)
+    return Source(train, test, FASHION_MNIST_CLASSES, True)
+
+
 @dataclass(frozen=True)
 class _Entry:
     load: Callable[[Path | None, str | None], Source]
-    takes: str  # "none", "path" or "optional count"
+    takes: str  # "none", "path", "optional path" or "count"
     description: str
 
 
@@ -326,6 +446,11 @@ DATASETS: dict[str, _Entry] = {
     "cifar100": _Entry(_load_cifar("cifar100"), "path", "CIFAR-100 python files (cifar100:PATH)"),
     "flowers102": _Entry(_load_flowers102, "path", "Flowers102 files (flowers102:PATH)"),
     "stanfordcars": _Entry(_load_stanfordcars, "path", "StanfordCars files (stanfordcars:PATH)"),
+    "fashionmnist": _Entry(
+        _load_fashionmnist,
+        "optional path",
+        "Fashion-MNIST IDX files (fashionmnist[:PATH], default Debian's dataset-fashion-mnist)",
+    ),
 }
 
 
@@ -364,5 +489,6 @@ def load_source(name_spec: str) -> tuple[str, Source]:
     """
     name, argument = parse_dataset_spec(name_spec)
     entry = DATASETS[name]
-    path = Path(argument).expanduser() if entry.takes == "path" and argument else None
+    takes_path = entry.takes in ("path", "optional path")
+    path = Path(argument).expanduser() if takes_path and argument else None
     return name, entry.load(path, argument)

@@ -30,6 +30,9 @@ and ``metrics.json`` (:mod:`nas.train.metrics`), ``spec.yaml`` (the spec trained
 dataset's classes) and at the end ``weights.pt``, an effnas weights file of the evaluated (EMA)
 model. Initial weights for fine-tuning come from :mod:`nas.train.initial`.
 
+Another net (a torchvision model, to compare with: ``bench/end_to_end.py``) trains under the same
+loop, recipe, schedule and data when :func:`train_progressive` is given its ``build``.
+
 One loop serves one process and data-parallel training: :func:`open_run`, :func:`run_epochs`
 and :func:`finish_run` run in a :class:`Context` that says the process's rank among how many,
 wraps the model (DistributedDataParallel, or nothing) and is told when an epoch is done
@@ -87,14 +90,19 @@ from searchspace.weights import save_weights
 __all__ = [
     "Context",
     "LocalContext",
+    "ModelBuilder",
     "ProgressiveResult",
     "TrainingRun",
     "ema_multi_avg_fn",
     "finish_run",
     "open_run",
     "run_epochs",
+    "set_dropout",
     "train_progressive",
 ]
+
+#: ``build(spec) -> model``: the net a run trains, from the spec with the dataset's classes.
+ModelBuilder = Callable[[ArchSpec], nn.Module]
 
 
 @dataclass
@@ -166,7 +174,7 @@ class _Parts:
     schedule and the loss. ``trained`` is the model as the steps run it: the model itself, or
     its data-parallel wrapper (which shares its parameters)."""
 
-    model: EfficientNetV2
+    model: nn.Module
     ema: AveragedModel | None
     optimizer: Optimizer
     scheduler: LRScheduler
@@ -206,7 +214,7 @@ class Context(Protocol):
     directory: Path | None
     reduce_loss: LossReduction | None
 
-    def wrap(self, model: EfficientNetV2) -> nn.Module:
+    def wrap(self, model: nn.Module) -> nn.Module:
         """The model as the training steps run it (e.g. in DistributedDataParallel)."""
 
     def begin_epoch(self, epoch: int) -> None:
@@ -231,7 +239,7 @@ class LocalContext:
         self.directory: Path | None = out_dir
         self.on_epoch_end = on_epoch_end
 
-    def wrap(self, model: EfficientNetV2) -> nn.Module:
+    def wrap(self, model: nn.Module) -> nn.Module:
         return model
 
     def begin_epoch(self, epoch: int) -> None:
@@ -273,6 +281,7 @@ def train_progressive(
     progress: bool = False,
     log: Callable[[str], None] | None = None,
     on_epoch_end: EpochCallback | None = None,
+    build: ModelBuilder | None = None,
 ) -> ProgressiveResult:
     """Train ``spec`` on ``config.dataset`` with progressive learning in this process; write the
     run directory. (``nas.train.distributed.train_distributed`` runs the same epochs on Ray
@@ -290,6 +299,12 @@ def train_progressive(
         log: receives one line per stage plan and per epoch (e.g. ``print`` to stderr).
         on_epoch_end: called after each epoch's checkpoint is written, as
             ``on_epoch_end(epoch, metrics)``; it may raise to stop (the checkpoint stays).
+        build: makes another net than ``spec``'s (e.g. a torchvision model for a comparison)
+            from ``spec`` with the dataset's classes. ``spec`` then only sets the image sizes
+            (train, eval, the schedule's check) and names the run; the net's classifier dropout
+            (:func:`set_dropout`) follows the schedule; metrics.json records the net's class
+            as ``model``, and its final (EMA) weights are a plain state dict, ``state_dict.pt``.
+            The memory estimate, an effnas net's, is skipped.
 
     Each epoch's metrics are :func:`_evaluate_epoch`'s.
 
@@ -305,11 +320,12 @@ def train_progressive(
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
     check_schedule(spec, config)
-    check_memory(spec, config, config.batch_size, device, precision)
+    if build is None:
+        check_memory(spec, config, config.batch_size, device, precision)
     check_initial_weights(config.init)
     checkpoint = checkpoint_to_resume(out_dir, resume)
     context = LocalContext(out_dir, on_epoch_end)
-    run = open_run(spec, config, checkpoint, context, device, precision, out_dir, say)
+    run = open_run(spec, config, checkpoint, context, device, precision, out_dir, say, build)
     run_epochs(run, context, progress=progress, say=say)
     result = finish_run(run, context)
     assert result is not None  # rank 0
@@ -379,10 +395,12 @@ def open_run(
     precision: str,
     out_dir: Path,
     say: Callable[[str], None],
+    build: ModelBuilder | None = None,
 ) -> TrainingRun:
     """Load the held-out data, build (or restore from ``checkpoint``, the one in ``out_dir``,
     the run directory the user named) what training carries, let the context wrap the model;
-    on rank 0 write spec.yaml into the context's directory and say the plan."""
+    on rank 0 write spec.yaml into the context's directory and say the plan. ``build``: as
+    :func:`train_progressive`'s."""
     # Accuracy is measured on the held-out split at the spec's eval size; the training split is
     # loaded per stage, at that stage's size.
     eval_data = config.load(spec.eval_resolution, seed=config.seed)
@@ -391,7 +409,7 @@ def open_run(
     steps_per_epoch = len(eval_data.train_loader(config.batch_size, num_workers=0))
     main = context.rank == 0
     init = checkpoint is None
-    parts = _build(spec, config, device, steps_per_epoch, init=init, ema=main, say=say)
+    parts = _build(spec, config, device, steps_per_epoch, init=init, ema=main, say=say, build=build)
     history: list[dict[str, float]] = []
     start_epoch = 0
     if checkpoint is not None:
@@ -400,6 +418,8 @@ def open_run(
         say(f"resuming {out_dir} after epoch {start_epoch} of {config.epochs}")
     parts.trained = context.wrap(parts.model)
     record = _start_record(spec, config, device, history, context.world_size)
+    if build is not None:
+        record["model"] = f"{type(parts.model).__module__}.{type(parts.model).__qualname__}"
     if main and context.directory is not None:
         make_output_dir(context.directory, "run directory", ConfigError)
         spec.save(context.directory / "spec.yaml")
@@ -466,12 +486,13 @@ def _build(
     init: bool,
     ema: bool,
     say: Callable[[str], None],
+    build: ModelBuilder | None = None,
 ) -> _Parts:
     """Model, EMA (if ``ema`` and the config has one), optimizer, LR schedule and loss: built
     once, carried across every stage. The same seed builds the same weights on every worker."""
     random.seed(config.seed)
     torch.manual_seed(config.seed)
-    model = build_model(spec)
+    model = build_model(spec) if build is None else build(spec)
     if config.init and init:
         say(load_initial_weights(model, config.init))
     if device.type == "cuda":
@@ -550,9 +571,9 @@ def _train_epoch(
     seed = shard_seed(epoch_seed(config.seed, epoch), context.rank)
     torch.manual_seed(seed)
     random.seed(seed)
-    parts.model.set_dropout(settings.dropout)
+    set_dropout(parts.model, settings.dropout)
     mixup = (
-        v2.MixUp(alpha=settings.mixup_alpha, num_classes=parts.model.spec.num_classes)
+        v2.MixUp(alpha=settings.mixup_alpha, num_classes=run.spec.num_classes)
         if settings.mixup_alpha > 0
         else None
     )
@@ -682,7 +703,12 @@ def finish_run(run: TrainingRun, context: Context) -> ProgressiveResult | None:
         return None
     config, record = run.config, run.record
     final_model = run.parts.evaluated
-    save_weights(final_model, context.directory / "weights.pt", source=f"nas train {run.out_dir}")
+    if isinstance(final_model, EfficientNetV2):
+        save_weights(
+            final_model, context.directory / "weights.pt", source=f"nas train {run.out_dir}"
+        )
+    else:
+        torch.save(final_model.state_dict(), context.directory / "state_dict.pt")
     test_accuracy = None
     if run.eval_data.test is not None:
         test_loader = run.eval_data.test_loader(config.batch_size, num_workers=config.num_workers)
@@ -704,6 +730,19 @@ def finish_run(run: TrainingRun, context: Context) -> ProgressiveResult | None:
     write_metrics(context.directory, record)
     context.run_done(record["final"])
     return ProgressiveResult.from_record(run.spec, record, run.out_dir, run.start_epoch)
+
+
+def set_dropout(model: nn.Module, rate: float) -> None:
+    """Set ``model``'s classifier dropout to ``rate``: an effnas net's own ``set_dropout``; for
+    another net, the rate of each of its ``nn.Dropout`` layers (torchvision's classification
+    nets have one, before the last linear layer; a net without one, such as a ResNet, keeps
+    having none)."""
+    if isinstance(model, EfficientNetV2):
+        model.set_dropout(rate)
+        return
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = rate
 
 
 def _randaugment_bin(settings: StageSettings) -> int:

@@ -423,5 +423,6 @@ def test_registry_lists_every_documented_name():
         "cifar100",
         "flowers102",
         "stanfordcars",
+        "fashionmnist",
     }
     assert parse_dataset_spec("CIFAR10:/x:y") == ("cifar10", "/x:y")

@@ -638,3 +638,59 @@ def test_init_from_an_effnas_file_and_refusal_of_another_architecture(tmp_path):
     other = build_model(tiny32().replace(head_channels=48))
     with pytest.raises(EffnasError, match="not the architecture being trained"):
         initial_module.load_initial_weights(other, f"effnas:{path}")
+
+
+# -- another net under the same loop (build=) -----------------------------------------------------
+
+
+class Foreign(torch.nn.Module):
+    """A net that is not an effnas one, shaped like torchvision's (dropout, then the classifier)."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.features = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 3, stride=2, padding=1),
+            torch.nn.BatchNorm2d(8),
+            torch.nn.ReLU(),
+            torch.nn.AdaptiveAvgPool2d(1),
+            torch.nn.Flatten(),
+        )
+        self.classifier = torch.nn.Sequential(
+            torch.nn.Dropout(0.5), torch.nn.Linear(8, num_classes)
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(images))
+
+
+def test_another_net_trains_under_the_same_loop_schedule_and_resume(tmp_path):
+    built = []
+
+    def build(spec):
+        built.append(Foreign(spec.num_classes))
+        return built[-1]
+
+    config = make_config(epochs=3)  # stages: epoch 1 (dropout 0.1), then 2-3 (dropout 0.3)
+    dropouts = []
+
+    def on_epoch_end(epoch, metrics):
+        dropouts.append(built[-1].classifier[0].p)
+        if epoch == 1 and len(built) == 1:
+            raise Interrupt
+
+    run = tmp_path / "run"
+    with pytest.raises(Interrupt):
+        train_progressive(tiny32(), config, run, build=build, on_epoch_end=on_epoch_end)
+    outcome = train_progressive(
+        tiny32(), config, run, resume=True, build=build, on_epoch_end=on_epoch_end
+    )
+    assert outcome.resumed_from == 1 and len(outcome.history) == 3
+    assert dropouts == [0.1, 0.3, 0.3]  # the schedule's dropout, set on the net's nn.Dropout
+    record = json.loads((run / "metrics.json").read_text())
+    assert record["model"].endswith(".Foreign")
+    assert not (run / "weights.pt").exists()
+    # state_dict.pt holds the evaluated (EMA) weights: on their own they give the accuracy.
+    model = Foreign(10)
+    model.load_state_dict(torch.load(run / "state_dict.pt", weights_only=True))
+    data = load_dataset(DATASET, 32, seed=0)
+    assert evaluate_accuracy(model, data.heldout_loader(20), device=CPU) == outcome.accuracy

@@ -1,0 +1,155 @@
+"""bench/end_to_end.py: the baselines' adaptation, the nas train settings every net shares, and
+the headline's reading of the curves (the benchmark itself takes hours: not run here)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from nas.train.loop import train_step
+from nas.train.optim import build_optimizer, make_loss
+from nas.train.recipe import Recipe
+from searchspace import ArchSpec, StageSpec
+from tests import REPO
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("end_to_end", REPO / "bench" / "end_to_end.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _stem_output_size(model: nn.Module, size: int) -> int:
+    stem = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    sizes = []
+    handle = stem.register_forward_hook(lambda module, args, output: sizes.append(output.shape))
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, 3, size, size))
+    handle.remove()
+    return sizes[0][-1]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "mobilenet_v3_small",
+        "mobilenet_v3_large",
+        "resnet18",
+        "efficientnet_b0",
+        "efficientnetv2-b0",
+    ],
+)
+def test_each_baseline_adapted_to_10_classes_at_28_px_builds_and_trains_a_step(bench, name):
+    assert name in bench.BASELINES
+    torch.manual_seed(0)
+    model = bench.baseline(name)
+    assert _stem_output_size(bench.BASELINES[name](10), 28) == 14  # as built: stride-2 stem
+    assert _stem_output_size(model, 28) == 28  # adapted: the stem keeps the 28 px
+    images = torch.randn(4, 3, 28, 28)
+    labels = torch.tensor([0, 3, 7, 9])
+    model.train()
+    with torch.no_grad():
+        assert model(images).shape == (4, 10)
+    recipe = Recipe(batch_size=4, lr=0.01)
+    before = [p.detach().clone() for p in model.parameters()]
+    loss = train_step(
+        model,
+        images,
+        labels,
+        build_optimizer(model, recipe),
+        make_loss(recipe),
+        device=torch.device("cpu"),
+        precision="fp32",
+    )
+    assert torch.isfinite(loss)
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True))
+
+
+def test_adapt_refuses_a_net_without_a_stride_2_stem(bench):
+    with pytest.raises(ValueError, match="not a stride-2 stem"):
+        bench.adapt(nn.Sequential(nn.Conv2d(3, 8, 3, stride=1), nn.Flatten()))
+
+
+def _tiny_spec(path, name: str, size: int) -> None:
+    ArchSpec(
+        name=name,
+        stem_channels=8,
+        stages=(StageSpec("fused", repeats=1, kernel=3, stride=2, expand_ratio=1, out_channels=8),),
+        head_channels=16,
+        num_classes=10,
+        train_resolution=size,
+        eval_resolution=size,
+    ).save(path)
+
+
+def test_every_baseline_trains_with_the_found_bases_nas_train_settings(bench, tmp_path):
+    _tiny_spec(tmp_path / "best.yaml", "base", 28)
+    _tiny_spec(tmp_path / "base-s.yaml", "base-s", 48)
+    args = argparse.Namespace(
+        epochs=8,
+        stages=4,
+        device="cpu",
+        train_images=1000,
+        heldout_fraction=None,
+        smoke=False,
+        baselines=None,
+    )
+    nets = bench.nets_to_train(tmp_path / "best.yaml", tmp_path / "base-s.yaml", args, tmp_path)
+    assert [net.name for net in nets] == ["base", "S", "S-fixed", *bench.BASELINES]
+    configs = {net.name: bench.config_of(net.argv)[1] for net in nets}
+    base = configs["base"].to_dict()
+    for name in bench.BASELINES:
+        assert configs[name].to_dict() == base  # same recipe, schedule, data, image size, epochs
+    assert configs["base"].schedule.stages == 4 and configs["base"].max_train_images == 1000
+    assert configs["base"].schedule.image_size.max == 28
+    assert configs["S"].schedule.image_size.max == 48
+    assert configs["S-fixed"].schedule.stages == 1 and configs["S-fixed"].epochs == 8
+
+
+def _result(name, times, accuracies, baseline=None):
+    return {
+        "name": name,
+        "baseline": baseline,
+        "parameters": 1e6,
+        "time_metric": "train_cpu_seconds",
+        "epochs": len(times),
+        "test_images": 10000,
+        "final_test_accuracy": accuracies[-1],
+        "curve": [
+            {"epoch": i + 1, "train_cpu_seconds": t, "test_accuracy": a}
+            for i, (t, a) in enumerate(zip(times, accuracies, strict=True))
+        ],
+    }
+
+
+def test_headline_reads_the_curves_at_epoch_ends_both_ways(bench):
+    found = _result("S", [10, 20, 30], [0.80, 0.90, 0.89])
+    other = _result("resnet18", [25, 50, 75], [0.85, 0.88, 0.92], baseline="resnet18")
+    assert bench.time_to(found, 0.90) == 20  # the first epoch end at 90%, not the last
+    assert bench.time_to(found, 0.92) is None
+    assert bench.accuracy_at(other, 20) is None  # no epoch done yet
+    assert bench.accuracy_at(other, 60) == 0.88
+    lines = bench.summary({"S": found, "resnet18": other}, {"trials": 12, "trial_seconds": 15.0})
+    text = "\n".join(lines)
+    assert "as a share of S's training time: 50.0%" in text
+    # S's final 89% is first reached at 20 s, when resnet18 had no epoch done; resnet18 needs
+    # 75 s for 89%, and ends at 92%, which S never reaches (at 75 s S stands at its final 89%).
+    assert "## S: 89.00% after 20 s" in text
+    assert "| resnet18 | - | 75 s | 92.00% | 89.00% | never |" in text
