@@ -479,7 +479,9 @@ def test_the_path_declarations_agree_with_the_readers():
     from nas.data.sources import DATASETS
     from nas.export.writer import _WEIGHTS_SUFFIXES
 
-    takes_a_path = {f"{name}:" for name, entry in DATASETS.items() if entry.takes == "path"}
+    takes_a_path = {
+        f"{name}:" for name, entry in DATASETS.items() if entry.takes in ("path", "optional path")
+    }
     assert set(DATASET.prefixes) == takes_a_path
     assert set(SPEC_OR_WEIGHTS.suffixes) == {".yaml", ".yml", *_WEIGHTS_SUFFIXES}
 

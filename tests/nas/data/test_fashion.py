@@ -191,13 +191,20 @@ def test_a_missing_file_names_it_and_the_package(tmp_path):
         load_source(f"fashionmnist:{tmp_path}")
 
 
-def test_missing_directory_names_the_package_and_exits_2_through_the_cli(tmp_path, capsys):
+def test_missing_package_names_it_and_exits_2_through_the_cli(tmp_path, capsys, monkeypatch):
+    """Without Debian's package (its folder missing), ``--dataset fashionmnist`` says what to
+    install; an explicit missing PATH is refused as any missing path is, when parsing."""
+    import nas.data.sources as sources
+
     missing = tmp_path / "nowhere"
-    argv = ["evaluate", "efficientnetv2-b0", "--dataset", f"fashionmnist:{missing}"]
-    assert main(argv) == 2
+    monkeypatch.setattr(sources, "FASHION_MNIST_DIR", missing)
+    assert main(["evaluate", "efficientnetv2-b0", "--dataset", "fashionmnist"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert str(missing) in err and "apt-get install dataset-fashion-mnist" in err
+    assert main(["evaluate", "efficientnetv2-b0", "--dataset", f"fashionmnist:{missing}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--dataset" in err and str(missing) in err
 
 
 def test_the_shipped_fashion_search_config_suits_28_px_on_two_cpu_cores():
