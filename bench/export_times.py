@@ -3,7 +3,7 @@
 Fresh weights (seed 0), each net at the tests' size (64 px, the quick spec's 32) and at its eval
 size, one export after another in this process, 2 torch threads. Reported per export: the time to
 write the files (``ExportResult.seconds``) and the time with the check that loads them back and
-compares them with effnas's model. The README's table is the eval-size rows.
+compares them with effnas's model. The table in docs/benchmarks.md is the eval-size rows.
 
     python bench/export_times.py
 """

@@ -258,8 +258,8 @@ def study_summary(
 
     Trials count in the order the sampler chose them (trial numbers), not the order they
     finished in: with several at a time the two differ by a swap here and there, and in trial
-    order the methods whose first trials are the same draws (see the README) share their curve
-    up to where they part."""
+    order the methods whose first trials are the same draws (see docs/benchmarks.md) share their
+    curve up to where they part."""
     rows = rows.sort_values("number")
     complete = rows["state"] == "COMPLETE"
     losses = normalization.normalize(rows)
@@ -412,7 +412,7 @@ def _pm(stat: dict[str, float], fmt: str) -> str:
 
 
 def table(result: dict[str, Any], trials: int, seeds: list[int]) -> str:
-    """The markdown table of the README: per method, mean ± sd over seeds."""
+    """The markdown table of docs/benchmarks.md: per method, mean ± sd over seeds."""
     budget = result["budget_epochs"]
     lines = [
         f"| method | hypervolume after {trials} trials | per seed ({', '.join(map(str, seeds))}) "
