@@ -1,17 +1,10 @@
 """Rank agreement between two measurements of the same nets, with bootstrap intervals.
 
-Kendall's tau (tau-b, which corrects for ties) and Spearman's rho (Pearson's correlation of the
-average ranks) say whether two figures order the same nets the same way: a brief proxy's accuracy
-against a long training run's, a short step timing against the real time per step. With a dozen
-nets both carry a wide sampling error, so each comes with a percentile bootstrap interval: the
-nets are resampled with replacement (pairs kept together), the statistic recomputed on each
-resample, and the interval is the central ``confidence`` share of those values.
-
-Why not ``scipy.stats.bootstrap`` over ``scipy.stats.kendalltau``: scipy computes one resample
-at a time in Python, while here every resample's tau and rho are computed at once, as arrays
-(10,000 resamples of 30 nets in well under a second). The tests check the statistics against
-``scipy.stats.kendalltau``/``spearmanr`` on every resample, and the intervals against
-``scipy.stats.bootstrap``.
+Kendall's tau (tau-b) and Spearman's rho of two figures of the same nets (a brief proxy's accuracy
+against a long run's, a short step timing against the real time per step), each with a percentile
+bootstrap interval over the nets, every resample computed at once, as arrays. Why vectorized
+rather than ``scipy.stats.bootstrap``, and how the tests check it against scipy:
+docs/fidelity.md.
 """
 
 from __future__ import annotations

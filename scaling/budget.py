@@ -1,29 +1,12 @@
 """Budget scaling: the point on the compound path whose parameters, FLOPs or step time hit a target.
 
-The path is :class:`~scaling.compound.CompoundRule`'s: phi >= 0 gives width beta^phi, depth
-alpha^phi, resolution gamma^phi. Each budget is non-decreasing in phi, but rounding makes it a
-*step function*: channels move in multiples of 8, repeats jump by whole blocks (``ceil``), image
-sizes by 4 px. So the search is:
-
-1. **Bracket**: double phi from 1 until the measure reaches the target.
-2. **Bisect** phi until the bracket is narrower than 1e-4 (or a measured point is already within
-   a quarter of the tolerance). Bisection only needs monotonicity, not continuity, and ends at
-   the step that crosses the target: the last spec below it and the first at or above it.
-3. **Local check**: also measure the next distinct spec on each side of that step (stepping phi
-   outward until the rounded spec changes). For parameters and FLOPs this is a cheap guard; for a
-   *measured* step time, which is noisy and not strictly monotone (a wider layer can be faster on
-   aligned hardware), it catches a neighbour that is closer to the target.
-4. **Width refinement**: a step can be wider than the tolerance window. The widest steps are
-   depth steps: just above phi = 0 every stage gains a block at once (``ceil(r * 1.0001)``), and
-   one more block of a late stage is ~7% of B0's parameters. If no point on the path is within
-   tolerance, width alone is bisected at the depth and resolution of the two specs around the
-   step (channels move in steps of one divisor per stage, so fine). The result is then just off
-   the compound path, and its lineage says so (``phi`` is None, width is the refined one).
-
-Every distinct spec is measured once (cached by :attr:`ArchSpec.hash`), and the closest one to
-the target wins. For a noisy measure, ``confirm=n`` measures the few specs nearest the target
-n more times first and judges each by the median of its samples: a step time on a shared machine
-can be 20% off in one measurement, more than the gap between neighbouring specs.
+:func:`scale_to_budget` walks :class:`~scaling.compound.CompoundRule`'s path (phi >= 0), on which
+every budget is a non-decreasing step function of phi because of rounding: it brackets and
+bisects phi, checks the distinct specs on either side of the step that crosses the target,
+refines width alone when no point of the path lies within the tolerance, measures each distinct
+spec once (``confirm=n`` re-measures the nearest few of a noisy measure and takes medians), and
+returns the closest spec as a :class:`BudgetResult`. The algorithm step by step, and why:
+docs/scaling.md ("How a budget is found").
 """
 
 from __future__ import annotations

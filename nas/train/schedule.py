@@ -1,30 +1,14 @@
 """Progressive learning schedules with adaptive regularization (shared/REFERENCE.md section 6).
 
-Training is split into ``stages``; stage ``i`` of ``M`` uses an image size and a regularization
-strength (RandAugment magnitude, Mixup alpha, dropout) interpolated between a minimum and a
-maximum. Two interpolations exist:
-
-* ``paper`` (Tan and Le 2021, Algorithm 1): the first stage uses the minimum and the last the
-  maximum, ``value_i = min + (max - min) * i / (M - 1)``;
-* ``reference`` (the authors' code): ``value_i = min + (max - min) * (i + 1) / M``, so the first
-  stage is already above the minimum; the reference code also holds dropout fixed.
-
-A schedule is plain data: presets for S, M and L from the paper's table (and the reference code's
-variant) and the user's own YAML.
-
-The presets' image sizes are the paper's ImageNet sizes (128 -> 300 or 380 px). :func:`schedule_for`
-fits a preset to the net being trained: the image-size range is scaled so that its maximum is the
-spec's train size (or the size asked for), keeping the paper's ratio of minimum to maximum, and the
-minimum is raised to :data:`SMALL_IMAGE_FLOOR` (24 px, or the maximum if that is smaller) and to
-the net's total stride if the ratio would take it below. The paper's ratio comes from ImageNet,
-where its 128 px minimum still shows an object in plenty of pixels; on small images it does not:
-on the 36 px cluttered digits (``bench/progressive.py``, 2 seeds, 10 epochs) runs from 15 px
-stood at 17-54% held-out accuracy after their 15 and 22 px stages (runs from 24 px: 55-79% after
-24 and 28 px) and ended 4-7 points below fixed-size training, while those from 24 px ended 5-11
-points higher than that with random-resized crops and 2-3 points higher without, for
-0.69-0.77x instead of 0.66-0.80x of fixed-size training's CPU time. The floor changes nothing
-at the paper's sizes (a maximum of 56 px or more). A user's YAML schedule gives its own sizes in
-pixels and is used as written.
+A schedule is plain data: ``stages``, and per stage ``i`` of ``M`` an image size and a
+regularization strength (RandAugment magnitude, Mixup alpha, dropout) interpolated between a
+minimum and a maximum, by the paper's rule (Tan and Le 2021, Algorithm 1:
+``min + (max - min) * i / (M - 1)``) or the reference code's (``min + (max - min) * (i + 1) / M``,
+dropout held fixed). This module owns the S, M and L presets from the paper's table, the user's
+YAML schedules (used as written), and :func:`schedule_for`, which fits a preset's ImageNet sizes
+to the net being trained: the maximum at the spec's train size, the paper's ratio of minimum to
+maximum, the minimum raised to :data:`SMALL_IMAGE_FLOOR` and to the net's total stride. Why the
+floor: docs/training.md ("Schedules") and docs/benchmarks.md ("Does progressive learning pay?").
 """
 
 from __future__ import annotations
