@@ -21,7 +21,7 @@ from nas.export.writer import export_model
 from nas.search import SearchConfig
 from searchspace import load_arch
 
-SUFFIXES = {"pytorch": "py", "torchscript": "pt", "onnx": "onnx"}
+SUFFIXES = {"pytorch": "py", "torchscript": "pt", "onnx": "onnx", "export": "pt2"}
 
 
 def main() -> None:

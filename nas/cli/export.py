@@ -1,4 +1,5 @@
-"""``nas export``: a spec or an effnas weights file -> plain PyTorch, TorchScript or ONNX."""
+"""``nas export``: a spec or an effnas weights file -> plain PyTorch, torch.export, ONNX or
+TorchScript (legacy)."""
 
 from __future__ import annotations
 
@@ -16,14 +17,16 @@ EXAMPLE = {"source": "b0", "format": "pytorch", "out": "{out}/net.py"}
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "export",
-        help="write a net as plain PyTorch, TorchScript or ONNX, for use without effnas",
+        help="write a net as plain PyTorch, torch.export, ONNX or TorchScript, for use without "
+        "effnas",
         description="Write a net for use outside effnas. pytorch: one Python file that defines "
         "the network with torch and torchvision only (the stage table as data at the top) and a "
-        "state dict beside it (.pth) with effnas's own keys; torchscript: a scripted module for "
-        "torch.jit.load; onnx: an ONNX graph (torch's dynamo exporter, dynamic batch size), "
-        "checked with the ONNX checker (needs pip install 'effnas[export]'). Every export is "
-        "loaded back and compared with effnas's model before it is put in place. "
-        "Exit status: 0 written, 2 bad input.",
+        "state dict beside it (.pth) with effnas's own keys; export: a torch.export program "
+        "(.pt2, dynamic batch size) for torch.export.load; onnx: an ONNX graph (torch's dynamo "
+        "exporter, dynamic batch size), checked with the ONNX checker (needs pip install "
+        "'effnas[export]'); torchscript: a scripted module for torch.jit.load (legacy: torch "
+        "deprecates TorchScript). Every export is loaded back and compared with effnas's model "
+        "before it is put in place. Exit status: 0 written, 2 bad input.",
     )
     parser.add_argument(
         "source",
@@ -33,7 +36,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "YAML file or spec string (exported with fresh weights, seeded)",
     )
     parser.add_argument(
-        "--format", type=str, required=True, metavar="FORMAT", help="pytorch, torchscript or onnx"
+        "--format",
+        type=str,
+        required=True,
+        metavar="FORMAT",
+        help="pytorch, export (torch.export, .pt2), onnx, or torchscript (legacy)",
     )
     parser.add_argument(
         "--out",
@@ -41,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         required=True,
         metavar="FILE",
         help="the file to write, in an existing directory (pytorch: NAME.py, and NAME.pth beside "
-        "it)",
+        "it; export: NAME.pt2)",
     )
     parser.add_argument(
         "--num-classes",
@@ -54,17 +61,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--image-size",
         type=int,
         metavar="N",
-        help="square input size (default: the spec's eval size); fixes an ONNX graph's H and W",
+        help="square input size (default: the spec's eval size); fixes an ONNX graph's or an "
+        "export program's H and W",
     )
     parser.add_argument(
         "--eval",
         action=argparse.BooleanOptionalAction,
         default=None,
         help="export in eval mode: BatchNorm inference, dropout and stochastic depth off "
-        "(default: on for torchscript and onnx, off for pytorch, whose load() chooses)",
+        "(default: on for torchscript, onnx and export, off for pytorch, whose load() chooses)",
     )
     parser.add_argument(
-        "--dynamic-size", action="store_true", help="onnx: dynamic height and width as well"
+        "--dynamic-size",
+        action="store_true",
+        help="onnx and export: dynamic height and width as well",
     )
     parser.add_argument("--opset", type=int, metavar="N", help="onnx: the opset (default 18)")
     parser.add_argument(

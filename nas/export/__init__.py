@@ -1,7 +1,7 @@
-"""Getting a found net out of effnas: plain PyTorch, TorchScript and ONNX files.
+"""Getting a found net out of effnas: plain PyTorch, torch.export, ONNX and TorchScript files.
 
 - :mod:`nas.export.writer`: :func:`export_model` writes a spec (fresh weights) or an effnas weights
-  file in one of the three formats, and checks the written file against effnas's own model;
+  file in one of the four formats, and checks the written file against effnas's own model;
 - :mod:`nas.export.template`: the source of the self-contained PyTorch file (real, linted Python
   that imports torch and torchvision only).
 

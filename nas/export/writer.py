@@ -1,24 +1,13 @@
-"""Getting a found net out of effnas: plain PyTorch, TorchScript and ONNX files.
+"""Getting a found net out of effnas: plain PyTorch, torch.export, ONNX and TorchScript files.
 
 :func:`export_model` takes a spec (exported with fresh weights) or an effnas weights file (from
-``nas train`` or ``nas weights import``) and writes one of three formats:
-
-- ``pytorch``: one self-contained Python file that defines the network with torch and
-  torchvision only (its code is :mod:`nas.export.template`, the net's stage table as data
-  at the top), and beside it a plain state dict (``.pth``) whose keys are effnas's own.
-- ``torchscript``: the model compiled with ``torch.jit.script``, loadable with ``torch.jit.load``
-  alone and at any image size.
-- ``onnx``: torch's dynamo-based exporter (``torch.onnx.export(..., dynamo=True)``, which needs
-  onnxscript), ONNX opset :data:`ONNX_OPSET`, a dynamic batch dimension, the image size fixed or
-  dynamic; checked with the ONNX checker. The legacy TorchScript-based exporter
-  (``dynamo=False``) also writes a correct file with a dynamic batch, and faster, but torch 2.9+
-  deprecates it; the dynamo exporter is the one torch keeps, and its optimized graph is smaller.
-
-Every export is checked before it is put in place: the written files are loaded back (the Python
-file imported, the TorchScript file loaded, the ONNX file run with onnxruntime when installed)
-and their outputs on a random batch compared with effnas's own model's, in eval mode. Files are
-written to a temporary folder beside the output and renamed into place only after that check, so a
-failed export leaves nothing behind.
+``nas train`` or ``nas weights import``) and writes one of four formats: ``pytorch`` (a
+self-contained Python file, :mod:`nas.export.template`, and a state dict with effnas's keys),
+``export`` (a ``torch.export`` program, ``.pt2``, with a dynamic batch dimension), ``onnx``
+(torch's dynamo exporter, checked with the ONNX checker) or ``torchscript`` (legacy: torch 2.10+
+deprecates it). Every export is written to a scratch folder beside the output, loaded back and
+compared with effnas's own model in eval mode, and only then renamed into place, so a failed
+export leaves nothing behind. What each format holds and why: docs/exporting.md.
 """
 
 from __future__ import annotations
@@ -51,6 +40,7 @@ from searchspace.spec import ArchSpec
 from searchspace.weights import load_weights
 
 __all__ = [
+    "EXPORT_SUFFIX",
     "FORMATS",
     "ONNX_INPUT",
     "ONNX_OPSET",
@@ -61,8 +51,10 @@ __all__ = [
     "pytorch_source",
 ]
 
-#: The formats :func:`export_model` writes.
-FORMATS = ("pytorch", "torchscript", "onnx")
+#: The formats :func:`export_model` writes (``torchscript`` is legacy: torch deprecates it).
+FORMATS = ("pytorch", "torchscript", "onnx", "export")
+#: The file suffix a ``torch.export`` program is saved with (``torch.export.save``'s convention).
+EXPORT_SUFFIX = ".pt2"
 #: Default ONNX opset: the lowest that torch's dynamo exporter writes without a version
 #: conversion (its translation library's; lower ones are converted, which may fail), so the one
 #: the most runtimes read (onnxruntime since 1.14). torch 2.14's own default is 20.
@@ -70,9 +62,9 @@ ONNX_OPSET = 18
 #: Names of the ONNX graph's input and output.
 ONNX_INPUT, ONNX_OUTPUT = "images", "logits"
 #: Largest difference to effnas's model that the check after an export accepts, relative to the
-#: largest output (at least 1): TorchScript and the Python file run the same torch kernels;
-#: onnxruntime has its own, which sum in other orders.
-TOLERANCE = {"pytorch": 1e-5, "torchscript": 1e-5, "onnx": 1e-4}
+#: largest output (at least 1): TorchScript, torch.export programs and the Python file run the same
+#: torch kernels; onnxruntime has its own, which sum in other orders.
+TOLERANCE = {"pytorch": 1e-5, "torchscript": 1e-5, "onnx": 1e-4, "export": 1e-5}
 # What the check feeds: more than one image, and not the exporter's example batch size (2), so a
 # batch dimension that the export fixed by mistake would fail it.
 _CHECK_BATCH = 3
@@ -87,7 +79,7 @@ class ExportResult:
     """What :func:`export_model` wrote, and what the files expect.
 
     Attributes:
-        format: ``pytorch``, ``torchscript`` or ``onnx``.
+        format: ``pytorch``, ``torchscript``, ``onnx`` or ``export``.
         files: the files written, the main one first.
         name: the net's label (its spec name, or its hash).
         spec: the net's spec string (``searchspace.load_arch`` reads it).
@@ -97,7 +89,7 @@ class ExportResult:
             freshly initialized.
         image_size: the square input size the files are made for (the spec's eval size unless
             chosen).
-        dynamic_size: ONNX only: height and width are dynamic.
+        dynamic_size: ONNX and ``export`` only: height and width are dynamic.
         eval_mode: the model was exported in eval mode (BatchNorm inference, no dropout, no
             stochastic depth); for ``pytorch``, the default of the file's ``load()``.
         opset: ONNX only: the default-domain opset.
@@ -151,8 +143,8 @@ class ExportResult:
         if self.format == "pytorch":
             mode = f"load() returns it in {mode}"
         opset = f"; ONNX opset {self.opset}" if self.opset is not None else ""
-        if self.format == "onnx":
-            names = f" {ONNX_INPUT!r}"
+        if self.format in ("onnx", "export"):
+            names = f" {ONNX_INPUT!r}" if self.format == "onnx" else ""
             sizes = "N dynamic" + (", H and W dynamic" if self.dynamic_size else "")
         else:
             names = ""
@@ -241,6 +233,8 @@ def _check_out(out: str | os.PathLike[str], format: str) -> Path:
         raise ExportError(f"--out {str(path)!r}: directory {str(path.parent)!r} does not exist")
     if format == "pytorch" and path.suffix != ".py":
         raise ExportError(f"--out {str(path)!r} must end in .py for --format pytorch")
+    if format == "export" and path.suffix != EXPORT_SUFFIX:
+        raise ExportError(f"--out {str(path)!r} must end in {EXPORT_SUFFIX} for --format export")
     return path
 
 
@@ -371,7 +365,7 @@ def _metadata(model: EfficientNetV2, options: dict[str, Any]) -> dict[str, str]:
 @contextlib.contextmanager
 def _quiet_jit() -> Iterator[None]:
     # torch 2.10+ warns on every torch.jit.script/save/load call that TorchScript is deprecated;
-    # it still works, and the README says so once instead.
+    # it still works, and docs/exporting.md says so once instead.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+` is deprecated")
         yield
@@ -388,6 +382,34 @@ def _write_torchscript(model: EfficientNetV2, path: Path, options: dict[str, Any
     def loaded() -> Callable:
         with _quiet_jit():
             return torch.jit.load(str(path), map_location="cpu").eval()
+
+    return loaded
+
+
+# ---------------------------------------------------------------------------------------------
+# export: a torch.export program
+
+
+def _write_export(model: EfficientNetV2, path: Path, options: dict[str, Any]) -> Callable:
+    model.eval()
+    size, stride = options["image_size"], model.spec.total_stride
+    # The example batch is 2, since torch.export specializes a dimension whose example size is 1;
+    # a batch of 1 still runs (min=1): nothing in the net branches on the batch size. Height and
+    # width start one pixel above the total stride: at the stride itself the last feature map is
+    # 1 x 1, and torch.export refuses a range that includes it (see _options).
+    dims: dict[int, Any] = {0: torch.export.Dim("batch", min=1)}
+    if options["dynamic_size"]:
+        dims[2] = torch.export.Dim("height", min=stride + 1)
+        dims[3] = torch.export.Dim("width", min=stride + 1)
+    program = torch.export.export(
+        model, (torch.zeros(2, 3, size, size),), dynamic_shapes=(dims,), strict=False
+    )
+    extra = {"effnas.json": json.dumps(_metadata(model, options), indent=1)}
+    torch.export.save(program, str(path), extra_files=extra)
+
+    def loaded() -> Callable:
+        # The program runs as it was exported (eval mode); its module has no working .eval().
+        return torch.export.load(str(path)).module()
 
     return loaded
 
@@ -456,7 +478,12 @@ def _write_onnx(model: EfficientNetV2, path: Path, options: dict[str, Any]) -> C
 # ---------------------------------------------------------------------------------------------
 
 
-_WRITERS = {"pytorch": _write_pytorch, "torchscript": _write_torchscript, "onnx": _write_onnx}
+_WRITERS = {
+    "pytorch": _write_pytorch,
+    "torchscript": _write_torchscript,
+    "onnx": _write_onnx,
+    "export": _write_export,
+}
 
 
 def _options(
@@ -478,10 +505,23 @@ def _options(
         )
     eval_mode = format != "pytorch" if eval_mode is None else bool(eval_mode)
     options = {"image_size": image_size, "eval_mode": eval_mode, "dynamic_size": dynamic_size}
+    if format == "export":
+        if opset is not None:
+            raise ExportError("--opset is for --format onnx, not export")
+        if not eval_mode:
+            raise ExportError("--format export writes inference programs only; drop --no-eval")
+        if dynamic_size and image_size <= spec.total_stride:
+            raise ExportError(
+                f"--image-size must be above the net's total stride {spec.total_stride} for "
+                f"--format export --dynamic-size (a 1 x 1 last feature map fixes the size), "
+                f"got {image_size}"
+            )
+        return {**options, "opset": None}
     if format != "onnx":
         if dynamic_size:
             raise ExportError(
-                f"--dynamic-size is for --format onnx; a {format} file takes any image size"
+                f"--dynamic-size is for --format onnx and export; a {format} file takes any "
+                "image size"
             )
         if opset is not None:
             raise ExportError(f"--opset is for --format onnx, not {format}")
@@ -551,22 +591,25 @@ def export_model(
     seed: int = 0,
     check: bool = True,
 ) -> ExportResult:
-    """Write a net as a plain PyTorch file, a TorchScript file or an ONNX file.
+    """Write a net as a plain PyTorch file, a torch.export program, an ONNX or a TorchScript file.
 
     Args:
         source: an effnas weights file, a spec (catalog name, YAML file, spec string,
             :class:`ArchSpec`; fresh weights) or an effnas model; see :func:`load_source`.
-        format: ``pytorch``, ``torchscript`` or ``onnx``.
+        format: ``pytorch``, ``export``, ``onnx`` or ``torchscript`` (legacy).
         out: the file to write; its directory must exist. ``pytorch`` needs a ``.py`` name and
-            writes the state dict beside it with the suffix ``.pth``.
+            writes the state dict beside it with the suffix ``.pth``; ``export`` needs a ``.pt2``
+            name.
         num_classes: classifier outputs (default: the spec's or the weights file's).
         image_size: the square input size (default: the spec's eval size). It fixes an ONNX
-            graph's height and width; the other formats take any size and only state it.
+            graph's and an ``export`` program's height and width (unless ``dynamic_size``); the
+            other formats take any size and only state it.
         eval_mode: export in eval mode: BatchNorm with its running statistics, dropout and
-            stochastic depth off. Default: True for ``torchscript`` and ``onnx`` (deployment;
-            ONNX is inference-only), False for ``pytorch`` (a net to train further; the file's
-            ``load(eval_mode=...)`` chooses either way).
-        dynamic_size: ONNX only: height and width dynamic (at least the net's total stride).
+            stochastic depth off. Default: True for ``torchscript``, ``onnx`` and ``export``
+            (deployment; ONNX and ``export`` are inference-only), False for ``pytorch`` (a net to
+            train further; the file's ``load(eval_mode=...)`` chooses either way).
+        dynamic_size: ONNX and ``export`` only: height and width dynamic (ONNX: at least the
+            net's total stride; ``export``: above it).
         opset: ONNX only: the default-domain opset (default :data:`ONNX_OPSET`).
         seed: seeds fresh weights (a spec source, or a re-sized classifier).
         check: load the written files back and compare their outputs with effnas's model.
@@ -575,8 +618,8 @@ def export_model(
         What was written and the input it expects.
 
     Raises:
-        ExportError: an unknown format, a bad option, an output path in a missing directory, or
-            ``onnx`` without the ``export`` extra.
+        ExportError: an unknown format, a bad option, an output path in a missing directory or
+            with the wrong suffix, or ``onnx`` without the ``export`` extra.
         WeightsError, SpecError: a source that is not an effnas weights file or a buildable spec.
         RuntimeError: the written files disagree with effnas's model by more than effnas's
             own float32 rounding explains (a bug); nothing is written. Where the rounding does
@@ -648,4 +691,5 @@ _CHECK_WORDS = {
     "pytorch": "imported the file and compared with effnas's model",
     "torchscript": "loaded with torch.jit.load and compared with effnas's model",
     "onnx": "ONNX checker passed; ran it in onnxruntime and compared with effnas's model",
+    "export": "loaded with torch.export.load and compared with effnas's model",
 }

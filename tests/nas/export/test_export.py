@@ -1,10 +1,11 @@
-"""``nas export``: plain PyTorch, TorchScript and ONNX files that work without effnas.
+"""``nas export``: plain PyTorch, torch.export, ONNX and TorchScript files that work without effnas.
 
 The nets are the catalog's B0 and S and a spec sampled from the quick search's space, with
 "trained" weights (random BatchNorm scales, shifts and statistics, so that every tensor shows in
-the outputs) saved as effnas weights files. The Python and TorchScript files are loaded in a fresh
-Python process that cannot import effnas (no site hooks, so no editable install, and no repo on
-the path), and their outputs compared with effnas's model; ONNX files run in onnxruntime.
+the outputs) saved as effnas weights files. The Python, torch.export and TorchScript files are
+loaded in a fresh Python process that cannot import effnas (no site hooks, so no editable install,
+and no repo on the path), and their outputs compared with effnas's model; ONNX files run in
+onnxruntime.
 """
 
 from __future__ import annotations
@@ -116,11 +117,14 @@ for task in tasks:
         task["EVAL"] = module.EVAL
         task["keys"] = list(net.state_dict())
         task["shapes"] = [list(t.shape) for t in net.state_dict().values()]
+    elif task["format"] == "export":
+        # A torch.export program runs as it was exported (eval mode); it has no working .eval().
+        net = torch.export.load(str(path)).module()
     else:
         net = torch.jit.load(str(path))
         task["default_training"] = net.training
     with torch.no_grad():
-        task["outputs"] = net.eval()(images).tolist()
+        task["outputs"] = (net if task["format"] == "export" else net.eval())(images).tolist()
     results[str(path)] = task
 print(json.dumps(results))
 """
@@ -236,6 +240,67 @@ def test_onnx_dynamic_size(capsys, tmp_path, nets):
         assert _onnx_difference(session, weights, images) <= 1e-4
 
 
+def _export_program(capsys, tmp_path, nets, name, *extra: str) -> tuple[Path, int, Path]:
+    """``nas export --format export`` of one net: its weights, image size and .pt2 file."""
+    weights, size = nets[name]
+    path = tmp_path / f"{name}.pt2"
+    out = _export(capsys, str(weights), "--format", "export", "--out", str(path), *extra)
+    assert f"wrote {path}\n" in out and "(N dynamic" in out and "torch.export.load" in out
+    return weights, size, path
+
+
+@pytest.mark.parametrize("name", ["b0", pytest.param("s", marks=pytest.mark.slow), "quick"])
+def test_export_program_matches_effnas_without_effnas(capsys, tmp_path, nets, name):
+    size_option = ["--image-size", str(nets[name][1])]
+    weights, size, path = _export_program(capsys, tmp_path, nets, name, *size_option)
+    images = _images(3, size)
+    expected = _effnas_outputs(weights, images)
+    # As the writer's check: 1e-5 of the largest output (at least 1). The same kernels run, but
+    # a fresh process may split the work over threads otherwise (the Python and TorchScript files
+    # show a few 1e-6 there too).
+    allowed = 1e-5 * max(1.0, expected.abs().max().item())
+    # torch alone loads and runs it, in a process that cannot import effnas.
+    result = _run_without_effnas(tmp_path, [{"format": "export", "file": str(path)}], images)
+    difference = (torch.tensor(result[str(path)]["outputs"]) - expected).abs().max().item()
+    print(f"{name} export: max abs difference {difference:.3g}, ", end="")
+    print(f"largest output {expected.abs().max().item():.3g}")
+    assert difference <= allowed
+
+    extra = {"effnas.json": ""}  # torch.export.load fills it in
+    module = torch.export.load(str(path), extra_files=extra).module()
+    metadata = json.loads(extra["effnas.json"])
+    assert metadata["effnas.spec"] == load_weights(weights).spec.to_string()
+    assert metadata["effnas.image_size"] == str(size)
+    with torch.no_grad():
+        # The batch is dynamic, down to 1 (the program was traced with 2; the check runs 3).
+        for batch in (1, 5):
+            images = _images(batch, size)
+            difference = (module(images) - _effnas_outputs(weights, images)).abs().max().item()
+            assert difference <= allowed
+        # The image size is fixed without --dynamic-size: another one fails the program's guard.
+        with pytest.raises((AssertionError, RuntimeError)):
+            module(_images(2, size + 32))
+
+
+def test_export_program_dynamic_size(capsys, tmp_path, nets):
+    weights, size, path = _export_program(capsys, tmp_path, nets, "quick", "--dynamic-size")
+    stride = load_weights(weights).spec.total_stride
+    module = torch.export.load(str(path)).module()
+    # Down to one pixel above the total stride: at the stride the last feature map is 1 x 1,
+    # which torch.export cannot keep dynamic.
+    for batch, height, width in ((1, size, size), (2, 48, 80), (3, stride + 1, 2 * stride + 3)):
+        images = torch.randn(batch, 3, height, width, generator=torch.Generator().manual_seed(3))
+        expected = _effnas_outputs(weights, images)
+        with torch.no_grad():
+            difference = (module(images) - expected).abs().max().item()
+        print(f"export {list(images.shape)}: max abs difference {difference:.3g}")
+        assert difference <= 1e-5
+    result = export_model(weights, "export", tmp_path / "api.pt2", dynamic_size=True)
+    assert result.files == (str(tmp_path / "api.pt2"),) and result.input_shape == "N x 3 x H x W"
+    assert result.dynamic_size and result.eval_mode and result.opset is None
+    assert result.max_abs_diff <= 1e-5 and f"{size + stride} x {size + stride}" in result.check
+
+
 def test_eval_switch(capsys, tmp_path, nets):
     weights, _ = nets["quick"]
     _export(capsys, str(weights), "--format", "torchscript", "--out", str(tmp_path / "t.pt"))
@@ -308,6 +373,13 @@ def _bad_weights(tmp_path: Path) -> dict[str, Path]:
         (["b0", "--format", "onnx", "--opset", "11", "--out", "{tmp}/x.onnx"], "--opset"),
         (["b0", "--format", "pytorch", "--out", "{tmp}/x.txt"], "must end in .py"),
         (["b0", "--format", "torchscript", "--out", "{tmp}"], "is a directory"),
+        (["b0", "--format", "export", "--out", "{tmp}/b0.pt"], "must end in .pt2"),
+        (["b0", "--format", "export", "--no-eval", "--out", "{tmp}/x.pt2"], "--no-eval"),
+        (["b0", "--format", "export", "--opset", "18", "--out", "{tmp}/x.pt2"], "--opset"),
+        (
+            ["b0", "--format=export", "--dynamic-size", "--image-size=32", "--out={tmp}/x.pt2"],
+            "above the net's total stride 32",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, argv, message):
