@@ -83,7 +83,7 @@ from nas.train.metrics import write_metrics
 from nas.train.optim import build_optimizer, build_scheduler, make_loss
 from nas.train.schedule import StageSettings
 from searchspace.builder import EfficientNetV2, build_model
-from searchspace.files import check_output_path, make_output_dir
+from searchspace.files import atomic_write, check_output_path, make_output_dir
 from searchspace.spec import ArchSpec
 from searchspace.weights import save_weights
 
@@ -708,7 +708,9 @@ def finish_run(run: TrainingRun, context: Context) -> ProgressiveResult | None:
             final_model, context.directory / "weights.pt", source=f"nas train {run.out_dir}"
         )
     else:
-        torch.save(final_model.state_dict(), context.directory / "state_dict.pt")
+        state = final_model.state_dict()
+        path = context.directory / "state_dict.pt"
+        atomic_write(path, lambda file: torch.save(state, file), CheckpointError)
     test_accuracy = None
     if run.eval_data.test is not None:
         test_loader = run.eval_data.test_loader(config.batch_size, num_workers=config.num_workers)
