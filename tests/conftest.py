@@ -15,6 +15,16 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
 @pytest.fixture
+def one_thread():
+    """One torch thread for the test: results are bit-identical only at a fixed thread count, a
+    Ray worker with one CPU runs so, and the 2-core machine is shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def tiny_spec():
     """A small, fast two-stage net that still has every block kind (for unit tests)."""
     from searchspace import ArchSpec, StageSpec

@@ -17,6 +17,8 @@ from nas.train.recipe import Recipe
 from searchspace import ArchSpec, StageSpec
 from tests import REPO
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.fixture(scope="module")
 def bench():
@@ -26,14 +28,6 @@ def bench():
     spec.loader.exec_module(module)
     yield module
     del sys.modules[spec.name]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _stem_output_size(model: nn.Module, size: int) -> int:

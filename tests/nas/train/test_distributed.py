@@ -41,7 +41,7 @@ from tests import REPO
 from tests.nas.train.test_progressive import read_checkpoint, tiny32
 from tests.nas.train.worker_faults import Fault, Faults, generations
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 # float32, one thread per process, 36 RMSProp steps. The halves' gradients are averaged by
 # gloo's all-reduce there and by backward's accumulation here, both exact for two halves
@@ -77,14 +77,6 @@ def exact_config(**changes) -> ProgressiveConfig:
         train_crop="none",
     )
     return ProgressiveConfig(**(settings | changes))
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as each worker runs (cpus_per_worker 1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

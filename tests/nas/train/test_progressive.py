@@ -30,17 +30,10 @@ from searchspace import build_model, load_weights
 from searchspace.errors import EffnasError
 from tests import REPO
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 CPU = torch.device("cpu")
 DATASET = "synthetic:100"  # 90 training images: 4 steps of 20 per epoch, 10 held out
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Shared 2-core machine; also: results are only bit-identical at a fixed thread count.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def two_stage_schedule(**changes) -> ProgressiveSchedule:
