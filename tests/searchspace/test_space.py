@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import optuna
@@ -12,6 +13,7 @@ from nas.errors import ConfigError
 from nas.search import SearchConfig
 from searchspace import ArchSpec, SpecError, build_model
 from searchspace.space import SearchSpace
+from searchspace.spec import StageSpec
 from tests import REPO
 
 
@@ -74,6 +76,76 @@ def test_space_size_counts_every_architecture():
     # stage 1: (mbconv x 2 SE + fused x 1) x 2 repeats x 2 kernels x 3 expansions = 36
     # stage 2: 3 block/SE options x 3 repeats x 1 kernel x 3 expansions = 27
     assert space.size == 36 * 27
+
+
+def _product_of_stage_choices(space: SearchSpace) -> set[ArchSpec]:
+    """Every spec of ``space``, written out independently of ``suggest``: per stage, every block
+    with its own SE options, every repeat count, kernel and expansion."""
+    per_stage = []
+    for choices in space.stages:
+        low, high = choices.repeats
+        options = []
+        for block in choices.blocks:
+            se_ratios = choices.se_ratios if block == "mbconv" else choices.fused_se_ratios
+            for repeats, kernel, expand, se_ratio in itertools.product(
+                range(low, high + 1), choices.kernels, choices.expand_ratios, se_ratios
+            ):
+                options.append(
+                    StageSpec(
+                        block,
+                        repeats,
+                        kernel,
+                        choices.stride,
+                        expand,
+                        choices.out_channels,
+                        se_ratio,
+                    )
+                )
+        per_stage.append(options)
+    return {space.spec_with(stages) for stages in itertools.product(*per_stage)}
+
+
+@pytest.mark.parametrize(
+    "space_data",
+    [
+        small_space(),
+        # Per-stage lists, a single-option stage, a fused SE choice and a fixed depth.
+        small_space(
+            fused_se_ratios=[0.0, 0.25],
+            stages=[
+                {"out_channels": 8, "stride": 1, "repeats": 2, "blocks": ["fused"]},
+                {
+                    "out_channels": 16,
+                    "stride": 2,
+                    "repeats": [1, 2],
+                    "kernels": [3, 5],
+                    "expand_ratios": [4],
+                    "blocks": ["mbconv"],
+                    "se_ratios": [0.25],
+                },
+                {
+                    "out_channels": 16,
+                    "stride": 1,
+                    "repeats": 1,
+                    "blocks": ["mbconv"],
+                    "kernels": [3],
+                    "expand_ratios": [1],
+                    "se_ratios": [0.0],
+                },
+            ],
+        ),
+    ],
+)
+def test_all_specs_is_exactly_the_set_the_sampler_draws(space_data):
+    space = SearchSpace.from_dict(space_data)
+    listed = list(space.all_specs())
+    assert len(listed) == len({spec.hash for spec in listed}) == space.size
+    assert set(listed) == _product_of_stage_choices(space)
+    assert listed == list(space.all_specs())  # a fixed order
+    # Whatever Optuna's random sampler draws through suggest() is listed.
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    drawn = {space.suggest(study.ask()) for _ in range(300)}
+    assert drawn <= set(listed)
 
 
 @pytest.mark.parametrize(
