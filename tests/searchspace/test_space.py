@@ -192,3 +192,21 @@ def test_config_rejects_unknown_keys_and_bad_values(tmp_path):
         path.write_text(yaml.safe_dump({**base, **change}))
         with pytest.raises(ConfigError, match=message):
             SearchConfig.load(path)
+
+
+def test_the_bench_space_is_small_enough_to_record_and_keeps_every_kind_of_choice():
+    config = SearchConfig.load(REPO / "configs" / "bench.yaml")
+    quick = SearchConfig.load(REPO / "configs" / "quick.yaml")
+    specs = list(config.space.all_specs())
+    assert len(specs) == config.space.size == 384
+    # The quick search's proxy, and a corner of its space.
+    for key in ("dataset", "image_size", "batch_size", "epochs", "evaluation"):
+        assert getattr(config, key) == getattr(quick, key)
+    assert config.timing_size == quick.timing_size == 36
+    quick_stages = {(s.out_channels, s.stride) for s in quick.space.stages}
+    assert {(s.out_channels, s.stride) for s in config.space.stages} == quick_stages
+    varied = {
+        kind: {tuple(getattr(stage, kind) for stage in spec.stages) for spec in specs}
+        for kind in ("block", "kernel", "expand_ratio", "repeats")
+    }
+    assert all(len(values) > 1 for values in varied.values()), varied
