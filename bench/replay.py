@@ -31,7 +31,10 @@ budget); and each method's mean rank among the methods over time.
 Writes ``replay.md`` (the tables), ``replay.png`` (the figure) and ``replay.json.gz`` (every
 trial of every replay) to ``--out``. Seeds run in ``--processes`` processes; a method without a
 scheduler replays its largest budget once per start-up setting and the smaller budgets are its
-first trials (:func:`nas.search.replay.prefix`: exact).
+first trials (:func:`nas.search.replay.prefix`: exact). A rerun into the same ``--out`` reuses
+the replays ``replay.json.gz`` holds for the same table, workers, Optuna version and method
+(``--fresh``: none), so that adding a method costs only its own replays: the GP sampler on three
+objectives costs about two CPU minutes per replay of 100 trials, most of the whole grid's time.
 
     python bench/replay.py                                    # bench/data/table.json.gz
     python bench/replay.py --table T.json.gz --seeds 10 --methods random,tpe,asha
@@ -42,14 +45,16 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import dataclasses
 import gzip
+import hashlib
 import json
 import math
 import multiprocessing
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +67,7 @@ from nas.evaluate.reward import reward
 from nas.search.replay import METHODS, replay, startup_trials
 from nas.search.table import Table
 from results.hypervolume import Normalization, ObjectiveScale, hypervolume_history
+from searchspace.files import atomic_write
 
 #: The hypervolume's objectives.
 OBJECTIVES = ("test_accuracy", "step_time_ms", "params")
@@ -143,9 +149,15 @@ class Job:
     seed: int
 
 
-def plan(methods: Sequence[str], budgets: Sequence[int], seeds: Sequence[int]) -> list[Job]:
+def plan(
+    methods: Sequence[str],
+    budgets: Sequence[int],
+    seeds: Sequence[int],
+    done: Container[tuple[str, int, int]] = (),
+) -> list[Job]:
     """The replays to run: a method without a scheduler once per start-up setting (its smaller
-    budgets with the same setting are prefixes), a method with one once per budget."""
+    budgets with the same setting are prefixes), a method with one once per budget; none whose
+    every ``(method, budget, seed)`` is ``done``."""
     jobs = []
     for name in methods:
         groups: dict[Any, list[int]] = {}
@@ -153,8 +165,41 @@ def plan(methods: Sequence[str], budgets: Sequence[int], seeds: Sequence[int]) -
             key = budget if METHODS[name].early_stopping else startup_trials(budget)
             groups.setdefault(key, []).append(budget)
         for group in groups.values():
-            jobs.extend(Job(name, max(group), tuple(group), seed) for seed in seeds)
+            jobs.extend(
+                Job(name, max(group), tuple(group), seed)
+                for seed in seeds
+                if not all((name, budget, seed) in done for budget in group)
+            )
     return jobs
+
+
+def run_key(digest: str, workers: int, method: str, budget: int) -> dict[str, Any]:
+    """What a replay's trials depend on, beside its seed: a cached replay with the same key is
+    the same replay."""
+    import optuna
+
+    return {
+        "table": digest,
+        "workers": workers,
+        "optuna": optuna.__version__,
+        "method": dataclasses.asdict(METHODS[method]),
+        "startup": startup_trials(budget),
+    }
+
+
+def cached_runs(path: Path, digest: str, workers: int) -> dict[tuple[str, int, int], list]:
+    """The replays an earlier run left in ``path`` (``replay.json.gz``) that hold for this
+    table and workers and the methods as they are defined now."""
+    try:
+        payload = json.loads(gzip.decompress(path.read_bytes()))
+    except (OSError, ValueError, EOFError):
+        return {}
+    runs = {}
+    for run in payload.get("runs", []):
+        method, budget, seed = run["method"], run["budget"], run["seed"]
+        if method in METHODS and run.get("key") == run_key(digest, workers, method, budget):
+            runs[(method, budget, seed)] = run["trials"]
+    return runs
 
 
 _TABLE: Table | None = None
@@ -531,6 +576,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="trials at once (default 2)")
     parser.add_argument("--processes", type=int, default=2, help="replay processes")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/replay"))
+    parser.add_argument("--fresh", action="store_true", help="reuse no earlier replay")
     args = parser.parse_args(argv)
     args.methods = [name.strip() for name in args.methods.split(",")]
     unknown = [name for name in args.methods if name not in METHODS]
@@ -545,20 +591,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def load_table(args: argparse.Namespace) -> Table:
+def load_table(args: argparse.Namespace) -> tuple[Table, str]:
+    """The table and a digest of its content."""
     from nas.search import SearchConfig
-    from nas.search.table import synthetic_table_data
+    from nas.search.table import read_table_data, synthetic_table_data
 
     if args.synthetic:
-        return Table.from_dict(synthetic_table_data(SearchConfig.load(args.synthetic)))
-    table = Table.read(args.table)
+        data = synthetic_table_data(SearchConfig.load(args.synthetic))
+    else:
+        data = read_table_data(args.table)
+    digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+    table = Table.from_dict(data, source=str(args.synthetic or args.table))
     missing = table.missing()
     if missing:
         raise SystemExit(
             f"replay: {args.table} lacks {len(missing)} runs (net {missing[0][0]}, seed "
             f"{missing[0][1]}, ...): finish the recording (bench/record_table.py) first"
         )
-    return table
+    return table, digest
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -567,22 +617,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
     try:
-        table = load_table(args)
+        table, digest = load_table(args)
     except EffnasError as error:
         print(f"replay: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
     command = " ".join(["python", "bench/replay.py", *(sys.argv[1:] if argv is None else argv)])
     print(f"command: {command}", flush=True)
     seeds = list(range(args.seeds))
-    jobs = plan(args.methods, args.budgets, seeds)
+    saved = args.out / "replay.json.gz"
+    runs = {} if args.fresh else cached_runs(saved, digest, args.workers)
+    jobs = plan(args.methods, args.budgets, seeds, done=runs)
     print(
         f"{len(table.nets)} nets, {len(table.seeds)} recorded seeds; {len(args.methods)} "
         f"methods x {args.seeds} seeds x budgets {args.budgets}: {len(jobs)} replays in "
-        f"{args.processes} processes",
+        f"{args.processes} processes ({len(runs)} replays of {saved} reused)",
         flush=True,
     )
-    runs = run_jobs(table, jobs, args.workers, args.processes,
-                    log=lambda line: print(line, flush=True))  # fmt: skip
+    runs.update(run_jobs(table, jobs, args.workers, args.processes,
+                         log=lambda line: print(line, flush=True)))  # fmt: skip
     truth = Truth.of(table)
     result = analyse(runs, truth, args.methods, args.budgets, seeds)
     source = "a synthetic table" if args.synthetic else str(args.table)
@@ -599,12 +651,18 @@ def main(argv: list[str] | None = None) -> int:
         "table": source,
         "result": result,
         "runs": [
-            {"method": m, "budget": b, "seed": s, "trials": trials}
+            {
+                "method": m,
+                "budget": b,
+                "seed": s,
+                "key": run_key(digest, args.workers, m, b),
+                "trials": trials,
+            }
             for (m, b, s), trials in sorted(runs.items())
         ],
     }
-    (args.out / "replay.json.gz").write_bytes(gzip.compress(json.dumps(payload).encode(), mtime=0))
-    print(f"\n{text}\nwrote {args.out / 'replay.md'}, {png}, {args.out / 'replay.json.gz'}")
+    atomic_write(saved, gzip.compress(json.dumps(payload).encode(), mtime=0))
+    print(f"\n{text}\nwrote {args.out / 'replay.md'}, {png}, {saved}")
     print(f"took {(time.perf_counter() - started) / 60:.1f} min", flush=True)
     return 0
 

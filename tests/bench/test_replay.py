@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import gzip
 import importlib.util
+import json
 import math
 import os
 import subprocess
@@ -135,4 +137,15 @@ def test_the_command_writes_the_tables_and_the_figure(config, tmp_path):
     assert "### 6 trials" in text and "### 12 trials" in text and "| asha |" in text
     assert text in done.stdout
     assert (out / "replay.png").stat().st_size > 20_000
-    assert (out / "replay.json.gz").stat().st_size > 1_000
+    first = json.loads(gzip.decompress((out / "replay.json.gz").read_bytes()))
+
+    # A method added: the others' replays are reused, their figures unchanged.
+    command[command.index("random,tpe,asha,nsga2")] = "random,tpe,asha,nsga2,mo-tpe"
+    again = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "6 replays in 2 processes (24 replays of" in again.stdout  # mo-tpe's 2 x 3 seeds
+    second = json.loads(gzip.decompress((out / "replay.json.gz").read_bytes()))
+    for budget in ("6", "12"):
+        for method in ("random", "tpe", "asha", "nsga2"):
+            rows = [run["result"]["budgets"][budget]["methods"][method] for run in (first, second)]
+            assert _without_ranks(rows[0]) == _without_ranks(rows[1])
