@@ -14,6 +14,7 @@ import yaml
 from nas.search import SearchConfig
 from nas.search.table import Table, read_table_data
 from tests import REPO
+from tests.bench.test_table import check_reproduced, check_schema_and_coverage
 from tests.nas.search.helpers import kill_session
 
 #: 2 x 2 = 4 nets, 2 epochs on 400 generated images.
@@ -115,6 +116,10 @@ def test_every_net_and_seed_is_recorded_and_a_killed_recording_resumes(tmp_path)
     assert len(sessions) == 3 and sessions[0]["commit"] and sessions[0]["torch"]
     assert "bench/record_table.py" in sessions[0]["command"]
     assert table.provenance["cost"]["runs"] == 8
+    # The checks the shipped table gets: a fresh evaluation as a search's (no held-out pass
+    # before the last epoch) reproduces the recorded runs.
+    check_schema_and_coverage(table, config)
+    check_reproduced(table, count=2)
 
     # Another config's table is refused, whatever the seeds.
     other = tmp_path / "other.yaml"
