@@ -532,7 +532,7 @@ def figure(result: dict[str, Any], path: Path, workers: int) -> Path:
         ax.set_xlabel(f"simulated hours ({workers} workers)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    axes[0, 0].set_yscale("log")
+    axes[0, 0].set_yscale("symlog", linthresh=0.1)  # a regret of 0: the best net found
     axes[0, 0].set_title(f"{budgets[-1]} trials: mean over seeds")
     axes[0, 1].set_title(f"{budgets[-1]} trials: mean over seeds")
     axes[0, 0].legend(fontsize=8)
