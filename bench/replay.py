@@ -32,9 +32,10 @@ Writes ``replay.md`` (the tables), ``replay.png`` (the figure) and ``replay.json
 trial of every replay) to ``--out``. Seeds run in ``--processes`` processes; a method without a
 scheduler replays its largest budget once per start-up setting and the smaller budgets are its
 first trials (:func:`nas.search.replay.prefix`: exact). A rerun into the same ``--out`` reuses
-the replays ``replay.json.gz`` holds for the same table, workers, Optuna version and method
-(``--fresh``: none), so that adding a method costs only its own replays: the GP sampler on three
-objectives costs about two CPU minutes per replay of 100 trials, most of the whole grid's time.
+the replays ``replay.json.gz`` holds for the same table, workers, method, replay code (the
+searcher, schedulers and replay modules) and Optuna and Ray versions (``--fresh``: none), so
+that adding a method costs only its own replays: the GP sampler on three objectives costs about
+two CPU minutes per replay of 100 trials, most of the whole grid's time.
 
     python bench/replay.py                                    # bench/data/table.json.gz
     python bench/replay.py --table T.json.gz --seeds 10 --methods random,tpe,asha
@@ -46,6 +47,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import dataclasses
+import functools
 import gzip
 import hashlib
 import json
@@ -173,18 +175,34 @@ def plan(
     return jobs
 
 
+#: The code a replay's trials depend on: a change to any of these files makes every cached
+#: replay stale.
+CODE = ("nas/search/replay.py", "nas/search/searcher.py", "nas/search/schedulers.py",
+        "nas/search/driver.py", "nas/search/study.py", "nas/search/table.py",
+        "searchspace/space.py")  # fmt: skip
+
+
 def run_key(digest: str, workers: int, method: str, budget: int) -> dict[str, Any]:
     """What a replay's trials depend on, beside its seed: a cached replay with the same key is
     the same replay."""
     import optuna
+    import ray
 
     return {
         "table": digest,
         "workers": workers,
+        "code": _code_digest(),
         "optuna": optuna.__version__,
+        "ray": ray.__version__,
         "method": dataclasses.asdict(METHODS[method]),
         "startup": startup_trials(budget),
     }
+
+
+@functools.cache
+def _code_digest() -> str:
+    root = Path(__file__).resolve().parents[1]
+    return hashlib.sha256(b"".join((root / name).read_bytes() for name in CODE)).hexdigest()[:16]
 
 
 def cached_runs(path: Path, digest: str, workers: int) -> dict[tuple[str, int, int], list]:
