@@ -7,7 +7,8 @@ layers, the kernel size, the expansion ratio and, where the space allows it, SE.
 
 :meth:`SearchSpace.suggest` draws an :class:`ArchSpec` from an Optuna trial (define-by-run, so
 TPE, NSGA-II and random sampling all work unchanged); :meth:`SearchSpace.sample` draws one with a
-plain random generator, for baselines and benchmarks.
+plain random generator, for baselines and benchmarks; :meth:`SearchSpace.all_specs` lists every
+spec a sampler can draw, for a space small enough to train whole (a recorded benchmark).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import hashlib
 import json
 import math
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
@@ -283,6 +284,27 @@ class SearchSpace:
             )
         return self.spec_with(stages)
 
+    def all_specs(self) -> Iterator[ArchSpec]:
+        """Every spec :meth:`suggest` can draw, each once, in a fixed order.
+
+        :meth:`suggest` itself is driven through every branch of its decisions (a depth-first
+        walk: each call replays a prefix of choices and takes the first option after it), so the
+        set is the sampler's by construction, conditional choices included (SE options follow
+        the block type). There are :attr:`size` of them: list only a small space.
+        """
+        prefix: list[int] = []
+        while True:
+            script = _ScriptedTrial(prefix)
+            yield self.suggest(script)
+            # The next branch: the last decision with an option left moves on, those after it
+            # start again from their first option.
+            while script.arities and script.taken[-1] + 1 >= script.arities[-1]:
+                script.arities.pop()
+                script.taken.pop()
+            if not script.arities:
+                return
+            prefix = [*script.taken[:-1], script.taken[-1] + 1]
+
     def sample(self, rng: random.Random) -> ArchSpec:
         """Draw a spec uniformly per decision with ``rng`` (random-search baselines)."""
 
@@ -294,3 +316,26 @@ class SearchSpace:
                 return rng.randint(low, high)
 
         return self.suggest(_RandomTrial())
+
+
+class _ScriptedTrial:
+    """A stand-in trial that answers :meth:`SearchSpace.suggest` from a list of option indices,
+    then with each decision's first option; it records how many options each decision had."""
+
+    def __init__(self, prefix: Sequence[int]) -> None:
+        self.prefix = list(prefix)
+        self.taken: list[int] = []
+        self.arities: list[int] = []
+
+    def _take(self, arity: int) -> int:
+        position = len(self.taken)
+        index = self.prefix[position] if position < len(self.prefix) else 0
+        self.taken.append(index)
+        self.arities.append(arity)
+        return index
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
+        return choices[self._take(len(choices))]
+
+    def suggest_int(self, name: str, low: int, high: int) -> int:
+        return low + self._take(high - low + 1)

@@ -54,7 +54,14 @@ from searchspace.files import atomic_write
 from searchspace.space import SearchSpace
 from searchspace.spec import ArchSpec
 
-__all__ = ["DRIVER", "MAX_REFUSALS", "REUSED_FROM", "StudySearcher", "make_sampler"]
+__all__ = [
+    "DRIVER",
+    "MAX_REFUSALS",
+    "REUSED_FROM",
+    "SAMPLER_NAMES",
+    "StudySearcher",
+    "make_sampler",
+]
 
 #: The user attribute (and trial config key) naming the trial whose result a spec reused.
 REUSED_FROM = "reused_from"
@@ -65,17 +72,46 @@ DRIVER = "driver"
 MAX_REFUSALS = 200
 
 
-def make_sampler(name: str, seed: int, population_size: int = 50) -> optuna.samplers.BaseSampler:
-    """Optuna's sampler ``tpe``, ``nsga2`` (of ``population_size``) or ``random``, seeded."""
-    if name == "tpe":
+#: Every sampler :func:`make_sampler` makes. A search config accepts
+#: :data:`nas.search.config.SAMPLERS` among them; the replay of a recorded table
+#: (:mod:`nas.search.replay`) compares them all.
+SAMPLER_NAMES = ("tpe", "tpe-univariate", "gp", "nsga2", "random")
+
+
+def make_sampler(
+    name: str, seed: int, population_size: int = 50, startup_trials: int | None = None
+) -> optuna.samplers.BaseSampler:
+    """Optuna's sampler by name (:data:`SAMPLER_NAMES`), seeded.
+
+    ``tpe``: multivariate TPE over groups of parameters (a search's default); with several
+    objectives, Optuna's multi-objective TPE. ``tpe-univariate``: TPE one parameter at a time
+    (Optuna 5's TPE models one objective multivariately by default: this is asked for).
+    ``gp``: Optuna's Gaussian-process sampler (log expected improvement; with several
+    objectives, log expected hypervolume improvement). ``nsga2``: NSGA-II with generations of
+    ``population_size``. ``random``.
+
+    ``startup_trials``: the random trials TPE and GP draw before they model (None: Optuna's
+    default, 10); NSGA-II's first generation is its start-up (``population_size``).
+    """
+    startup = {} if startup_trials is None else {"n_startup_trials": startup_trials}
+    if name in ("tpe", "tpe-univariate", "gp"):
         # The space is conditional (SE choices depend on the block type): grouped multivariate
-        # TPE models the joint choices per group. Optuna flags both options as experimental.
+        # TPE models the joint choices per group. Optuna flags both options, and the GP
+        # sampler, as experimental.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+            if name == "tpe":
+                return optuna.samplers.TPESampler(
+                    seed=seed, multivariate=True, group=True, **startup
+                )
+            if name == "tpe-univariate":
+                return optuna.samplers.TPESampler(seed=seed, multivariate=False, **startup)
+            return optuna.samplers.GPSampler(seed=seed, **startup)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=population_size)
-    return optuna.samplers.RandomSampler(seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise ConfigError(f"unknown sampler {name!r} (known: {', '.join(SAMPLER_NAMES)})")
 
 
 class StudySearcher(Searcher):
@@ -87,9 +123,11 @@ class StudySearcher(Searcher):
         open_storage: returns the study's storage; called when the searcher first needs it (also
             after Tune unpickled it on a resume), so no storage object or URL is ever pickled.
         mode: the objective mode (``reward`` or ``pareto``, :data:`OBJECTIVES_BY_MODE`).
-        sampler: ``tpe``, ``nsga2`` or ``random``.
+        sampler: ``tpe``, ``nsga2`` or ``random`` (a search config's choices), or another of
+            :data:`SAMPLER_NAMES`.
         seed: the sampler's seed.
         population_size: NSGA-II's generation size (``sampler: nsga2`` only).
+        startup_trials: TPE's and GP's random start-up trials (None: Optuna's default).
         driver: who asks (:func:`nas.search.driver.driver_id`), recorded on each trial as the
             user attribute ``driver``: a study that several drivers search says which asked.
         constraints: the search's bounds (none by default).
@@ -107,6 +145,7 @@ class StudySearcher(Searcher):
         sampler: str,
         seed: int,
         population_size: int = 50,
+        startup_trials: int | None = None,
         driver: str = "",
         constraints: Constraints | None = None,
         image_size: int = 0,
@@ -123,6 +162,7 @@ class StudySearcher(Searcher):
         self.sampler_name = sampler
         self.seed = seed
         self.population_size = population_size
+        self.startup_trials = startup_trials
         self.driver = driver
         self.constraints = constraints or Constraints()
         self.image_size = image_size
@@ -148,7 +188,9 @@ class StudySearcher(Searcher):
             self._study = optuna.load_study(
                 study_name=self.study_name,
                 storage=self.storage,
-                sampler=make_sampler(self.sampler_name, self.seed, self.population_size),
+                sampler=make_sampler(
+                    self.sampler_name, self.seed, self.population_size, self.startup_trials
+                ),
             )
         return self._study
 

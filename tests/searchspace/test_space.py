@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import optuna
@@ -12,6 +13,7 @@ from nas.errors import ConfigError
 from nas.search import SearchConfig
 from searchspace import ArchSpec, SpecError, build_model
 from searchspace.space import SearchSpace
+from searchspace.spec import StageSpec
 from tests import REPO
 
 
@@ -76,6 +78,76 @@ def test_space_size_counts_every_architecture():
     assert space.size == 36 * 27
 
 
+def _product_of_stage_choices(space: SearchSpace) -> set[ArchSpec]:
+    """Every spec of ``space``, written out independently of ``suggest``: per stage, every block
+    with its own SE options, every repeat count, kernel and expansion."""
+    per_stage = []
+    for choices in space.stages:
+        low, high = choices.repeats
+        options = []
+        for block in choices.blocks:
+            se_ratios = choices.se_ratios if block == "mbconv" else choices.fused_se_ratios
+            for repeats, kernel, expand, se_ratio in itertools.product(
+                range(low, high + 1), choices.kernels, choices.expand_ratios, se_ratios
+            ):
+                options.append(
+                    StageSpec(
+                        block,
+                        repeats,
+                        kernel,
+                        choices.stride,
+                        expand,
+                        choices.out_channels,
+                        se_ratio,
+                    )
+                )
+        per_stage.append(options)
+    return {space.spec_with(stages) for stages in itertools.product(*per_stage)}
+
+
+@pytest.mark.parametrize(
+    "space_data",
+    [
+        small_space(),
+        # Per-stage lists, a single-option stage, a fused SE choice and a fixed depth.
+        small_space(
+            fused_se_ratios=[0.0, 0.25],
+            stages=[
+                {"out_channels": 8, "stride": 1, "repeats": 2, "blocks": ["fused"]},
+                {
+                    "out_channels": 16,
+                    "stride": 2,
+                    "repeats": [1, 2],
+                    "kernels": [3, 5],
+                    "expand_ratios": [4],
+                    "blocks": ["mbconv"],
+                    "se_ratios": [0.25],
+                },
+                {
+                    "out_channels": 16,
+                    "stride": 1,
+                    "repeats": 1,
+                    "blocks": ["mbconv"],
+                    "kernels": [3],
+                    "expand_ratios": [1],
+                    "se_ratios": [0.0],
+                },
+            ],
+        ),
+    ],
+)
+def test_all_specs_is_exactly_the_set_the_sampler_draws(space_data):
+    space = SearchSpace.from_dict(space_data)
+    listed = list(space.all_specs())
+    assert len(listed) == len({spec.hash for spec in listed}) == space.size
+    assert set(listed) == _product_of_stage_choices(space)
+    assert listed == list(space.all_specs())  # a fixed order
+    # Whatever Optuna's random sampler draws through suggest() is listed.
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    drawn = {space.suggest(study.ask()) for _ in range(300)}
+    assert drawn <= set(listed)
+
+
 @pytest.mark.parametrize(
     ("change", "field"),
     [
@@ -120,3 +192,21 @@ def test_config_rejects_unknown_keys_and_bad_values(tmp_path):
         path.write_text(yaml.safe_dump({**base, **change}))
         with pytest.raises(ConfigError, match=message):
             SearchConfig.load(path)
+
+
+def test_the_bench_space_is_small_enough_to_record_and_keeps_every_kind_of_choice():
+    config = SearchConfig.load(REPO / "configs" / "bench.yaml")
+    quick = SearchConfig.load(REPO / "configs" / "quick.yaml")
+    specs = list(config.space.all_specs())
+    assert len(specs) == config.space.size == 384
+    # The quick search's proxy, and a corner of its space.
+    for key in ("dataset", "image_size", "batch_size", "epochs", "evaluation"):
+        assert getattr(config, key) == getattr(quick, key)
+    assert config.timing_size == quick.timing_size == 36
+    quick_stages = {(s.out_channels, s.stride) for s in quick.space.stages}
+    assert {(s.out_channels, s.stride) for s in config.space.stages} == quick_stages
+    varied = {
+        kind: {tuple(getattr(stage, kind) for stage in spec.stages) for spec in specs}
+        for kind in ("block", "kernel", "expand_ratio", "repeats")
+    }
+    assert all(len(values) > 1 for values in varied.values()), varied

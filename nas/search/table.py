@@ -1,0 +1,293 @@
+"""A recorded benchmark table: every net of a small space trained with a search's proxy, per seed.
+
+``bench/record_table.py`` writes it (:data:`TABLE_FORMAT`, gzip-compressed JSON); the replay
+(:mod:`nas.search.replay`) runs searches against it with a simulated clock. One file holds:
+
+- ``config``: the search config whose space and proxy were recorded (its ``to_dict``);
+- ``seeds``: the training seeds recorded; a net's seed-``s`` run is what a search with ``seed:
+  s`` records for it (the seed draws the search and held-out images and the training);
+- ``nets``: per net of the space, its ``spec`` and ``hash``, ``params``, ``flops`` at the final
+  size (the space's ``train_resolution``) and ``flops_proxy`` at the proxy's, and its step time
+  at both sizes (``step_time_ms``, ``step_time_proxy_ms``: the median over the timing passes,
+  every pass's figure in ``step_time_passes_ms``); and ``runs``, per seed (as a string key):
+  ``status`` (``ok`` or ``failed``, with ``failure``), per epoch the held-out ``accuracy``, the
+  ``train_loss``, the training ``epoch_cpu_seconds`` and ``cpu_at_epoch`` (the trial's process
+  CPU seconds from its start to that epoch's report, held-out passes included), the
+  ``test_accuracy`` at the end and ``cpu_seconds`` (the whole evaluation's);
+- ``reference``: the reference net's step times, parameters and FLOPs, timed in the same passes,
+  which normalize a net's step time and parameters as a search does;
+- ``timing``: how the passes timed (passes, steps, clock, threads, sizes);
+- ``provenance``: the command, git commit, machine, torch version and dates of the recording.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import statistics
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nas.errors import ConfigError
+from nas.search.config import SearchConfig
+from searchspace.files import atomic_write
+
+__all__ = [
+    "TABLE_FORMAT",
+    "Net",
+    "Run",
+    "Table",
+    "read_table_data",
+    "synthetic_table_data",
+    "write_table_data",
+]
+
+#: The ``format`` of a table file this module reads.
+TABLE_FORMAT = "effnas-table/1"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One net trained once, with one seed (see the module)."""
+
+    status: str
+    accuracy: tuple[float, ...]
+    train_loss: tuple[float, ...]
+    test_accuracy: float | None
+    cpu_seconds: float
+    cpu_at_epoch: tuple[float, ...]
+    epoch_cpu_seconds: tuple[float, ...]
+    failure: str = ""
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Run:
+        return cls(
+            status=data["status"],
+            accuracy=tuple(float(v) for v in data.get("accuracy", ())),
+            train_loss=tuple(float(v) for v in data.get("train_loss", ())),
+            test_accuracy=_float_or_none(data.get("test_accuracy")),
+            cpu_seconds=float(data["cpu_seconds"]),
+            cpu_at_epoch=tuple(float(v) for v in data.get("cpu_at_epoch", ())),
+            epoch_cpu_seconds=tuple(float(v) for v in data.get("epoch_cpu_seconds", ())),
+            failure=data.get("failure", ""),
+        )
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def heldout_cpu_seconds(self) -> float:
+        """The CPU seconds of one held-out pass: between two epochs' reports, what the training
+        epoch did not spend (the median over the epochs after the first; 0 with one epoch)."""
+        gaps = [
+            self.cpu_at_epoch[k] - self.cpu_at_epoch[k - 1] - self.epoch_cpu_seconds[k]
+            for k in range(1, min(len(self.cpu_at_epoch), len(self.epoch_cpu_seconds)))
+        ]
+        return max(0.0, statistics.median(gaps)) if gaps else 0.0
+
+    def report_times(self, per_epoch: bool) -> tuple[list[float], float]:
+        """When, in CPU seconds from its start, a trial of this run reports each epoch and its
+        closing record.
+
+        ``per_epoch``: the trial measures held-out accuracy after every epoch (a search with
+        early stopping; the recording did so): each epoch's report comes at the CPU time it was
+        recorded at, the closing record at the whole run's. Otherwise (no scheduler: held-out
+        accuracy after the last epoch only, and no epoch reports) the closing record comes at
+        the whole run's time less the held-out passes such a trial does not make.
+        """
+        if per_epoch:
+            return list(self.cpu_at_epoch), self.cpu_seconds
+        skipped = max(0, len(self.cpu_at_epoch) - 1) * self.heldout_cpu_seconds
+        return [], max(0.0, self.cpu_seconds - skipped)
+
+
+@dataclass(frozen=True)
+class Net:
+    """One net of the table: its figures and its runs, by seed."""
+
+    spec: str
+    hash: str
+    params: int
+    flops: int
+    step_time_ms: float
+    step_time_proxy_ms: float | None
+    runs: Mapping[int, Run]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Net:
+        return cls(
+            spec=data["spec"],
+            hash=data["hash"],
+            params=int(data["params"]),
+            flops=int(data["flops"]),
+            step_time_ms=float(data["step_time_ms"]),
+            step_time_proxy_ms=_float_or_none(data.get("step_time_proxy_ms")),
+            runs={int(seed): Run.from_dict(run) for seed, run in data.get("runs", {}).items()},
+        )
+
+    @property
+    def test_accuracy(self) -> float | None:
+        """The mean test accuracy over the seeds whose run finished (None if none did)."""
+        values = [
+            r.test_accuracy for r in self.runs.values() if r.ok and r.test_accuracy is not None
+        ]
+        return statistics.fmean(values) if values else None
+
+
+@dataclass(frozen=True)
+class Table:
+    """A recorded table (see the module), read with :meth:`read`."""
+
+    config: SearchConfig
+    seeds: tuple[int, ...]
+    nets: tuple[Net, ...]
+    reference: Mapping[str, Any]
+    timing: Mapping[str, Any]
+    provenance: Mapping[str, Any]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "table") -> Table:
+        """Raises:
+        ConfigError: not a table of :data:`TABLE_FORMAT`, or one without the step times."""
+        if not isinstance(data, Mapping) or data.get("format") != TABLE_FORMAT:
+            found = data.get("format") if isinstance(data, Mapping) else type(data).__name__
+            raise ConfigError(f"{source}: not an effnas table ({TABLE_FORMAT}), got {found!r}")
+        reference = data.get("reference") or {}
+        if "step_time_ms" not in reference:
+            raise ConfigError(f"{source}: no timing pass recorded yet (no reference step time)")
+        try:
+            nets = tuple(Net.from_dict(net) for net in data["nets"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise ConfigError(f"{source}: a net lacks a figure ({error})") from None
+        return cls(
+            config=SearchConfig.from_dict(data["config"], source=f"{source}: config"),
+            seeds=tuple(int(seed) for seed in data["seeds"]),
+            nets=nets,
+            reference=reference,
+            timing=data.get("timing", {}),
+            provenance=data.get("provenance", {}),
+        )
+
+    @classmethod
+    def read(cls, path: str | Path) -> Table:
+        return cls.from_dict(read_table_data(path), source=str(path))
+
+    @property
+    def epochs(self) -> int:
+        return self.config.epochs
+
+    def by_hash(self) -> dict[str, Net]:
+        return {net.hash: net for net in self.nets}
+
+    def missing(self) -> list[tuple[str, int]]:
+        """The (net hash, seed) pairs with no run: empty for a complete table."""
+        return [(n.hash, s) for n in self.nets for s in self.seeds if s not in n.runs]
+
+
+def _float_or_none(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def read_table_data(path: str | Path) -> dict[str, Any]:
+    """The raw mapping of a table file (gzip JSON, or plain JSON when not compressed).
+
+    Raises:
+        ConfigError: the file cannot be read or is not JSON.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+        text = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+        return json.loads(text)
+    except (OSError, ValueError, EOFError) as error:
+        raise ConfigError(f"{path}: cannot read the table ({error})") from None
+
+
+def write_table_data(path: str | Path, data: Mapping[str, Any]) -> Path:
+    """Write a table atomically as gzip-compressed JSON (reproducible bytes: no timestamp in the
+    gzip header)."""
+    text = json.dumps(data, separators=(",", ":"), allow_nan=False).encode()
+    return atomic_write(path, gzip.compress(text, compresslevel=9, mtime=0))
+
+
+def synthetic_table_data(
+    config: SearchConfig, seeds: int = 2, *, seed: int = 0, steps_per_epoch: int = 157
+) -> dict[str, Any]:
+    """A table of made-up but consistent figures for every net of ``config``'s space: for tests
+    and for timing the replay without a recording.
+
+    Parameters and FLOPs are the nets' own (counted from the specs); the step time follows the
+    FLOPs to a power with a per-net factor (so FLOPs rank it imperfectly); each net has a true
+    accuracy that grows with its parameters (and a per-net factor), its runs approach it epoch
+    by epoch with seed noise; a run's CPU seconds are its steps times its step time, plus a
+    held-out pass per epoch and a setup.
+    """
+    from scaling.measures import spec_flops, spec_parameters
+    from searchspace import load_arch
+
+    rng = np.random.default_rng(seed)
+    epochs = config.epochs
+    nets = []
+    for spec in config.space.all_specs():
+        params = spec_parameters(spec)
+        flops = spec_flops(spec, config.timing_size)
+        step_ms = 25.0 * (flops / 4e6) ** 0.5 * float(rng.lognormal(0.0, 0.25))
+        proxy_ms = step_ms * (config.image_size / config.timing_size) ** 2
+        true = 0.55 + 0.08 * math.log(params / 5e4) + float(rng.normal(0.0, 0.03))
+        runs = {}
+        for s in range(seeds):
+            final = min(0.99, max(0.11, true + float(rng.normal(0.0, 0.01))))
+            curve = [
+                final * (1 - 0.5 ** (k + 1)) / (1 - 0.5 ** (epochs + 1)) for k in range(epochs)
+            ]
+            epoch_cpu = [steps_per_epoch * proxy_ms / 1000 for _ in range(epochs)]
+            heldout = 0.2 * epoch_cpu[0]
+            at_epoch = list(np.cumsum([e + heldout for e in epoch_cpu]) + 1.0)
+            runs[str(config.seed + s)] = {
+                "status": "ok",
+                "failure": "",
+                "accuracy": curve,
+                "train_loss": [2.3 * (1 - a) for a in curve],
+                "test_accuracy": min(1.0, final + float(rng.normal(0.0, 0.005))),
+                "epoch_cpu_seconds": epoch_cpu,
+                "cpu_at_epoch": [float(t) for t in at_epoch],
+                "cpu_seconds": float(at_epoch[-1]) + heldout,
+            }
+        nets.append(
+            {
+                "spec": spec.to_string(),
+                "hash": spec.hash,
+                "params": params,
+                "flops": flops,
+                "flops_proxy": spec_flops(spec, config.image_size),
+                "step_time_ms": step_ms,
+                "step_time_proxy_ms": proxy_ms,
+                "runs": runs,
+            }
+        )
+    reference = load_arch(config.eval_config().reference).replace(
+        num_classes=config.space.num_classes
+    )
+    return {
+        "format": TABLE_FORMAT,
+        "config": config.to_dict(),
+        "seeds": [config.seed + s for s in range(seeds)],
+        "timing": {"synthetic": True},
+        "reference": {
+            "spec": reference.to_string(),
+            "params": spec_parameters(reference),
+            "flops": spec_flops(reference, config.timing_size),
+            "step_time_ms": 50.0,
+        },
+        "nets": nets,
+        "provenance": {"synthetic": True},
+    }

@@ -1,0 +1,128 @@
+"""bench/record_table.py end to end on a tiny space: every net and seed recorded through Ray Tune,
+the step times timed in passes, resumed after a kill without training anything twice."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from nas.search import SearchConfig
+from nas.search.table import Table, read_table_data
+from tests import REPO
+from tests.bench.test_table import check_reproduced, check_schema_and_coverage
+from tests.nas.search.helpers import kill_session
+
+#: 2 x 2 = 4 nets, 2 epochs on 400 generated images.
+TINY = {
+    "study": "tiny",
+    "dataset": "synthetic:400",
+    "image_size": 16,
+    "batch_size": 32,
+    "epochs": 2,
+    "concurrent": 2,
+    "resources": {"cpus": 1, "gpus": 0},
+    "early_stopping": False,
+    "evaluation": {"timing_clock": "cpu", "timing_steps": 2, "timing_warmup": 1},
+    "space": {
+        "stem_channels": 8,
+        "head_channels": 32,
+        "num_classes": 10,
+        "train_resolution": 24,
+        "eval_resolution": 24,
+        "stages": [
+            {"out_channels": 8, "stride": 1, "repeats": [1, 2], "blocks": ["mbconv"],
+             "kernels": [3], "expand_ratios": [1], "se_ratios": [0.0]},
+            {"out_channels": 16, "stride": 2, "repeats": 1, "blocks": ["fused", "mbconv"],
+             "kernels": [3], "expand_ratios": [1], "se_ratios": [0.0]},
+        ],
+    },
+}  # fmt: skip
+
+
+def _command(path, out, seeds: int) -> list[str]:
+    return [sys.executable, "bench/record_table.py", str(path), "--seeds", str(seeds),
+            "--passes", "2", "--out", str(out), "--work", str(out.parent / "work")]  # fmt: skip
+
+
+def _runs(out) -> dict[tuple[str, str], dict]:
+    if not out.exists():
+        return {}
+    data = read_table_data(out)
+    return {(net["hash"], seed): run for net in data["nets"] for seed, run in net["runs"].items()}
+
+
+@pytest.mark.slow
+def test_every_net_and_seed_is_recorded_and_a_killed_recording_resumes(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    out = tmp_path / "data" / "table.json.gz"
+    env = {**os.environ, "EFFNAS_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(REPO)}
+    run = {"cwd": REPO, "env": env, "capture_output": True, "text": True, "timeout": 600}
+
+    # One seed, to the end.
+    first = subprocess.run(_command(path, out, 1), **run)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    seed_0 = _runs(out)
+    assert len(seed_0) == 4 and {seed for _, seed in seed_0} == {"0"}
+
+    # A second seed, killed once a run of it is recorded.
+    second = subprocess.Popen(
+        _command(path, out, 2), cwd=REPO, env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while not any(seed == "1" for _, seed in _runs(out)):
+            assert second.poll() is None, "the recording ended before it was killed"
+            assert time.monotonic() < deadline, "no run of seed 1 within 300 s"
+            time.sleep(0.1)
+    finally:
+        kill_session(second)
+    killed = _runs(out)  # the file is whole: written atomically
+    assert {key: value for key, value in killed.items() if key[1] == "0"} == seed_0
+    done_before = sum(seed == "1" for _, seed in killed)
+
+    # The same command again: only what is missing is trained.
+    third = subprocess.run(_command(path, out, 2), **run)
+    assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
+    assert "seed 0: training" not in third.stdout
+    if done_before < 4:
+        assert f"seed 1: training {4 - done_before} nets" in third.stdout
+    final = _runs(out)
+    for key, value in killed.items():
+        assert final[key] == value  # nothing recorded is trained again
+
+    table = Table.read(out)
+    config = SearchConfig.load(path)
+    assert table.missing() == [] and table.seeds == (0, 1)
+    assert [net.spec for net in table.nets] == [s.to_string() for s in config.space.all_specs()]
+    for net in table.nets:
+        assert net.step_time_ms > 0 and net.step_time_proxy_ms > 0
+        for run_ in net.runs.values():
+            assert run_.ok and len(run_.accuracy) == len(run_.train_loss) == 2
+            assert all(loss > 0 for loss in run_.train_loss)  # every epoch's training loss
+            assert run_.test_accuracy is not None
+            assert 0 < run_.cpu_at_epoch[0] < run_.cpu_at_epoch[1] <= run_.cpu_seconds
+            assert all(0 < seconds < run_.cpu_seconds for seconds in run_.epoch_cpu_seconds)
+    data = read_table_data(out)
+    assert all(len(net["step_time_passes_ms"]["final"]) == 2 for net in data["nets"])
+    assert table.reference["step_time_ms"] > 0 and table.timing["space"]["nets"] == 4
+    sessions = table.provenance["sessions"]
+    assert len(sessions) == 3 and sessions[0]["commit"] and sessions[0]["torch"]
+    assert "bench/record_table.py" in sessions[0]["command"]
+    assert table.provenance["cost"]["runs"] == 8
+    # The checks the shipped table gets: a fresh evaluation as a search's (no held-out pass
+    # before the last epoch) reproduces the recorded runs.
+    check_schema_and_coverage(table, config)
+    check_reproduced(table, count=2)
+
+    # Another config's table is refused, whatever the seeds.
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump({**TINY, "epochs": 3}))
+    refused = subprocess.run(_command(other, out, 2), **run)
+    assert refused.returncode == 2 and "records another config" in refused.stderr

@@ -1,0 +1,208 @@
+"""Replaying searches against a recorded table: the real searcher and schedulers, the clock."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import sys
+
+import optuna
+import pytest
+from ray import cloudpickle as ray_cloudpickle
+
+from nas.evaluate.reward import reward
+from nas.search import run_search
+from nas.search.replay import METHODS, flops_exponent, method_config, prefix, replay
+from nas.search.table import Run, Table, synthetic_table_data
+from searchspace import ArchSpec
+from tests.nas.search.helpers import small_config
+
+# Ray workers unpickle the table-reading evaluator below; this module is not importable there.
+ray_cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+#: (2 blocks x 2 depths) x (3 depths x 2 kernels x 2 expansions) = 48 nets: enough that TPE's
+#: choices after its start-up are its own.
+SPACE = {
+    "stem_channels": 8,
+    "head_channels": 32,
+    "num_classes": 10,
+    "train_resolution": 32,
+    "eval_resolution": 32,
+    "stages": [
+        {"out_channels": 8, "stride": 1, "repeats": [1, 2], "blocks": ["fused", "mbconv"],
+         "kernels": [3], "expand_ratios": [1], "se_ratios": [0.0]},
+        {"out_channels": 16, "stride": 2, "repeats": [1, 3], "blocks": ["mbconv"],
+         "kernels": [3, 5], "expand_ratios": [1, 4], "se_ratios": [0.0]},
+    ],
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory) -> Table:
+    """A made-up but consistent table of the 48 nets, 3 epochs, 2 seeds."""
+    config = small_config(
+        tmp_path_factory.mktemp("table"), space=SPACE, epochs=3, image_size=16, trials=14
+    )
+    return Table.from_dict(synthetic_table_data(config, seeds=2, seed=1))
+
+
+def test_the_table_lists_every_net_of_its_space_with_every_seed(table):
+    assert {net.spec for net in table.nets} == {
+        spec.to_string() for spec in table.config.space.all_specs()
+    }
+    assert len(table.nets) == 48 and table.missing() == []
+    assert all(len(net.runs[0].accuracy) == table.epochs for net in table.nets)
+
+
+# -- the replay drives the real searcher and schedulers: a live search makes the same choices ---
+
+#: What the live search's stand-in evaluation looks up (set before the search; Ray workers get
+#: it with the pickled function).
+_LIVE: dict = {}
+
+
+def table_evaluate(spec: ArchSpec, settings: dict, report) -> dict:
+    """A search trial that trains nothing: the table's run of ``spec`` with the live seed,
+    reported epoch by epoch when the search asks for it, scored as a trial scores it."""
+    table, seed = _LIVE["table"], _LIVE["seed"]
+    net = table.by_hash()[spec.hash]
+    run = net.runs[seed]
+    config = settings["eval_config"]
+    figures = {
+        "step_time_ms": net.step_time_ms,
+        "step_time_norm": net.step_time_ms / table.reference["step_time_ms"],
+        "params": net.params,
+        "params_norm": net.params / table.reference["params"],
+        "flops": net.flops,
+    }
+
+    def score(accuracy: float) -> float:
+        cost = figures["step_time_norm"]
+        return reward(accuracy, cost, figures["params_norm"], config.reward_w, config.reward_v)
+
+    if settings.get("per_epoch", True):
+        for epoch, accuracy in enumerate(run.accuracy, start=1):
+            report({**figures, "accuracy": accuracy, "reward": score(accuracy), "epochs": epoch})
+    return {
+        **figures,
+        "spec": spec.to_string(),
+        "hash": spec.hash,
+        "accuracy": run.accuracy[-1],
+        "test_accuracy": run.test_accuracy,
+        "reward": score(run.accuracy[-1]),
+        "status": "ok",
+        "failure": "",
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["tpe", "asha", "pareto-asha"])
+def test_a_replay_chooses_what_a_live_search_chooses(table, tmp_path, method):
+    """The same method, sampler seed and table seed: a live search (Ray Tune, one trial at a
+    time, each trial looking its figures up in the table) and its replay ask for the same nets
+    in the same order, and the scheduler stops the same ones."""
+    seed, budget = 1, 14
+    config = method_config(table, METHODS[method], budget=budget, seed=seed, workers=1)
+    config = config.replace(runs_dir=str(tmp_path / "runs"), dataset="synthetic:100")
+    _LIVE.update(table=table, seed=seed)
+    run_search(config, evaluate=table_evaluate, log=lambda line: None)
+    live = optuna.load_study(study_name=config.study, storage=config.storage_url).get_trials()
+    # The live search's samplers start with Optuna's 10 random trials: so does this replay.
+    replayed = replay(table, METHODS[method], budget=budget, seed=seed, workers=1, startup=10)
+    states = {"complete": "COMPLETE", "reused": "COMPLETE", "stopped": "PRUNED"}
+    assert [(t.number, t.user_attrs["hash"], t.state.name) for t in live] == [
+        (t.number, t.hash, states[t.state]) for t in replayed
+    ]
+    assert [t.user_attrs.get("reward") for t in live if t.state.name == "COMPLETE"] == [
+        pytest.approx(t.reward) for t in replayed if t.state in ("complete", "reused")
+    ]
+    if method != "tpe":
+        assert any(t.state == "stopped" for t in replayed)  # the scheduler had its say
+
+
+def test_a_replay_is_reproducible_and_its_seed_moves_it(table):
+    first = replay(table, METHODS["tpe"], budget=20, seed=3)
+    assert [t.to_dict() for t in first] == [
+        t.to_dict() for t in replay(table, METHODS["tpe"], budget=20, seed=3)
+    ]
+    other = replay(table, METHODS["tpe"], budget=20, seed=4)
+    assert [t.hash for t in first] != [t.hash for t in other]
+
+
+# -- the simulated clock -------------------------------------------------------------------------
+
+
+def _run_of(table: Table, trial) -> Run:
+    return table.by_hash()[trial.hash].runs[table.seeds[3 % len(table.seeds)]]
+
+
+@pytest.mark.parametrize("method", ["asha", "pareto-asha"])
+def test_a_stopped_trial_costs_only_the_epochs_it_ran(table, method):
+    trials = replay(table, METHODS[method], budget=24, seed=3, workers=1)
+    stopped = [t for t in trials if t.state == "stopped"]
+    assert stopped and any(t.state == "complete" for t in trials)
+    for trial in trials:
+        run = _run_of(table, trial)
+        if trial.state == "stopped":
+            assert 1 <= trial.epochs <= table.epochs
+            # Up to its last report: the epochs it ran, the held-out passes after them.
+            assert trial.end - trial.start == pytest.approx(run.cpu_at_epoch[trial.epochs - 1])
+            assert trial.end - trial.start < run.cpu_seconds
+        elif trial.state == "complete":
+            assert trial.end - trial.start == pytest.approx(run.cpu_seconds)
+        else:
+            assert trial.state == "reused" and trial.end == trial.start
+    # One worker: each trial starts when the one before it ends.
+    for before, after in itertools.pairwise(trials):
+        assert after.start == pytest.approx(before.end)
+
+
+def test_without_a_scheduler_a_trial_skips_the_heldout_passes_before_its_last_epoch(table):
+    trials = replay(table, METHODS["random"], budget=12, seed=3, workers=2)
+    for trial in trials:
+        if trial.state == "complete":
+            run = _run_of(table, trial)
+            skipped = (table.epochs - 1) * run.heldout_cpu_seconds
+            assert run.heldout_cpu_seconds > 0
+            assert trial.end - trial.start == pytest.approx(run.cpu_seconds - skipped)
+    # Two workers: never more than two trials at once, and the second starts at 0.
+    assert trials[0].start == trials[1].start == 0.0
+    for trial in trials:
+        running = [t for t in trials if t.start <= trial.start < t.end]
+        assert len(running) <= 2
+
+
+def test_report_times_follow_the_recorded_cpu_seconds():
+    run = Run(
+        status="ok",
+        accuracy=(0.3, 0.5, 0.6),
+        train_loss=(2.0, 1.5, 1.2),
+        test_accuracy=0.58,
+        cpu_seconds=40.0,
+        cpu_at_epoch=(12.0, 24.0, 36.0),  # 2 s of setup, 8 s of training, 2 s held-out each
+        epoch_cpu_seconds=(8.0, 10.0, 10.0),
+    )
+    assert run.heldout_cpu_seconds == 2.0
+    assert run.report_times(per_epoch=True) == ([12.0, 24.0, 36.0], 40.0)
+    assert run.report_times(per_epoch=False) == ([], 36.0)
+
+
+def test_a_budget_is_the_first_trials_of_a_larger_one_without_a_scheduler(table):
+    for name in ("tpe", "random", "mo-tpe"):
+        large = replay(table, METHODS[name], budget=20, seed=5, startup=4)
+        small = replay(table, METHODS[name], budget=12, seed=5, startup=4)
+        assert [t.to_dict() for t in prefix(large, 12)] == [t.to_dict() for t in small]
+
+
+# -- the FLOPs-guided reward -------------------------------------------------------------------
+
+
+def test_the_flops_exponent_is_the_step_time_exponent_times_the_tables_slope(table):
+    data = copy.deepcopy(synthetic_table_data(table.config, seeds=1))
+    for net in data["nets"]:
+        net["step_time_ms"] = 3.0 * net["flops"] ** 0.4  # step time = 3 F^0.4 exactly
+    exponent = flops_exponent(Table.from_dict(data))
+    assert exponent == pytest.approx(0.4 * table.config.reward_w)
+    config = method_config(table, METHODS["flops-tpe"], budget=10, seed=0, workers=2)
+    assert config.eval_config().reward_cost == "flops"
+    assert config.reward_w == pytest.approx(flops_exponent(table))
