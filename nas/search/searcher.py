@@ -176,6 +176,13 @@ class StudySearcher(Searcher):
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_storage": None, "_study": None}
 
+    #: Attributes added since searches were first pickled, with the value an older search had:
+    #: ``--resume`` unpickles the searcher its run saved, possibly with an older effnas.
+    _ADDED_SINCE = {"startup_trials": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update({**self._ADDED_SINCE, **state})
+
     @property
     def storage(self) -> Any:
         if self._storage is None:

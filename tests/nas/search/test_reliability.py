@@ -18,6 +18,7 @@ from nas.cli import main
 from nas.search import SearchConfig, run_search
 from nas.search.rundir import hold_run_dir
 from searchspace import ArchSpec
+from searchspace.space import SearchSpace
 from tests.nas.search.helpers import SMALL_SPACE, small_config, write_config
 
 ray_cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -69,3 +70,40 @@ def test_a_refused_search_leaves_no_run_directory(tmp_path, capsys):
     assert main(["search", str(path)]) == 2
     assert "nosuch://x/y" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def _in_memory_storage():
+    # A module-level function: the searcher's state holds it as its storage opener.
+    return _STORAGE
+
+
+_STORAGE = None
+
+
+def test_a_searcher_pickled_before_an_attribute_was_added_still_resumes():
+    # ``--resume`` unpickles the searcher that the run saved, perhaps with an older effnas: a
+    # state without ``startup_trials`` (added later) gets the value older searches had.
+    import optuna
+    from optuna.samplers import TPESampler
+
+    from nas.search.searcher import StudySearcher
+
+    global _STORAGE
+    _STORAGE = optuna.storages.InMemoryStorage()
+    optuna.create_study(study_name="old", storage=_STORAGE, directions=["maximize"])
+    searcher = StudySearcher(
+        SearchSpace.from_dict(SMALL_SPACE),
+        "old",
+        _in_memory_storage,
+        mode="reward",
+        sampler="tpe",
+        seed=0,
+    )
+    state = searcher.__getstate__()
+    del state["startup_trials"]
+    restored = StudySearcher.__new__(StudySearcher)
+    restored.__setstate__(state)
+    assert restored.startup_trials is None
+    sampler = restored.study.sampler
+    assert isinstance(sampler, TPESampler)
+    assert sampler._n_startup_trials == TPESampler()._n_startup_trials
