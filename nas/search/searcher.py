@@ -40,8 +40,9 @@ import math
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import numpy as np
 import optuna
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
@@ -114,6 +115,18 @@ def make_sampler(
     raise ConfigError(f"unknown sampler {name!r} (known: {', '.join(SAMPLER_NAMES)})")
 
 
+def resumed_seed(seed: int, asked: int) -> int:
+    """The sampler's seed for a study that already holds ``asked`` trials: ``seed`` itself for a
+    new study (a search is reproducible from its seed), another seed derived from both once
+    trials exist. A sampler seeded as the search began would draw the same random start-up
+    nets again after a resume (or in a second driver joining the study): the search would spend
+    its trials re-evaluating nets it has (found when a resumed quick search re-drew its first
+    four nets)."""
+    if asked == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, asked]).generate_state(1)[0])
+
+
 class StudySearcher(Searcher):
     """A Tune ``Searcher`` over an Optuna study; see the module docstring.
 
@@ -178,7 +191,7 @@ class StudySearcher(Searcher):
 
     #: Attributes added since searches were first pickled, with the value an older search had:
     #: ``--resume`` unpickles the searcher its run saved, possibly with an older effnas.
-    _ADDED_SINCE = {"startup_trials": None}
+    _ADDED_SINCE: ClassVar[dict[str, Any]] = {"startup_trials": None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update({**self._ADDED_SINCE, **state})
@@ -192,11 +205,16 @@ class StudySearcher(Searcher):
     @property
     def study(self) -> optuna.Study:
         if self._study is None:
+            study_id = self.storage.get_study_id_from_name(self.study_name)
+            asked = len(self.storage.get_all_trials(study_id, deepcopy=False))
             self._study = optuna.load_study(
                 study_name=self.study_name,
                 storage=self.storage,
                 sampler=make_sampler(
-                    self.sampler_name, self.seed, self.population_size, self.startup_trials
+                    self.sampler_name,
+                    resumed_seed(self.seed, asked),
+                    self.population_size,
+                    self.startup_trials,
                 ),
             )
         return self._study

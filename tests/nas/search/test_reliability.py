@@ -107,3 +107,28 @@ def test_a_searcher_pickled_before_an_attribute_was_added_still_resumes():
     sampler = restored.study.sampler
     assert isinstance(sampler, TPESampler)
     assert sampler._n_startup_trials == TPESampler()._n_startup_trials
+
+
+def test_a_resumed_search_does_not_draw_its_first_nets_again():
+    # A sampler seeded as the search began repeats its random start-up draws: after a resume
+    # the search re-drew (and re-used) the nets it had, spending its trials on nothing new.
+    import optuna
+
+    from nas.search.searcher import StudySearcher
+
+    global _STORAGE
+    space = SearchSpace.from_dict(SMALL_SPACE)
+
+    def specs(study: str, count: int, offset: int = 0) -> list[str]:
+        searcher = StudySearcher(
+            space, study, _in_memory_storage, mode="reward", sampler="tpe", seed=0
+        )
+        return [searcher.suggest(f"t{offset + i}")["spec"] for i in range(count)]
+
+    _STORAGE = optuna.storages.InMemoryStorage()
+    for name in ("first", "again"):
+        optuna.create_study(study_name=name, storage=_STORAGE, directions=["maximize"])
+    before = specs("first", 4)
+    assert specs("again", 4) == before  # a new search: reproducible from its seed
+    after = specs("first", 4, offset=4)  # the driver restarted on the same study
+    assert after != before and not set(after) & set(before)
