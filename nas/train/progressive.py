@@ -44,8 +44,8 @@ random draws from the run's seed, and rank 0 alone evaluates, keeps the EMA and 
 
 from __future__ import annotations
 
+import dataclasses
 import random
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -54,9 +54,6 @@ from typing import Any, Protocol
 
 import torch
 from torch import nn
-from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LRScheduler
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchvision.transforms import v2
 
 from nas.data.bundle import DataBundle, shard_seed
@@ -78,7 +75,15 @@ from nas.train.device import (
     resolve_precision,
 )
 from nas.train.initial import check_initial_weights, load_initial_weights
-from nas.train.loop import EpochCallback, LossReduction, evaluate_accuracy, train_one_epoch
+from nas.train.loop import (
+    EpochCallback,
+    EpochStats,
+    LossReduction,
+    TrainState,
+    evaluate_accuracy,
+    train_one_epoch,
+    weight_ema,
+)
 from nas.train.metrics import write_metrics
 from nas.train.optim import build_optimizer, build_scheduler, make_loss
 from nas.train.schedule import StageSettings
@@ -93,7 +98,6 @@ __all__ = [
     "ModelBuilder",
     "ProgressiveResult",
     "TrainingRun",
-    "ema_multi_avg_fn",
     "finish_run",
     "open_run",
     "run_epochs",
@@ -149,51 +153,6 @@ class ProgressiveResult:
             out_dir=out_dir,
             resumed_from=resumed_from,
         )
-
-
-def ema_multi_avg_fn(decay: float) -> Callable[[list, list, torch.Tensor], None]:
-    """torch's EMA update (``get_ema_multi_avg_fn``) with the reference code's warm-up.
-
-    The reference code averages with TensorFlow's ``ExponentialMovingAverage(decay,
-    num_updates=global_step)``, whose decay after ``n`` updates is ``min(decay, (1 + n) / (10 +
-    n))``. torch's function takes a fixed decay; without the warm-up a 0.9999 EMA would hold the
-    initial weights for tens of thousands of steps, longer than most fine-tuning runs.
-    """
-
-    def update(ema_params: list, model_params: list, num_averaged: torch.Tensor) -> None:
-        updates = int(num_averaged)
-        warmed = min(decay, (1 + updates) / (10 + updates))
-        get_ema_multi_avg_fn(warmed)(ema_params, model_params, num_averaged)
-
-    return update
-
-
-@dataclass
-class _Parts:
-    """What training carries from stage to stage: the model, its EMA, the optimizer, the LR
-    schedule and the loss. ``trained`` is the model as the steps run it: the model itself, or
-    its data-parallel wrapper (which shares its parameters)."""
-
-    model: nn.Module
-    ema: AveragedModel | None
-    optimizer: Optimizer
-    scheduler: LRScheduler
-    loss_fn: nn.Module
-    trained: nn.Module | None = None
-
-    @property
-    def evaluated(self) -> nn.Module:
-        """The weights that are evaluated and saved: the EMA's, if there is one."""
-        return self.ema.module if self.ema is not None else self.model
-
-    def modules(self) -> dict[str, Any]:
-        """What a checkpoint saves and restores, by name (``ema`` is None when off)."""
-        return {
-            "model": self.model,
-            "ema": self.ema,
-            "optimizer": self.optimizer,
-            "scheduler": self.scheduler,
-        }
 
 
 class Context(Protocol):
@@ -264,7 +223,7 @@ class TrainingRun:
     out_dir: Path
     device: torch.device
     precision: str
-    parts: _Parts
+    parts: TrainState
     eval_data: DataBundle
     eval_loader: Any
     history: list[dict[str, float]]
@@ -416,7 +375,7 @@ def open_run(
         check_checkpoint(checkpoint, spec, config.to_dict(), out_dir / CHECKPOINT_NAME)
         history, start_epoch = restore_checkpoint(checkpoint, parts.modules(), device)
         say(f"resuming {out_dir} after epoch {start_epoch} of {config.epochs}")
-    parts.trained = context.wrap(parts.model)
+    parts.wrapped = context.wrap(parts.model)
     record = _start_record(spec, config, device, history, context.world_size)
     if build is not None:
         record["model"] = f"{type(parts.model).__module__}.{type(parts.model).__qualname__}"
@@ -467,9 +426,9 @@ def run_epochs(
             before = run.history[-1] if run.history else {}
             metrics.update(
                 epoch=epoch + 1,
-                train_seconds=before.get("train_seconds", 0.0) + stats["seconds"],
+                train_seconds=before.get("train_seconds", 0.0) + stats.seconds,
                 # .get: a run resumed from a checkpoint older than this column starts it at 0.
-                train_cpu_seconds=before.get("train_cpu_seconds", 0.0) + stats["cpu_seconds"],
+                train_cpu_seconds=before.get("train_cpu_seconds", 0.0) + stats.cpu_seconds,
             )
             run.history.append(metrics)
             _write_run_files(run, context, epoch + 1)
@@ -487,7 +446,7 @@ def _build(
     ema: bool,
     say: Callable[[str], None],
     build: ModelBuilder | None = None,
-) -> _Parts:
+) -> TrainState:
     """Model, EMA (if ``ema`` and the config has one), optimizer, LR schedule and loss: built
     once, carried across every stage. The same seed builds the same weights on every worker."""
     random.seed(config.seed)
@@ -498,18 +457,14 @@ def _build(
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes within a stage
     model.to(device, memory_format=memory_format_for(device))
-    averaged = (
-        AveragedModel(model, multi_avg_fn=ema_multi_avg_fn(config.ema_decay), use_buffers=True)
-        if config.ema_decay > 0 and ema
-        else None
-    )
+    averaged = weight_ema(model, config.ema_decay) if config.ema_decay > 0 and ema else None
     optimizer = build_optimizer(model, config)
-    return _Parts(
+    return TrainState(
         model=model,
-        ema=averaged,
         optimizer=optimizer,
         scheduler=build_scheduler(optimizer, config, steps_per_epoch),
         loss_fn=make_loss(config),
+        ema=averaged,
     )
 
 
@@ -563,7 +518,7 @@ def _train_epoch(
     epoch: int,
     context: Context,
     progress: bool,
-) -> dict[str, float]:
+) -> EpochStats:
     """One epoch at the stage's dropout and MixUp; the EMA follows every step. Every random
     draw of the epoch (dropout, stochastic depth, RandAugment, MixUp) comes from the epoch's
     seed, each rank's its own; ``images`` counts all ranks' images."""
@@ -578,38 +533,21 @@ def _train_epoch(
         else None
     )
     show = progress and context.rank == 0
-    bar = _progress_bar(loader, epoch, config.epochs, settings, config.schedule.stages, show)
-    steps = len(loader)
-
-    def after_step(step: int, loss: float) -> None:
-        if parts.ema is not None:
-            parts.ema.update_parameters(parts.model)
-        if bar is not None and (step % 10 == 0 or step == steps):
-            bar.set_postfix_str(f"loss {loss:.4f}", refresh=False)
-
-    try:
-        stats = train_one_epoch(
-            parts.trained if parts.trained is not None else parts.model,
-            bar if bar is not None else loader,
-            parts.optimizer,
-            parts.scheduler,
-            parts.loss_fn,
-            device=run.device,
-            precision=run.precision,
-            epoch=epoch + 1,
-            batch_transform=mixup,
-            on_step=after_step,
-            reduce_loss=context.reduce_loss,
-        )
-    finally:
-        if bar is not None:
-            bar.close()
-    stats["images"] *= context.world_size
-    return stats
+    stats = train_one_epoch(
+        parts,
+        loader,
+        device=run.device,
+        precision=run.precision,
+        epoch=epoch + 1,
+        mixup=mixup,
+        reduce_loss=context.reduce_loss,
+        progress=_epoch_description(epoch, config, settings) if show else None,
+    )
+    return dataclasses.replace(stats, images=stats.images * context.world_size)
 
 
 def _evaluate_epoch(
-    run: TrainingRun, settings: StageSettings, stats: dict[str, float], at_train_size: Any
+    run: TrainingRun, settings: StageSettings, stats: EpochStats, at_train_size: Any
 ) -> dict[str, Any]:
     """The epoch's metrics: ``epoch``, ``stage`` (from 1), ``image_size`` (the stage's training
     size), ``randaug_magnitude`` (the bin used, 0 = off), ``mixup_alpha``, ``dropout``,
@@ -638,18 +576,18 @@ def _evaluate_epoch(
         "randaug_magnitude": _randaugment_bin(settings),
         "mixup_alpha": settings.mixup_alpha,
         "dropout": settings.dropout,
-        "train_loss": stats["train_loss"],
+        "train_loss": stats.train_loss,
         "accuracy": accuracy,
         "accuracy_raw": accuracy_raw,
         "accuracy_at_train_size": at_train,
         "lr": float(parts.optimizer.param_groups[0]["lr"]),
-        "epoch_seconds": stats["seconds"],
-        "epoch_cpu_seconds": stats["cpu_seconds"],
-        "epoch_data_cpu_seconds": stats["data_cpu_seconds"],
+        "epoch_seconds": stats.seconds,
+        "epoch_cpu_seconds": stats.cpu_seconds,
+        "epoch_data_cpu_seconds": stats.data_cpu_seconds,
         "eval_seconds": time.perf_counter() - eval_start,
         "train_seconds": 0.0,  # set by the caller: cumulative over the run
         "train_cpu_seconds": 0.0,  # likewise
-        "images_per_second": stats["images"] / max(stats["seconds"], 1e-9),
+        "images_per_second": stats.images / max(stats.seconds, 1e-9),
     }
 
 
@@ -788,20 +726,7 @@ def _epoch_line(
     )
 
 
-def _progress_bar(
-    loader: Any, epoch: int, epochs: int, settings: StageSettings, stages: int, show: bool
-) -> Any:
-    """A tqdm bar over ``loader`` naming the stage and what is in force, or ``None``."""
-    if not show:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(
-        loader,
-        total=len(loader),
-        desc=f"epoch {epoch + 1}/{epochs} {_describe_stage(settings, stages)}",
-        unit="step",
-        leave=False,
-        file=sys.stderr,
-        dynamic_ncols=True,
-    )
+def _epoch_description(epoch: int, config: ProgressiveConfig, settings: StageSettings) -> str:
+    """The progress bar's description: the epoch, its stage and what is in force."""
+    stage = _describe_stage(settings, config.schedule.stages)
+    return f"epoch {epoch + 1}/{config.epochs} {stage}"

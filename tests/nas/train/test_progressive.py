@@ -22,9 +22,9 @@ from nas.cli import main
 from nas.data import load_dataset
 from nas.errors import ConfigError
 from nas.train.config import ProgressiveConfig
-from nas.train.loop import evaluate_accuracy
+from nas.train.loop import ema_multi_avg_fn, evaluate_accuracy
 from nas.train.metrics import TIMING_METRICS
-from nas.train.progressive import ema_multi_avg_fn, train_progressive
+from nas.train.progressive import train_progressive
 from nas.train.schedule import ProgressiveSchedule, Range
 from searchspace import build_model, load_weights
 from searchspace.errors import EffnasError
