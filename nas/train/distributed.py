@@ -4,7 +4,7 @@
 workers (DistributedDataParallel; gloo on CPUs, NCCL on GPUs) on a local Ray on 127.0.0.1 or on
 the cluster ``--address``/``RAY_ADDRESS`` names (``nas.cluster.ray_session``: a dead address
 fails within seconds), so it also runs as a ``ray job submit`` entrypoint. Each worker runs the
-single-process trainer's own pieces (:func:`~nas.train.progressive.open_run`,
+single-process trainer's own pieces (:func:`~nas.train.setup.setup_run`,
 :func:`~nas.train.progressive.run_epochs`, :func:`~nas.train.progressive.finish_run`) with a
 :class:`_RayContext` that says its rank, wraps the model and reports each epoch to Ray Train.
 
@@ -77,15 +77,13 @@ from nas.train.checkpoint import CHECKPOINT_NAME, check_checkpoint, read_checkpo
 from nas.train.config import DistributedConfig, ProgressiveConfig
 from nas.train.device import resolve_precision
 from nas.train.initial import check_initial_weights
-from nas.train.metrics import METRICS_CSV, METRICS_JSON
-from nas.train.progressive import (
-    ProgressiveResult,
+from nas.train.metrics import METRICS_CSV, METRICS_JSON, EpochMetrics, FinalMetrics
+from nas.train.progressive import ProgressiveResult, finish_run, run_epochs
+from nas.train.setup import (
     check_memory,
     check_schedule,
     checkpoint_to_resume,
-    finish_run,
-    open_run,
-    run_epochs,
+    setup_run,
 )
 from searchspace.errors import EffnasError
 from searchspace.files import atomic_write, check_output_path
@@ -375,7 +373,7 @@ class _PeerFailed(Exception):
 
 
 class _RayContext:
-    """A Ray Train worker as the trainer's :class:`~nas.train.progressive.Context`."""
+    """A Ray Train worker as the trainer's :class:`~nas.train.setup.Context`."""
 
     def __init__(self, settings: dict[str, Any]) -> None:
         import ray.train
@@ -434,11 +432,11 @@ class _RayContext:
         if self.on_epoch_start is not None:
             self.on_epoch_start(self.rank, epoch)
 
-    def epoch_done(self, epoch: int, metrics: dict[str, Any] | None) -> None:
-        self._report({"epoch": epoch, **(_plain(metrics) if metrics else {})})
+    def epoch_done(self, epoch: int, metrics: EpochMetrics | None) -> None:
+        self._report({"epoch": epoch, **(metrics.to_dict() if metrics else {})})
 
-    def run_done(self, final: dict[str, Any] | None) -> None:
-        self._report({"outcome": "done", **(_plain(final) if final else {})})
+    def run_done(self, final: FinalMetrics | None) -> None:
+        self._report({"outcome": "done", **(_plain(final.to_dict()) if final else {})})
 
     def end(self, outcome: str, message: str) -> None:
         """Stop the run with ``outcome`` (``error``, ``nonfinite``) and one line: every worker
@@ -507,7 +505,7 @@ def _open_on_worker(settings: dict[str, Any], context: _RayContext) -> Any:
     precision = resolve_precision(config.precision, device)
     check_memory(spec, config, config.batch_size // context.world_size, device, precision)
     checkpoint = _checkpoint_on_worker(settings, out_dir)
-    return open_run(spec, config, checkpoint, context, device, precision, out_dir, context.say)
+    return setup_run(spec, config, checkpoint, context, device, precision, out_dir, context.say)
 
 
 def _checkpoint_on_worker(settings: dict[str, Any], out_dir: Path) -> dict[str, Any] | None:

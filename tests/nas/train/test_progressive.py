@@ -17,7 +17,7 @@ import yaml
 from torchvision.transforms import v2
 
 import nas.train.initial as initial_module
-import nas.train.progressive as trainer_module
+import nas.train.setup as trainer_module
 from nas.cli import main
 from nas.data import load_dataset
 from nas.errors import ConfigError
