@@ -214,7 +214,7 @@ def setup_run(
     steps_per_epoch = len(eval_data.train_loader(config.batch_size, num_workers=0))
     main = context.rank == 0
     init = checkpoint is None
-    state = _build(spec, config, device, steps_per_epoch, init=init, ema=main, say=say, build=build)
+    state = _build_state(spec, config, device, steps_per_epoch, init, main, say, build)
     history: list[dict[str, Any]] = []
     start_epoch = 0
     if checkpoint is not None:
@@ -222,11 +222,8 @@ def setup_run(
         history, start_epoch = restore_checkpoint(checkpoint, state.modules(), device)
         say(f"resuming {out_dir} after epoch {start_epoch} of {config.epochs}")
     state.wrapped = context.wrap(state.model)
-    model = (
-        None
-        if build is None
-        else f"{type(state.model).__module__}.{type(state.model).__qualname__}"
-    )
+    net = type(state.model)
+    model = None if build is None else f"{net.__module__}.{net.__qualname__}"
     record = run_record(spec, config, device_name(device), context.world_size, history, model)
     if main and context.directory is not None:
         make_output_dir(context.directory, "run directory", ConfigError)
@@ -240,19 +237,19 @@ def setup_run(
     )  # fmt: skip
 
 
-def _build(
+def _build_state(
     spec: ArchSpec,
     config: ProgressiveConfig,
     device: torch.device,
     steps_per_epoch: int,
-    *,
     init: bool,
     ema: bool,
     say: Callable[[str], None],
-    build: ModelBuilder | None = None,
+    build: ModelBuilder | None,
 ) -> TrainState:
-    """Model, EMA (if ``ema`` and the config has one), optimizer, LR schedule and loss: built
-    once, carried across every stage. The same seed builds the same weights on every worker."""
+    """Model (its initial weights from ``config.init`` if ``init``), EMA (if ``ema`` and the
+    config has one), optimizer, LR schedule and loss: built once, carried across every stage.
+    The same seed builds the same weights on every worker."""
     random.seed(config.seed)
     torch.manual_seed(config.seed)
     model = build_model(spec) if build is None else build(spec)
