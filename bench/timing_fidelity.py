@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nas.data import load_dataset
 from nas.evaluate.timing import StepSetup, time_train_step
 from nas.train.device import device_name, resolve_device
-from nas.train.loop import train_one_epoch
+from nas.train.loop import TrainState, train_one_epoch
 from nas.train.optim import build_optimizer, build_scheduler, make_loss
 from nas.train.recipe import Recipe
 from searchspace import build_model, count_flops, count_parameters
@@ -78,12 +78,11 @@ def _epoch_step_ms(spec, data, args, device) -> tuple[float, int]:
     loader = data.train_loader(args.batch_size, seed=args.seed)
     scheduler = build_scheduler(optimizer, config, len(loader))
     cpu_start = time.process_time()
-    stats = train_one_epoch(
-        model, loader, optimizer, scheduler, make_loss(config), device=device, epoch=1
-    )
+    state = TrainState(model, optimizer, scheduler, make_loss(config))
+    stats = train_one_epoch(state, loader, device=device, epoch=1)
     # In-memory data loads in this process (no workers), so its CPU time counts here too.
-    seconds = stats["seconds"] if args.clock == "wall" else time.process_time() - cpu_start
-    return seconds * 1000.0 / stats["steps"], int(stats["steps"])
+    seconds = stats.seconds if args.clock == "wall" else time.process_time() - cpu_start
+    return seconds * 1000.0 / stats.steps, stats.steps
 
 
 def main() -> int:

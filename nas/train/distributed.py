@@ -4,9 +4,10 @@
 workers (DistributedDataParallel; gloo on CPUs, NCCL on GPUs) on a local Ray on 127.0.0.1 or on
 the cluster ``--address``/``RAY_ADDRESS`` names (``nas.cluster.ray_session``: a dead address
 fails within seconds), so it also runs as a ``ray job submit`` entrypoint. Each worker runs the
-single-process trainer's own pieces (:func:`~nas.train.progressive.open_run`,
+single-process trainer's own pieces (:func:`~nas.train.setup.setup_run`,
 :func:`~nas.train.progressive.run_epochs`, :func:`~nas.train.progressive.finish_run`) with a
-:class:`_RayContext` that says its rank, wraps the model and reports each epoch to Ray Train.
+:class:`_RayContext` that says its rank, wraps the model and reports each epoch to Ray Train;
+what it receives from the driver is a :class:`WorkerSettings`.
 
 Where data parallelism changes the recipe, it follows the reference code (google/automl
 ``efficientnetv2``, whose ``train_batch_size`` is global and split over the replicas by
@@ -54,6 +55,7 @@ any of them trains, so that the run ends at once with that one line instead of b
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -63,6 +65,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -77,21 +80,20 @@ from nas.train.checkpoint import CHECKPOINT_NAME, check_checkpoint, read_checkpo
 from nas.train.config import DistributedConfig, ProgressiveConfig
 from nas.train.device import resolve_precision
 from nas.train.initial import check_initial_weights
-from nas.train.metrics import METRICS_CSV, METRICS_JSON
-from nas.train.progressive import (
-    ProgressiveResult,
+from nas.train.metrics import METRICS_CSV, METRICS_JSON, EpochMetrics, FinalMetrics
+from nas.train.progressive import ProgressiveResult, finish_run, run_epochs
+from nas.train.setup import (
+    TrainingRun,
     check_memory,
     check_schedule,
     checkpoint_to_resume,
-    finish_run,
-    open_run,
-    run_epochs,
+    setup_run,
 )
 from searchspace.errors import EffnasError
 from searchspace.files import atomic_write, check_output_path
 from searchspace.spec import ArchSpec
 
-__all__ = ["RUN_FILES", "RunDirectoryMirror", "train_distributed", "train_worker"]
+__all__ = ["RUN_FILES", "RunDirectoryMirror", "WorkerSettings", "train_distributed", "train_worker"]
 
 #: The run directory's files, in the order they are copied out of a reported checkpoint (the
 #: checkpoint first: the metrics never describe an epoch the checkpoint does not hold).
@@ -103,6 +105,33 @@ _API_SERVER_VARIABLE = "RAY_API_SERVER_ADDRESS"
 
 #: ``on_epoch_start(rank, epoch)``: called on every worker before each epoch (0-based) trains.
 EpochStartHook = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """What every worker receives from the driver (:func:`train_worker`'s argument).
+
+    Attributes:
+        spec: the architecture, with the dataset's classes.
+        config: the training settings; ``batch_size`` is the global batch.
+        out_dir: the run directory on the driver's node (named in lines; the workers write
+            their files elsewhere: see :class:`RunDirectoryMirror`).
+        checkpoint: the run directory's checkpoint file in Ray's object store (``--resume``; a
+            ``ray.ObjectRef`` to its bytes), or None.
+        cpus_per_worker: the CPUs Ray reserved for each worker, and its torch threads.
+        gpus_per_worker: 0 (CPUs), or 1 (each worker drives a GPU).
+        progress: a progress bar per epoch on rank 0's stderr.
+        on_epoch_start: a picklable hook every worker calls before each epoch, or None.
+    """
+
+    spec: ArchSpec
+    config: ProgressiveConfig
+    out_dir: str
+    checkpoint: Any
+    cpus_per_worker: int
+    gpus_per_worker: int
+    progress: bool = False
+    on_epoch_start: EpochStartHook | None = None
 
 
 def train_distributed(
@@ -141,22 +170,9 @@ def train_distributed(
     say = log if log is not None else (lambda line: None)
     out_dir = Path(out_dir).absolute()
     check_output_path(out_dir, "run directory", ConfigError, folder=True)
-    scaling.check(config)
     cluster = requested_address(address)
-    if not cluster:
-        _check_resources(scaling, _local_resources())
-    check_schedule(spec, config)
-    check_initial_weights(config.init)
-    _, source = load_source(config.dataset)  # a missing dataset is refused here, not N times
-    spec = spec.replace(num_classes=len(source.classes))
-    # Read once: the bytes checked here are the bytes the workers get.
-    checkpoint_path = out_dir / CHECKPOINT_NAME
-    data = checkpoint_path.read_bytes() if resume and checkpoint_path.is_file() else None
-    checkpoint = checkpoint_to_resume(out_dir, resume, data)
-    if checkpoint is not None:
-        check_checkpoint(checkpoint, spec, config.to_dict(), out_dir / CHECKPOINT_NAME)
-    resumed_from = 0 if checkpoint is None else int(checkpoint["epoch"])
-    del checkpoint  # the workers read their own copy; this one may be large
+    spec = _check_input(spec, config, scaling, cluster)
+    data, resumed_from = _checkpoint_file(spec, config, out_dir, resume)
     # Ray Train's workers would otherwise run in a per-run directory of their own, where a
     # relative dataset or --init path means something else than here.
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
@@ -165,23 +181,56 @@ def train_distributed(
 
         if cluster:
             _check_resources(scaling, ray.cluster_resources(), where="the cluster")
-        settings = {
-            "spec": spec,
-            "config": config,
-            "out_dir": str(out_dir),
-            "checkpoint": ray.put(data) if data is not None else None,
-            "cpus_per_worker": scaling.cpus_per_worker,
-            "gpus_per_worker": scaling.gpus_per_worker,
-            "progress": progress,
-            "on_epoch_start": on_epoch_start,
-        }
-        say(
-            f"training on {scaling.workers} Ray Train worker{'s' if scaling.workers > 1 else ''}"
-            f" ({_per_worker(scaling)} each), {config.batch_size // scaling.workers} of every "
-            f"global batch of {config.batch_size} images each"
+        settings = WorkerSettings(
+            spec=spec,
+            config=config,
+            out_dir=str(out_dir),
+            checkpoint=ray.put(data) if data is not None else None,
+            cpus_per_worker=scaling.cpus_per_worker,
+            gpus_per_worker=scaling.gpus_per_worker,
+            progress=progress,
+            on_epoch_start=on_epoch_start,
         )
+        say(_workers_line(scaling, config.batch_size))
         outcome = _fit(settings, scaling, out_dir)
     return _result(spec, out_dir, outcome, resumed_from)
+
+
+def _check_input(
+    spec: ArchSpec, config: ProgressiveConfig, scaling: DistributedConfig, cluster: str | None
+) -> ArchSpec:
+    """Refuse bad input before Ray starts (once, rather than on every worker); the spec with
+    the dataset's classes. The resources are this machine's, unless a ``cluster`` is named.
+
+    Raises:
+        ConfigError, DataError, ScheduleError, WeightsError: what is wrong.
+    """
+    scaling.check(config)
+    if not cluster:
+        _check_resources(scaling, _local_resources())
+    check_schedule(spec, config)
+    check_initial_weights(config.init)
+    _, source = load_source(config.dataset)  # a missing dataset is refused here, not N times
+    return spec.replace(num_classes=len(source.classes))
+
+
+def _checkpoint_file(
+    spec: ArchSpec, config: ProgressiveConfig, out_dir: Path, resume: bool
+) -> tuple[bytes | None, int]:
+    """The run directory's checkpoint file to resume from (None: a fresh run), read once and
+    checked (the bytes checked here are the bytes the workers get), and the epochs it holds.
+
+    Raises:
+        CheckpointError: as :func:`~nas.train.setup.checkpoint_to_resume`, or a checkpoint of
+            another spec or config.
+    """
+    checkpoint_path = out_dir / CHECKPOINT_NAME
+    data = checkpoint_path.read_bytes() if resume and checkpoint_path.is_file() else None
+    checkpoint = checkpoint_to_resume(out_dir, resume, data)
+    if checkpoint is None:
+        return data, 0
+    check_checkpoint(checkpoint, spec, config.to_dict(), checkpoint_path)
+    return data, int(checkpoint["epoch"])
 
 
 @contextlib.contextmanager
@@ -210,6 +259,14 @@ def _ray_for_training(address: str | None) -> Iterator[None]:
             yield
     finally:
         del os.environ[_API_SERVER_VARIABLE]
+
+
+def _workers_line(scaling: DistributedConfig, batch_size: int) -> str:
+    return (
+        f"training on {scaling.workers} Ray Train worker{'s' if scaling.workers > 1 else ''}"
+        f" ({_per_worker(scaling)} each), {batch_size // scaling.workers} of every "
+        f"global batch of {batch_size} images each"
+    )
 
 
 def _per_worker(scaling: DistributedConfig) -> str:
@@ -243,7 +300,7 @@ def _check_resources(
             )
 
 
-def _fit(settings: dict[str, Any], scaling: DistributedConfig, out_dir: Path) -> dict[str, Any]:
+def _fit(settings: WorkerSettings, scaling: DistributedConfig, out_dir: Path) -> dict[str, Any]:
     """Run the workers with ``TorchTrainer``; the final report's metrics (rank 0's)."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train import TrainingFailedError as RayTrainingFailed
@@ -255,8 +312,7 @@ def _fit(settings: dict[str, Any], scaling: DistributedConfig, out_dir: Path) ->
         storage = str(Path(storage).absolute())
     name = f"effnas-train-{uuid.uuid4().hex[:12]}"  # never an old run's: V2 would resume it
     trainer = TorchTrainer(
-        train_worker,
-        train_loop_config=settings,
+        functools.partial(train_worker, settings),  # Ray Train calls it without arguments
         scaling_config=ScalingConfig(
             num_workers=scaling.workers,
             use_gpu=scaling.gpus_per_worker > 0,
@@ -375,9 +431,9 @@ class _PeerFailed(Exception):
 
 
 class _RayContext:
-    """A Ray Train worker as the trainer's :class:`~nas.train.progressive.Context`."""
+    """A Ray Train worker as the trainer's :class:`~nas.train.setup.Context`."""
 
-    def __init__(self, settings: dict[str, Any]) -> None:
+    def __init__(self, settings: WorkerSettings) -> None:
         import ray.train
 
         context = ray.train.get_context()
@@ -385,7 +441,7 @@ class _RayContext:
         self.world_size = context.get_world_size()
         self.directory = Path(tempfile.mkdtemp(prefix="effnas-train-")) if self.rank == 0 else None
         self.reduce_loss = self._mean if self.world_size > 1 else None
-        self.on_epoch_start: EpochStartHook | None = settings["on_epoch_start"]
+        self.on_epoch_start = settings.on_epoch_start
         self.agreed = False
 
     def say(self, line: str) -> None:
@@ -434,11 +490,11 @@ class _RayContext:
         if self.on_epoch_start is not None:
             self.on_epoch_start(self.rank, epoch)
 
-    def epoch_done(self, epoch: int, metrics: dict[str, Any] | None) -> None:
-        self._report({"epoch": epoch, **(_plain(metrics) if metrics else {})})
+    def epoch_done(self, epoch: int, metrics: EpochMetrics | None) -> None:
+        self._report({"epoch": epoch, **(metrics.to_dict() if metrics else {})})
 
-    def run_done(self, final: dict[str, Any] | None) -> None:
-        self._report({"outcome": "done", **(_plain(final) if final else {})})
+    def run_done(self, final: FinalMetrics | None) -> None:
+        self._report({"outcome": "done", **(_plain(final.to_dict()) if final else {})})
 
     def end(self, outcome: str, message: str) -> None:
         """Stop the run with ``outcome`` (``error``, ``nonfinite``) and one line: every worker
@@ -463,11 +519,11 @@ def _plain(metrics: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in metrics.items() if value is not None}
 
 
-def train_worker(settings: dict[str, Any]) -> None:
+def train_worker(settings: WorkerSettings) -> None:
     """Ray Train's function on every worker: set up (agreeing on any problem), train the
     epochs, finish; the outcome is the last report's ``outcome`` (``done``, ``error`` or
     ``nonfinite``, with a ``message``)."""
-    torch.set_num_threads(settings["cpus_per_worker"])
+    torch.set_num_threads(settings.cpus_per_worker)
     # Ray Train logs a line per report at INFO on every worker (through a logger named after its
     # file, a child of the root logger, which its LoggingConfig does not reach); the epoch lines
     # say what matters. This process is the worker's own.
@@ -486,9 +542,9 @@ def train_worker(settings: dict[str, Any]) -> None:
             context.end("error", failed.message)
             return
         try:
-            run_epochs(run, context, progress=settings["progress"], say=context.say)
+            run_epochs(run, context, progress=settings.progress, say=context.say)
         except NonFiniteLossError as error:
-            context.say(f"{error.reason}; the last good checkpoint is in {settings['out_dir']}")
+            context.say(f"{error.reason}; the last good checkpoint is in {settings.out_dir}")
             context.end("nonfinite", error.reason)
             return
         finish_run(run, context)
@@ -496,21 +552,19 @@ def train_worker(settings: dict[str, Any]) -> None:
         context.close()
 
 
-def _open_on_worker(settings: dict[str, Any], context: _RayContext) -> Any:
+def _open_on_worker(settings: WorkerSettings, context: _RayContext) -> TrainingRun:
     """This worker's device, the checkpoint to resume from, and the run opened on them."""
     import ray.train.torch
 
-    spec: ArchSpec = settings["spec"]
-    config: ProgressiveConfig = settings["config"]
-    out_dir = Path(settings["out_dir"])
-    device = ray.train.torch.get_device() if settings["gpus_per_worker"] else torch.device("cpu")
+    spec, config, out_dir = settings.spec, settings.config, Path(settings.out_dir)
+    device = ray.train.torch.get_device() if settings.gpus_per_worker else torch.device("cpu")
     precision = resolve_precision(config.precision, device)
     check_memory(spec, config, config.batch_size // context.world_size, device, precision)
     checkpoint = _checkpoint_on_worker(settings, out_dir)
-    return open_run(spec, config, checkpoint, context, device, precision, out_dir, context.say)
+    return setup_run(spec, config, checkpoint, context, device, precision, out_dir, context.say)
 
 
-def _checkpoint_on_worker(settings: dict[str, Any], out_dir: Path) -> dict[str, Any] | None:
+def _checkpoint_on_worker(settings: WorkerSettings, out_dir: Path) -> dict[str, Any] | None:
     """The checkpoint to resume from: the last one this Ray run reported (after a worker
     failure), else the run directory's that the driver shipped (``--resume``), else None."""
     import ray
@@ -523,6 +577,6 @@ def _checkpoint_on_worker(settings: dict[str, Any], out_dir: Path) -> dict[str, 
             path = Path(directory) / CHECKPOINT_NAME
             if path.is_file():
                 return read_checkpoint(shown, path.read_bytes())
-    if settings["checkpoint"] is not None:
-        return read_checkpoint(shown, ray.get(settings["checkpoint"]))
+    if settings.checkpoint is not None:
+        return read_checkpoint(shown, ray.get(settings.checkpoint))
     return None

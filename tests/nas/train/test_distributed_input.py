@@ -106,3 +106,16 @@ def test_an_interrupted_fit_is_a_keyboard_interrupt_and_leaves_no_storage(tmp_pa
     with pytest.raises(KeyboardInterrupt):
         distributed._fit({}, DistributedConfig(workers=1), tmp_path)
     assert list(tmp_path.iterdir()) == []  # the default Ray Train storage is gone
+
+
+def test_a_worker_receives_typed_settings_and_a_wrong_key_fails_at_construction():
+    import dataclasses
+
+    from nas.train.distributed import WorkerSettings
+
+    settings = WorkerSettings(tiny32(), make_config(), "/tmp/run", None, 1, 0)
+    assert settings.progress is False and settings.on_epoch_start is None
+    with pytest.raises(TypeError, match="cpu_per_worker"):
+        WorkerSettings(tiny32(), make_config(), "/tmp/run", None, 1, 0, cpu_per_worker=2)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.progress = True

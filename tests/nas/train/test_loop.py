@@ -10,7 +10,7 @@ from torch import nn
 
 from nas.data import load_dataset
 from nas.errors import NonFiniteLossError
-from nas.train.loop import evaluate_accuracy, fit, train_one_epoch
+from nas.train.loop import TrainState, evaluate_accuracy, fit, train_one_epoch, weight_ema
 from nas.train.optim import build_optimizer, build_scheduler
 from nas.train.recipe import Recipe, scaled_lr
 from searchspace import build_model
@@ -188,17 +188,17 @@ def test_bad_train_config_names_the_field(changes, field):
         Recipe(**changes)
 
 
-def test_batch_transform_sees_device_batches_and_on_step_runs_after_each_step(
-    tiny_spec, synthetic16
-):
+def test_mixup_sees_device_batches_and_the_ema_follows_each_step(tiny_spec, synthetic16):
     torch.manual_seed(0)
     model = build_model(tiny_spec)
     config = Recipe(epochs=1, lr=0.004)
     optimizer = build_optimizer(model, config)
     loader = synthetic16.train_loader(32, seed=0)
     scheduler = build_scheduler(optimizer, config, len(loader))
-    seen_labels, steps = [], []
-    lrs_after_step = []
+    state = TrainState(
+        model, optimizer, scheduler, nn.CrossEntropyLoss(), ema=weight_ema(model, 0.9)
+    )
+    seen_labels, losses, lrs_at_ema = [], [], []
 
     def soften(images, labels):
         # Class probabilities instead of indices: what v2.MixUp hands the loss.
@@ -206,17 +206,21 @@ def test_batch_transform_sees_device_batches_and_on_step_runs_after_each_step(
         seen_labels.append(soft.shape)
         return images * 0.5, soft
 
-    def on_step(step, loss):
-        steps.append((step, loss))
-        lrs_after_step.append(optimizer.param_groups[0]["lr"])
+    def keep(loss):
+        losses.append(float(loss))
+        return loss
 
-    stats = train_one_epoch(
-        model, loader, optimizer, scheduler, nn.CrossEntropyLoss(), device=CPU,
-        batch_transform=soften, on_step=on_step,
-    )  # fmt: skip
-    assert len(seen_labels) == len(loader) == stats["steps"]
+    update = state.ema.update_parameters
+
+    def update_and_note(model):
+        lrs_at_ema.append(optimizer.param_groups[0]["lr"])
+        update(model)
+
+    state.ema.update_parameters = update_and_note
+    stats = train_one_epoch(state, loader, device=CPU, mixup=soften, reduce_loss=keep)
+    assert len(seen_labels) == len(loader) == stats.steps == len(lrs_at_ema)
     assert all(shape == (32, 10) for shape in seen_labels)
-    assert [step for step, _ in steps] == list(range(1, len(loader) + 1))
-    assert stats["train_loss"] == pytest.approx(sum(loss for _, loss in steps) / len(steps))
-    # on_step runs after the scheduler stepped: the lr it sees is the next step's.
-    assert lrs_after_step[-1] == scheduler.get_last_lr()[0]
+    assert stats.train_loss == pytest.approx(sum(losses) / len(losses))
+    assert int(state.ema.n_averaged) == stats.steps
+    # The EMA follows after the scheduler stepped: the lr it sees is the next step's.
+    assert lrs_at_ema[-1] == scheduler.get_last_lr()[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -17,14 +18,14 @@ import yaml
 from torchvision.transforms import v2
 
 import nas.train.initial as initial_module
-import nas.train.progressive as trainer_module
+import nas.train.setup as trainer_module
 from nas.cli import main
 from nas.data import load_dataset
 from nas.errors import ConfigError
 from nas.train.config import ProgressiveConfig
-from nas.train.loop import evaluate_accuracy
-from nas.train.metrics import TIMING_METRICS
-from nas.train.progressive import ema_multi_avg_fn, train_progressive
+from nas.train.loop import ema_multi_avg_fn, evaluate_accuracy
+from nas.train.metrics import TIMING_METRICS, EpochMetrics, FinalMetrics
+from nas.train.progressive import train_progressive
 from nas.train.schedule import ProgressiveSchedule, Range
 from searchspace import build_model, load_weights
 from searchspace.errors import EffnasError
@@ -489,6 +490,22 @@ def copy_run(finished_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(root / "run", run)
     return [*args[:-1], str(run)], run
+
+
+def test_the_records_are_typed_and_a_wrong_key_fails_at_construction(finished_run):
+    root, _ = finished_run
+    record = json.loads((root / "run" / "metrics.json").read_text())
+    columns = [field.name for field in dataclasses.fields(EpochMetrics)]
+    assert (root / "run" / "metrics.csv").read_text().splitlines()[0].split(",") == columns
+    rows = [EpochMetrics(**row) for row in record["history"]]
+    assert rows[-1].to_dict() == record["history"][-1]
+    assert FinalMetrics(**record["final"]).to_dict() == record["final"]
+    with pytest.raises(TypeError, match="accuracy_ema"):
+        EpochMetrics(**(record["history"][0] | {"accuracy_ema": 0.5}))
+    with pytest.raises(TypeError, match="test_acc"):
+        FinalMetrics(**{**record["final"], "test_acc": None})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        rows[0].accuracy = 1.0
 
 
 def test_corrupt_checkpoints_are_refused(finished_run, tmp_path, capsys):
