@@ -1,55 +1,15 @@
 """``nas train --workers N``: the progressive trainer on Ray Train's data-parallel workers.
 
-:func:`train_distributed` runs :func:`train_worker` with Ray Train's ``TorchTrainer`` on N
-workers (DistributedDataParallel; gloo on CPUs, NCCL on GPUs) on a local Ray on 127.0.0.1 or on
-the cluster ``--address``/``RAY_ADDRESS`` names (``nas.cluster.ray_session``: a dead address
-fails within seconds), so it also runs as a ``ray job submit`` entrypoint. Each worker runs the
-single-process trainer's own pieces (:func:`~nas.train.setup.setup_run`,
-:func:`~nas.train.progressive.run_epochs`, :func:`~nas.train.progressive.finish_run`) with a
-:class:`_RayContext` that says its rank, wraps the model and reports each epoch to Ray Train;
-what it receives from the driver is a :class:`WorkerSettings`.
-
-Where data parallelism changes the recipe, it follows the reference code (google/automl
-``efficientnetv2``, whose ``train_batch_size`` is global and split over the replicas by
-``distribute_dataset_fn``/TPUEstimator):
-
-- ``batch_size`` stays the **global** batch: each of N workers trains on ``batch_size / N``
-  images of every step (refused unless it divides), and the learning rate follows the global
-  batch by the per-256 rule (``lr_base * batch_size / 256``, as the reference scales it), so
-  ``--workers`` changes neither the recipe nor the steps per epoch. The workers' shares of a
-  step are the step's images of one seeded permutation (``DataBundle.train_loader(shard=...)``):
-  N workers see the images one process sees, batch for batch.
-- **BatchNorm**: on GPUs the layers become ``SyncBatchNorm`` (statistics over the global batch;
-  the reference normalizes over groups of up to 8 TPU cores, ``tpu_bn``, and this is the same
-  for up to 8 workers; its own GPU path, Keras BN under MirroredStrategy, normalizes per
-  replica). On CPUs ``SyncBatchNorm`` refuses to run, so each worker normalizes its own share
-  (the statistics of ``batch_size / N`` images), which is not what one process computes: the
-  gradients differ slightly, and the running statistics are rank 0's (DDP broadcasts rank 0's
-  buffers at every step).
-- **EMA** (and evaluation, checkpoints, metrics) on rank 0 only: DDP keeps the weights the same
-  on every worker, so rank 0's EMA of its weights is the EMA of the run's.
-- **Randomness**: every epoch reseeds each worker from the run's seed, the epoch and its rank
-  (dropout, stochastic depth, RandAugment, MixUp's draws; ``nas.data.shard_seed``), so workers
-  draw independently and a resumed run draws what the uninterrupted one drew. MixUp mixes
-  images within each worker's share, as the reference mixes within each core's batch.
-- **The loss** of each step is averaged over the workers before it is read: every worker
-  reports the global batch's loss, and all stop at the same step when it is not finite.
-
-Checkpoints go through Ray Train: after every epoch rank 0 writes the run directory's files
-(``checkpoint.pt``, ``metrics.csv``, ``metrics.json``, ``spec.yaml``; at the end ``weights.pt``)
-into a staging directory and reports it with ``ray.train.report(..., checkpoint=...)``; a
-worker group restarted after a failure (``FailureConfig(max_failures)``) resumes from
-``ray.train.get_checkpoint()``. :class:`RunDirectoryMirror`, a Ray Train callback on the
-controller (which runs on the driver's node), copies each reported checkpoint's files into
-``--out``, so the run directory is what single-process training leaves: ``--resume``, ``nas
-export`` and ``--init effnas:`` read it alike, and a run may resume on another number of
-workers, or in one process. ``--resume`` ships the run directory's checkpoint to the workers
-through Ray's object store (a path on the driver's disk is not a path on other nodes).
-
-Bad input (a batch that does not split, GPUs this machine does not have, a dataset that is not
-there, a checkpoint of another run) is refused before Ray starts; what only a worker can see (a
-step too large for its GPU, a dataset missing on its node) is agreed among the workers before
-any of them trains, so that the run ends at once with that one line instead of being retried.
+:func:`train_distributed` checks its input before Ray starts, then runs :func:`train_worker` on N
+workers with Ray Train's ``TorchTrainer`` (DistributedDataParallel; gloo on CPUs, NCCL on GPUs)
+on a local Ray on 127.0.0.1 or the cluster ``--address``/``RAY_ADDRESS`` names. Each worker runs
+the single-process trainer's own pieces (:func:`~nas.train.setup.setup_run`,
+:func:`~nas.train.progressive.run_epochs`, :func:`~nas.train.progressive.finish_run`) in a
+:class:`_RayContext` (its rank, the DDP wrap, Ray Train reports), from the
+:class:`WorkerSettings` the driver sends. Checkpoints are Ray Train checkpoints;
+:class:`RunDirectoryMirror` copies each into the run directory, which ends as one process leaves
+it. What data parallelism changes in the recipe (the global batch, BatchNorm, the EMA, random
+draws, the loss) and how failures resume: docs/training.md, "On several workers or a cluster".
 """
 
 from __future__ import annotations

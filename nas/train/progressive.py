@@ -1,44 +1,16 @@
 """Full training with progressive learning and adaptive regularization: what ``nas train`` runs.
 
-:func:`train_progressive` reads top to bottom as the recipe of the paper (Tan and Le 2021, sec. 4
-and shared/REFERENCE.md section 6):
+:func:`train_progressive` trains a spec through its schedule's stages (:mod:`nas.train.schedule`):
+each stage at its image size, RandAugment magnitude, MixUp alpha and dropout, with the weights,
+optimizer, learning-rate schedule and weight EMA carried from stage to stage, and the held-out
+split evaluated after every epoch. A run writes its run directory (``checkpoint.pt`` after every
+epoch, ``metrics.csv``, ``metrics.json``, ``spec.yaml``, ``weights.pt`` at the end) and resumes
+from it; given ``build``, another net trains under the same recipe (``bench/end_to_end.py``).
 
-- Training is split into the schedule's M stages (:mod:`nas.train.schedule`). The epochs split
-  evenly: stage ``i`` covers epochs ``floor(E * i / M)`` up to ``floor(E * (i + 1) / M)``, the
-  reference code's stage boundaries ``int(total * (i + 1) / M)`` counted in epochs, so the
-  remainder is spread over the stages (10 epochs in 4 stages: 2, 3, 2, 3).
-- Each stage trains on random-resized crops of the images at its size (the reference code's
-  scale augmentation, ``config.train_crop``; or the whole images resized), augmented by
-  torchvision's ``RandAugment`` (two ops) at its magnitude rounded to a whole bin, mixed by
-  torchvision's ``v2.MixUp`` at its alpha, with the model's classifier dropout set to its rate. A
-  magnitude or an alpha of 0 turns that augmentation off.
-- Weights, optimizer state, the learning-rate schedule and the weight EMA carry over from stage
-  to stage; nothing is reset. The learning-rate schedule (warm-up, then cosine or the paper's
-  exponential decay) runs over the whole training, not per stage.
-- The training step and its pieces are the search's own (:mod:`nas.train.loop`,
-  :mod:`nas.train.optim`): the optimizer (RMSProp as in the paper, SGD or AdamW) without weight
-  decay on BatchNorm and biases, label smoothing, bf16 autocast and channels_last on a GPU.
-- A weight EMA (``torch.optim.swa_utils.AveragedModel``, parameters and BatchNorm statistics)
-  follows every step; the held-out split is evaluated at the spec's eval size with the EMA
-  weights (``accuracy``) and the raw weights (``accuracy_raw``) after every epoch, and with the
-  EMA weights at the stage's own training size (``accuracy_at_train_size``): the two differ by
-  the train-test resolution discrepancy the paper discusses (sec. 4.1).
-
-Everything a run writes goes to its run directory: ``checkpoint.pt`` after every epoch
-(:mod:`nas.train.checkpoint`; ``resume=True`` continues exactly where it stopped), ``metrics.csv``
-and ``metrics.json`` (:mod:`nas.train.metrics`), ``spec.yaml`` (the spec trained, with the
-dataset's classes) and at the end ``weights.pt``, an effnas weights file of the evaluated (EMA)
-model. Initial weights for fine-tuning come from :mod:`nas.train.initial`.
-
-Another net (a torchvision model, to compare with: ``bench/end_to_end.py``) trains under the same
-loop, recipe, schedule and data when :func:`train_progressive` is given its ``build``.
-
-One loop serves one process and data-parallel training: :func:`~nas.train.setup.setup_run`,
-:func:`run_epochs` and :func:`finish_run` run in a :class:`~nas.train.setup.Context`, which
-says the process's rank among how many (:mod:`nas.train.setup`). The pieces, by concern:
-:mod:`nas.train.setup` sets a run up, :mod:`nas.train.epoch` prepares and evaluates one epoch,
-:func:`nas.train.loop.train_one_epoch` trains it step by step (MixUp, the step, the LR
-schedule, the EMA), and :mod:`nas.train.metrics` holds what the run records.
+The pieces, by concern: :mod:`nas.train.setup` sets a run up (in a
+:class:`~nas.train.setup.Context`, one process or a data-parallel rank), :mod:`nas.train.epoch`
+prepares and evaluates one epoch, :func:`nas.train.loop.train_one_epoch` trains it step by step,
+:mod:`nas.train.metrics` holds the records. The recipe and its sources: docs/training.md.
 """
 
 from __future__ import annotations
