@@ -25,7 +25,7 @@ import pandas as pd
 from results.errors import ResultsError
 from results.figures import plotly_figures
 from results.pareto import pareto_front, reward_best
-from results.progress import IMPORTANCE_NOTE, IMPORTANCE_PREFIX, Progress, progress
+from results.progress import IMPORTANCE_NOTE, IMPORTANCE_PREFIX, ProgressResult, progress
 from results.schema import describe_objectives, parse_objectives
 from results.study import StudySource, open_run, study_frame
 from results.tables import default_objectives, format_cell, winners_curse
@@ -65,7 +65,7 @@ def check_port_free(host: str, port: int) -> None:
 
 
 def study_note(
-    frame: pd.DataFrame, objectives: Sequence[str], found: Progress | None = None
+    frame: pd.DataFrame, objectives: Sequence[str], found: ProgressResult | None = None
 ) -> str:
     """The Markdown note attached to the study: the reward-best spec, the front and, given
     ``found`` (:func:`results.progress.progress` of this study), the hypervolume and the
@@ -120,7 +120,7 @@ def study_note(
     return "\n".join(lines)
 
 
-def _progress_lines(found: Progress) -> list[str]:
+def _progress_lines(found: ProgressResult) -> list[str]:
     lines = []
     for history in found.histories.values():
         if len(history):

@@ -25,7 +25,7 @@ from results.progress import (
     HYPERVOLUME_PLOTS,
     IMPORTANCE_NOTE,
     IMPORTANCE_PREFIX,
-    Progress,
+    ProgressResult,
     progress,
     save_hypervolume_png,
 )
@@ -152,7 +152,7 @@ class _PlotDivs:
         return div
 
 
-def _progress_sections(found: Progress, divs: _PlotDivs) -> list[str]:
+def _progress_sections(found: ProgressResult, divs: _PlotDivs) -> list[str]:
     """The hypervolume figures and the importances, with what could not be computed said."""
     parts = ['<h2 id="section-progress">Search progress: the hypervolume of the Pareto front</h2>']
     hypervolume = [key for key in HYPERVOLUME_PLOTS if key in found.figures]

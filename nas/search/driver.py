@@ -258,7 +258,7 @@ def _new_tuner(
 ) -> Any:
     from ray import tune
 
-    from nas.search.progress import Progress
+    from nas.search.progress import TrialLogger
     from nas.search.schedulers import SchedulerState
     from nas.search.searcher import StudySearcher
 
@@ -293,7 +293,7 @@ def _new_tuner(
             name=TUNE_DIR,
             storage_path=str(run_dir),
             failure_config=tune.FailureConfig(max_failures=config.max_failures),
-            callbacks=[Progress(config.trials, log, config.constraints)]
+            callbacks=[TrialLogger(config.trials, log, config.constraints)]
             + ([] if scheduler is None else [SchedulerState(scheduler, log)]),
             verbose=0,
         ),
