@@ -65,7 +65,7 @@ def describe(spec: Any, resolution: int | None = None) -> dict[str, Any]:
     }
 
 
-def format_table(info: dict[str, Any]) -> str:
+def format_stages(info: dict[str, Any]) -> str:
     header = ("stage", "block", "kernel", "stride", "expand", "SE", "channels", "repeats")
     rows = [header]
     rows.append(("stem", "conv", "3", "2", "-", "-", f"3 -> {info['stem_channels']}", "1"))
@@ -115,5 +115,5 @@ def run(args: argparse.Namespace) -> int:
     if args.num_classes is not None:
         spec = spec.replace(num_classes=args.num_classes)
     info = describe(spec, args.resolution)
-    print(json.dumps(info, indent=2) if args.json else format_table(info))
+    print(json.dumps(info, indent=2) if args.json else format_stages(info))
     return 0
