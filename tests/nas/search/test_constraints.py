@@ -17,8 +17,8 @@ from nas.search import run_search
 from nas.search.constraints import Constraints, _cheapest
 from results import format_front, pareto_front, reward_best, study_frame
 from results.pareto import feasible
-from scaling.measures import spec_flops, spec_parameters
 from searchspace import ArchSpec
+from searchspace.profile import spec_flops, spec_parameters
 from searchspace.space import SearchSpace
 from searchspace.spec import StageSpec
 from tests.nas.search.helpers import (
