@@ -187,7 +187,7 @@ def _trainable(config: SearchConfig, evaluate: Evaluate | None, data: Any = None
     from ray import tune
 
     settings = TrialSettings(
-        metric_names=list(OBJECTIVES_BY_MODE[config.objective]),
+        metric_names=tuple(OBJECTIVES_BY_MODE[config.objective]),
         evaluate=evaluate or default_evaluate,
         eval_config=config.eval_config(),  # built and validated once, here
         threads=max(1, int(config.resources.cpus)),
