@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from searchspace.builder import EfficientNetV2, build_model
     from searchspace.profile import count_flops, count_parameters, spec_flops, spec_parameters
     from searchspace.weights import (
-        WeightsImport,
+        WeightsImportResult,
         load_torchvision_weights,
         load_weights,
         read_weights,
@@ -48,7 +48,7 @@ __getattr__ = lazy_exports(
         "count_parameters": "searchspace.profile",
         "spec_flops": "searchspace.profile",
         "spec_parameters": "searchspace.profile",
-        "WeightsImport": "searchspace.weights",
+        "WeightsImportResult": "searchspace.weights",
         "load_torchvision_weights": "searchspace.weights",
         "load_weights": "searchspace.weights",
         "read_weights": "searchspace.weights",
@@ -67,7 +67,7 @@ __all__ = [
     "SpecError",
     "StageSpec",
     "WeightsError",
-    "WeightsImport",
+    "WeightsImportResult",
     "build_model",
     "count_flops",
     "count_parameters",
