@@ -4,7 +4,7 @@ The table (:mod:`nas.search.table`) is what ``bench/replay.py`` replays searches
 config given (``configs/bench.yaml``: a space of a few hundred nets, the quick search's proxy):
 
 1. **Every net** of the space (``SearchSpace.all_specs``: exactly the set a sampler can draw),
-   with its parameters and FLOPs counted from the spec (``scaling.measures``, the counts the
+   with its parameters and FLOPs counted from the spec (``searchspace.profile``, the counts the
    search's constraints use; they equal fvcore's on the built net) at the final size (the
    space's ``train_resolution``) and at the proxy's (``image_size``).
 2. **Step times**, all nets and the reference net together: ``--passes`` passes, each one Ray
@@ -78,7 +78,7 @@ def _comparable(config: SearchConfig) -> dict[str, Any]:
 
 def new_table(config: SearchConfig) -> dict[str, Any]:
     """An empty table for ``config``: every net with its counts, no timing, no run."""
-    from scaling.measures import spec_flops, spec_parameters
+    from searchspace.profile import spec_flops, spec_parameters
 
     nets = []
     for spec in config.space.all_specs():
@@ -256,7 +256,7 @@ def record_timing(config: SearchConfig, table: dict[str, Any], passes: int, save
 def _summarize_timing(table: dict[str, Any], reference: Any) -> None:
     """Each net's (and the reference's) median over the passes so far."""
     from nas.evaluate.reference import reference_flops
-    from scaling.measures import spec_parameters
+    from searchspace.profile import spec_parameters
 
     for entry in [*table["nets"], table["reference"]]:
         passes = entry["step_time_passes_ms"]

@@ -35,7 +35,7 @@ from results.schema import (
     parse_objectives,
 )
 from results.storage import SQLITE_TIMEOUT_S, open_storage
-from results.study import FRAME_COLUMNS, StudySource, load_study_frame, open_run, study_frame
+from results.study import FRAME_COLUMNS, StudySource, load_study_frame, open_study, study_frame
 from results.tables import (
     default_objectives,
     format_front,
@@ -63,8 +63,8 @@ __all__ = [
     "front_table",
     "load_study_frame",
     "non_dominated_rank",
-    "open_run",
     "open_storage",
+    "open_study",
     "pareto_front",
     "parse_objectives",
     "reward_best",

@@ -25,9 +25,9 @@ import pandas as pd
 from results.errors import ResultsError
 from results.figures import plotly_figures
 from results.pareto import pareto_front, reward_best
-from results.progress import IMPORTANCE_NOTE, IMPORTANCE_PREFIX, Progress, progress
+from results.progress import IMPORTANCE_NOTE, IMPORTANCE_PREFIX, ProgressResult, progress
 from results.schema import describe_objectives, parse_objectives
-from results.study import StudySource, open_run, study_frame
+from results.study import StudySource, open_study, study_frame
 from results.tables import default_objectives, format_cell, winners_curse
 
 __all__ = ["attach_to_study", "check_port_free", "serve_dashboard", "study_note"]
@@ -65,7 +65,7 @@ def check_port_free(host: str, port: int) -> None:
 
 
 def study_note(
-    frame: pd.DataFrame, objectives: Sequence[str], found: Progress | None = None
+    frame: pd.DataFrame, objectives: Sequence[str], found: ProgressResult | None = None
 ) -> str:
     """The Markdown note attached to the study: the reward-best spec, the front and, given
     ``found`` (:func:`results.progress.progress` of this study), the hypervolume and the
@@ -120,7 +120,7 @@ def study_note(
     return "\n".join(lines)
 
 
-def _progress_lines(found: Progress) -> list[str]:
+def _progress_lines(found: ProgressResult) -> list[str]:
     lines = []
     for history in found.histories.values():
         if len(history):
@@ -198,18 +198,18 @@ def serve_dashboard(
     """Run optuna-dashboard on the study's storage until interrupted.
 
     Args:
-        run, study: as :func:`results.open_run`.
+        run, study: as :func:`results.open_study`.
         host: address to listen on; loopback unless the user asks otherwise.
         port: TCP port; checked to be free before anything is written to the study.
         objectives: metrics of the attached front; default the study's objectives.
         refresh_s: how often to refresh the attached figures and note (0: never).
 
     Raises:
-        ResultsError: a port in use, or as :func:`results.open_run`.
+        ResultsError: a port in use, or as :func:`results.open_study`.
     """
     names = parse_objectives(objectives) if objectives is not None else None
     check_port_free(host, port)
-    source = open_run(run, study, writable=True)
+    source = open_study(run, study, writable=True)
     attach_to_study(source.load(), names)
     stop = threading.Event()
     if refresh_s > 0:

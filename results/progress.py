@@ -34,7 +34,7 @@ __all__ = [
     "HYPERVOLUME_PLOTS",
     "IMPORTANCE_NOTE",
     "IMPORTANCE_PREFIX",
-    "Progress",
+    "ProgressResult",
     "hypervolume_trace_name",
     "importance_objectives",
     "progress",
@@ -79,7 +79,7 @@ def importance_objectives(objectives: Sequence[str]) -> tuple[str, ...]:
 
 
 @dataclass
-class Progress:
+class ProgressResult:
     """What :func:`progress` computed for a page of studies.
 
     Attributes:
@@ -130,7 +130,7 @@ class Progress:
         return notes
 
 
-def progress(frames: Sequence[pd.DataFrame], objectives: Sequence[str]) -> Progress:
+def progress(frames: Sequence[pd.DataFrame], objectives: Sequence[str]) -> ProgressResult:
     """Hypervolume histories, importances and their plotly figures for ``frames``.
 
     Args:
@@ -138,7 +138,7 @@ def progress(frames: Sequence[pd.DataFrame], objectives: Sequence[str]) -> Progr
         objectives: the hypervolume's objectives; importances are shown for these and the
             reward (:func:`importance_objectives`).
     """
-    result = Progress(normalization=Normalization.fit(frames, objectives))
+    result = ProgressResult(normalization=Normalization.fit(frames, objectives))
     for frame in frames:
         label = study_label(frame)
         if result.normalization is not None:
@@ -167,7 +167,7 @@ def _title(title: str, subtitle: str) -> dict:
     return {"text": f"{title}<br><sup>{html.escape(subtitle)}</sup>", "x": 0.02}
 
 
-def _hypervolume_figures(result: Progress) -> dict[str, object]:
+def _hypervolume_figures(result: ProgressResult) -> dict[str, object]:
     import plotly.graph_objects as go
 
     unit, size = _time_unit(list(result.histories.values()))
@@ -245,7 +245,7 @@ def _importance_figure(objective: str, by_study: dict[str, Importances]):
     return figure
 
 
-def save_hypervolume_png(result: Progress, path: Path) -> Path | None:
+def save_hypervolume_png(result: ProgressResult, path: Path) -> Path | None:
     """Both hypervolume plots side by side as one PNG; None (and no file) without a history."""
     from matplotlib.figure import Figure
 

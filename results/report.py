@@ -25,7 +25,7 @@ from results.progress import (
     HYPERVOLUME_PLOTS,
     IMPORTANCE_NOTE,
     IMPORTANCE_PREFIX,
-    Progress,
+    ProgressResult,
     progress,
     save_hypervolume_png,
 )
@@ -41,7 +41,7 @@ from results.tables import (
 )
 from searchspace.files import atomic_write
 
-__all__ = ["ReportFiles", "write_report"]
+__all__ = ["ReportResult", "write_report"]
 
 #: Columns of the report's front tables.
 TABLE_COLUMNS = ("number", "name", "accuracy", "test_accuracy", "step_time_ms",
@@ -63,7 +63,7 @@ tr.best { background: #fff3c4; font-weight: bold; }
 
 
 @dataclass(frozen=True)
-class ReportFiles:
+class ReportResult:
     """What :func:`write_report` wrote."""
 
     html: Path
@@ -76,7 +76,7 @@ def write_report(
     *,
     objectives: Sequence[str] | str | None = None,
     png: bool = True,
-) -> ReportFiles:
+) -> ReportResult:
     """Write the report of one or several study frames to ``out`` (HTML) and PNGs beside it.
 
     Args:
@@ -132,7 +132,7 @@ def write_report(
         pngs += save_png_figures(frames, out.with_suffix(""))
         hypervolume_png = save_hypervolume_png(found, out.with_name(f"{out.stem}-hypervolume.png"))
         pngs += [hypervolume_png] if hypervolume_png is not None else []
-    return ReportFiles(out, tuple(pngs))
+    return ReportResult(out, tuple(pngs))
 
 
 class _PlotDivs:
@@ -152,7 +152,7 @@ class _PlotDivs:
         return div
 
 
-def _progress_sections(found: Progress, divs: _PlotDivs) -> list[str]:
+def _progress_sections(found: ProgressResult, divs: _PlotDivs) -> list[str]:
     """The hypervolume figures and the importances, with what could not be computed said."""
     parts = ['<h2 id="section-progress">Search progress: the hypervolume of the Pareto front</h2>']
     hypervolume = [key for key in HYPERVOLUME_PLOTS if key in found.figures]

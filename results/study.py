@@ -24,7 +24,7 @@ __all__ = [
     "FRAME_COLUMNS",
     "StudySource",
     "load_study_frame",
-    "open_run",
+    "open_study",
     "study_frame",
 ]
 
@@ -57,7 +57,7 @@ class StudySource:
         return optuna.load_study(study_name=self.study_name, storage=self.storage)
 
 
-def open_run(run: str | Path, study: str | None = None, *, writable: bool = False) -> StudySource:
+def open_study(run: str | Path, study: str | None = None, *, writable: bool = False) -> StudySource:
     """Open the study a user named.
 
     Args:
@@ -147,12 +147,12 @@ def _study_names(storage: optuna.storages.RDBStorage, url: str) -> list[str]:
 
 
 def load_study_frame(run: str | Path, study: str | None = None) -> pd.DataFrame:
-    """One row per trial of the study a user named (see :func:`open_run` for ``run``/``study``).
+    """One row per trial of the study a user named (see :func:`open_study` for ``run``/``study``).
 
     Raises:
-        ResultsError: as :func:`open_run`, or a study without any trial yet.
+        ResultsError: as :func:`open_study`, or a study without any trial yet.
     """
-    source = open_run(run, study)
+    source = open_study(run, study)
     frame = study_frame(source.load())
     if frame.empty:
         raise ResultsError(f"study {source.study_name!r} in {source.url} has no trials yet")

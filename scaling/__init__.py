@@ -25,13 +25,14 @@ from scaling.rounding import round_filters, round_repeats, round_resolution
 from searchspace.lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from scaling.measures import spec_flops, spec_parameters
+    from searchspace.profile import spec_flops, spec_parameters
 
 
-# The measures build nets with torch; loading them on first use keeps `import scaling` and the
-# `nas` command's start-up free of torch.
+# The measures a budget is counted in (step time comes from ``nas``), re-exported from the one
+# place that counts parameters and FLOPs. They build nets with torch; loading them on first use
+# keeps `import scaling` and the `nas` command's start-up free of torch.
 __getattr__ = lazy_exports(
-    __name__, {"spec_flops": "scaling.measures", "spec_parameters": "scaling.measures"}
+    __name__, {"spec_flops": "searchspace.profile", "spec_parameters": "searchspace.profile"}
 )
 
 __all__ = [

@@ -6,7 +6,8 @@
   the one place that turns a spec into an ``nn.Module`` (and threads channels);
 - :mod:`searchspace.catalog`: the published EfficientNetV2 family as YAML data;
 - :mod:`searchspace.space`: what a search may sample; :mod:`searchspace.profile`: parameter and
-  FLOP counts; :mod:`searchspace.weights`: torchvision's and effnas' weights files;
+  FLOP counts of a spec or a built net (the one place that counts them);
+  :mod:`searchspace.weights`: torchvision's and effnas' weights files;
 - the project's shared ground: :mod:`searchspace.errors` (the one error hierarchy),
   :mod:`searchspace.checks` (argument checks), :mod:`searchspace.files` (YAML reading, atomic
   writes), :mod:`searchspace.lazy`.
@@ -28,9 +29,9 @@ from searchspace.spec import BLOCK_TYPES, ArchSpec, Lineage, StageSpec
 
 if TYPE_CHECKING:
     from searchspace.builder import EfficientNetV2, build_model
-    from searchspace.profile import count_flops, count_parameters
+    from searchspace.profile import count_flops, count_parameters, spec_flops, spec_parameters
     from searchspace.weights import (
-        WeightsImport,
+        WeightsImportResult,
         load_torchvision_weights,
         load_weights,
         read_weights,
@@ -45,7 +46,9 @@ __getattr__ = lazy_exports(
         "build_model": "searchspace.builder",
         "count_flops": "searchspace.profile",
         "count_parameters": "searchspace.profile",
-        "WeightsImport": "searchspace.weights",
+        "spec_flops": "searchspace.profile",
+        "spec_parameters": "searchspace.profile",
+        "WeightsImportResult": "searchspace.weights",
         "load_torchvision_weights": "searchspace.weights",
         "load_weights": "searchspace.weights",
         "read_weights": "searchspace.weights",
@@ -64,7 +67,7 @@ __all__ = [
     "SpecError",
     "StageSpec",
     "WeightsError",
-    "WeightsImport",
+    "WeightsImportResult",
     "build_model",
     "count_flops",
     "count_parameters",
@@ -74,5 +77,7 @@ __all__ = [
     "load_weights",
     "read_weights",
     "save_weights",
+    "spec_flops",
+    "spec_parameters",
     "torchvision_key_map",
 ]

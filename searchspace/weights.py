@@ -38,7 +38,7 @@ from searchspace.spec import ArchSpec
 
 __all__ = [
     "WEIGHTS_FORMAT",
-    "WeightsImport",
+    "WeightsImportResult",
     "load_torchvision_weights",
     "load_weights",
     "read_torch_file",
@@ -62,7 +62,7 @@ _CLASSIFIER_KEYS = ("classifier.weight", "classifier.bias")
 
 
 @dataclass(frozen=True)
-class WeightsImport:
+class WeightsImportResult:
     """What an import did.
 
     Attributes:
@@ -274,7 +274,7 @@ def _match(
 
 def _load_matched(
     model: nn.Module, matched: dict[str, torch.Tensor], skipped: list[str], source: str
-) -> WeightsImport:
+) -> WeightsImportResult:
     # load_state_dict, not hand copies: it copies across dtypes and devices and keeps BN buffers.
     result = model.load_state_dict(matched, strict=False)
     # BatchNorm fills in a missing batch counter itself, so fewer keys than skipped may be missing.
@@ -282,7 +282,7 @@ def _load_matched(
         raise RuntimeError(f"weights import out of step with the model: {result}")
     parameter_keys = {name for name, _ in model.named_parameters()}
     parameters = sum(t.numel() for key, t in matched.items() if key in parameter_keys)
-    return WeightsImport(
+    return WeightsImportResult(
         source=source, loaded=len(matched), skipped=tuple(skipped), parameters=parameters
     )
 
@@ -292,7 +292,7 @@ def load_torchvision_weights(
     state_or_path: Mapping[str, torch.Tensor] | str | os.PathLike[str],
     *,
     strict_classifier: bool = True,
-) -> WeightsImport:
+) -> WeightsImportResult:
     """Copy torchvision EfficientNetV2 weights into a matching effnas model, in place.
 
     Every tensor's key and shape is checked before anything is copied, so a file for another

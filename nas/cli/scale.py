@@ -238,7 +238,7 @@ def _row(
     return row
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
+def format_variants(rows: list[dict[str, Any]]) -> str:
     """The rows as an aligned text table (one line per net, the base first)."""
     timed = any("step_time_ms" in row for row in rows)
     header = ["variant", "width", "depth", "res", "train/eval", "repeats", "channels"]
@@ -334,7 +334,7 @@ def _tolerance(args: argparse.Namespace) -> float:
 
 def _print(rows: list[dict[str, Any]], base: Any, timing: Any, budget: Any) -> None:
     print(f"{base.label}  ({base.to_string()})")
-    print(format_table(rows))
+    print(format_variants(rows))
     if timing is not None:
         print(
             f"step ms: median of {timing['steps']} training steps at the training size, batch "

@@ -33,8 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def describe(spec: Any, resolution: int | None = None) -> dict[str, Any]:
     """Everything ``nas show`` reports about a spec, as plain data."""
-    from searchspace import build_model, count_flops, count_parameters
     from searchspace.builder import block_layout
+    from searchspace.profile import spec_flops, spec_parameters
 
     resolution = spec.eval_resolution if resolution is None else resolution
     if resolution < spec.total_stride:
@@ -42,7 +42,6 @@ def describe(spec: Any, resolution: int | None = None) -> dict[str, Any]:
             f"--resolution must be at least the net's total stride {spec.total_stride}, "
             f"got {resolution}"
         )
-    model = build_model(spec)
     # Each stage's input width is its first block's, as the builder threads it.
     first = {layout.stage: layout for layout in reversed(block_layout(spec))}
     stages = [
@@ -53,8 +52,8 @@ def describe(spec: Any, resolution: int | None = None) -> dict[str, Any]:
         "name": spec.label,
         "spec": spec.to_string(),
         "hash": spec.hash,
-        "params": count_parameters(model),
-        "flops": count_flops(model, resolution),
+        "params": spec_parameters(spec),
+        "flops": spec_flops(spec, resolution),
         "resolution": resolution,
         "train_resolution": spec.train_resolution,
         "eval_resolution": spec.eval_resolution,
@@ -65,7 +64,7 @@ def describe(spec: Any, resolution: int | None = None) -> dict[str, Any]:
     }
 
 
-def format_table(info: dict[str, Any]) -> str:
+def format_stages(info: dict[str, Any]) -> str:
     header = ("stage", "block", "kernel", "stride", "expand", "SE", "channels", "repeats")
     rows = [header]
     rows.append(("stem", "conv", "3", "2", "-", "-", f"3 -> {info['stem_channels']}", "1"))
@@ -115,5 +114,5 @@ def run(args: argparse.Namespace) -> int:
     if args.num_classes is not None:
         spec = spec.replace(num_classes=args.num_classes)
     info = describe(spec, args.resolution)
-    print(json.dumps(info, indent=2) if args.json else format_table(info))
+    print(json.dumps(info, indent=2) if args.json else format_stages(info))
     return 0

@@ -37,10 +37,9 @@ from nas.evaluate.timing import StepSetup, time_train_step
 from nas.train.device import device_name, memory_shortfall, resolve_device, resolve_precision
 from nas.train.loop import EpochCallback, evaluate_accuracy, fit
 from results.schema import RECORD_KEYS
-from scaling.measures import spec_parameters
 from searchspace.builder import build_model
 from searchspace.catalog import load_arch
-from searchspace.profile import count_flops, count_parameters
+from searchspace.profile import count_flops, count_parameters, spec_parameters
 from searchspace.spec import ArchSpec
 
 __all__ = ["evaluate_candidate"]

@@ -25,7 +25,7 @@ from searchspace.builder import build_model
 from searchspace.catalog import load_arch
 from searchspace.errors import EffnasError
 from searchspace.files import atomic_write
-from searchspace.profile import count_flops, count_parameters
+from searchspace.profile import count_parameters, spec_flops
 from searchspace.spec import ArchSpec
 
 __all__ = [
@@ -161,5 +161,5 @@ def reference_flops(reference: str, num_classes: int, image_size: int) -> int:
         image_size: the candidate's training image size.
     """
     spec = load_arch(reference).replace(num_classes=num_classes)
-    with torch.random.fork_rng(devices=[]):
-        return count_flops(build_model(spec), image_size)
+    with torch.random.fork_rng(devices=[]):  # counting builds layers: leave the RNG as it was
+        return spec_flops(spec, image_size)

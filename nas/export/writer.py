@@ -47,7 +47,7 @@ __all__ = [
     "ONNX_OUTPUT",
     "ExportResult",
     "export_model",
-    "load_source",
+    "load_export_model",
     "pytorch_source",
 ]
 
@@ -184,7 +184,7 @@ def _is_weights_file(path: Path) -> bool:
     return path.suffix.lower() in _WEIGHTS_SUFFIXES or zipfile.is_zipfile(path)
 
 
-def load_source(
+def load_export_model(
     source: str | os.PathLike[str] | ArchSpec | EfficientNetV2,
     *,
     num_classes: int | None = None,
@@ -595,7 +595,7 @@ def export_model(
 
     Args:
         source: an effnas weights file, a spec (catalog name, YAML file, spec string,
-            :class:`ArchSpec`; fresh weights) or an effnas model; see :func:`load_source`.
+            :class:`ArchSpec`; fresh weights) or an effnas model; see :func:`load_export_model`.
         format: ``pytorch``, ``export``, ``onnx`` or ``torchscript`` (legacy).
         out: the file to write; its directory must exist. ``pytorch`` needs a ``.py`` name and
             writes the state dict beside it with the suffix ``.pth``; ``export`` needs a ``.pt2``
@@ -628,7 +628,7 @@ def export_model(
     if format not in FORMATS:
         raise ExportError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
     path = _check_out(out, format)
-    model, origin, reset = load_source(source, num_classes=num_classes, seed=seed)
+    model, origin, reset = load_export_model(source, num_classes=num_classes, seed=seed)
     options = _options(format, model, image_size, eval_mode, dynamic_size, opset)
     # Written into a private folder beside the output, checked there, then renamed into place.
     scratch = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))

@@ -22,9 +22,9 @@ from searchspace.lazy import lazy_exports
 __getattr__ = lazy_exports(
     __name__,
     {
-        "SearchOutcome": "nas.search.driver",
+        "SearchResult": "nas.search.driver",
         "run_search": "nas.search.driver",
     },
 )
 
-__all__ = ["SAMPLERS", "Resources", "SearchConfig", "SearchOutcome", "run_search"]
+__all__ = ["SAMPLERS", "Resources", "SearchConfig", "SearchResult", "run_search"]

@@ -3,9 +3,9 @@
 A search config's ``constraints:`` mapping bounds what a candidate may cost and floors its
 accuracy (:data:`BOUNDS`). Two kinds, by when they can be checked:
 
-* **cheap** (``max_params``, ``max_flops``): known from the spec alone, counted on PyTorch's
-  meta device (:func:`scaling.measures.spec_parameters`, :func:`scaling.measures.spec_flops` at
-  the search's timing image size, the figures the trial would record). The searcher checks them
+* **cheap** (``max_params``, ``max_flops``): known from the spec alone, counted without building
+  it (:func:`searchspace.profile.spec_parameters`, :func:`~searchspace.profile.spec_flops` at the
+  search's timing image size, the figures the trial would record). The searcher checks them
   before a candidate is sent to a worker; a spec that breaks one is never trained.
 * **measured** (``max_step_time_ms``, ``max_step_time_norm``, ``max_peak_memory_mb``,
   ``min_accuracy``): known once the trial has run; the searcher passes them to the sampler with
@@ -194,13 +194,13 @@ class Constraints:
 
 
 def _parameters(spec: ArchSpec, image_size: int) -> int:
-    from scaling.measures import spec_parameters
+    from searchspace.profile import spec_parameters
 
     return spec_parameters(spec)
 
 
 def _flops(spec: ArchSpec, image_size: int) -> int:
-    from scaling.measures import spec_flops
+    from searchspace.profile import spec_flops
 
     return spec_flops(spec, image_size)
 

@@ -43,14 +43,14 @@ from results.storage import is_postgres_url, open_storage, split_password
 from searchspace.files import atomic_write
 from searchspace.spec import ArchSpec
 
-__all__ = ["CONFIG_FILE", "TUNE_DIR", "SearchOutcome", "StudyStorage", "driver_id", "run_search"]
+__all__ = ["CONFIG_FILE", "TUNE_DIR", "SearchResult", "StudyStorage", "driver_id", "run_search"]
 
 TUNE_DIR = "tune"
 CONFIG_FILE = "config.yaml"
 
 
 @dataclass(frozen=True)
-class SearchOutcome:
+class SearchResult:
     """What a finished search left behind (``storage_url`` without its password)."""
 
     run_dir: Path
@@ -94,7 +94,7 @@ def run_search(
     address: str | None = None,
     evaluate: Evaluate | None = None,
     log: Callable[[str], None] | None = None,
-) -> SearchOutcome:
+) -> SearchResult:
     """Run (or resume) a search and write ``best.yaml`` into the run directory.
 
     Args:
@@ -187,7 +187,7 @@ def _trainable(config: SearchConfig, evaluate: Evaluate | None, data: Any = None
     from ray import tune
 
     settings = TrialSettings(
-        metric_names=list(OBJECTIVES_BY_MODE[config.objective]),
+        metric_names=tuple(OBJECTIVES_BY_MODE[config.objective]),
         evaluate=evaluate or default_evaluate,
         eval_config=config.eval_config(),  # built and validated once, here
         threads=max(1, int(config.resources.cpus)),
@@ -258,7 +258,7 @@ def _new_tuner(
 ) -> Any:
     from ray import tune
 
-    from nas.search.progress import Progress
+    from nas.search.progress import TrialLogger
     from nas.search.schedulers import SchedulerState
     from nas.search.searcher import StudySearcher
 
@@ -293,7 +293,7 @@ def _new_tuner(
             name=TUNE_DIR,
             storage_path=str(run_dir),
             failure_config=tune.FailureConfig(max_failures=config.max_failures),
-            callbacks=[Progress(config.trials, log, config.constraints)]
+            callbacks=[TrialLogger(config.trials, log, config.constraints)]
             + ([] if scheduler is None else [SchedulerState(scheduler, log)]),
             verbose=0,
         ),
@@ -339,7 +339,7 @@ def _finish(
     storage: Any,
     log: Callable[[str], None],
     numbers: set[int],
-) -> SearchOutcome:
+) -> SearchResult:
     """Print the study's front, write its reward-best spec as ``best.yaml``, say where to look.
 
     Args:
@@ -383,7 +383,7 @@ def _finish(
         infeasible = " or feasible" if config.constraints else ""
         log(f"no trial finished{infeasible} ({failed} failed); nothing to write")
     sys.stdout.flush()
-    return SearchOutcome(
+    return SearchResult(
         run_dir=config.run_dir,
         storage_url=config.storage_url,
         study_name=config.study,

@@ -1,4 +1,5 @@
-"""Progress of a search: one line per finished trial, readable in ``ray job logs``."""
+"""Progress of a search: one line per finished trial (:class:`TrialLogger`), readable in
+``ray job logs``."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ from ray.tune import Callback
 from nas.search.constraints import Constraints
 from nas.search.searcher import REUSED_FROM
 
-__all__ = ["Progress", "format_line"]
+__all__ = ["TrialLogger", "format_line"]
 
 
-class Progress(Callback):
+class TrialLogger(Callback):
     """A Tune callback that logs one line per finished trial.
 
     Args:

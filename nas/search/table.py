@@ -231,8 +231,8 @@ def synthetic_table_data(
     by epoch with seed noise; a run's CPU seconds are its steps times its step time, plus a
     held-out pass per epoch and a setup.
     """
-    from scaling.measures import spec_flops, spec_parameters
     from searchspace import load_arch
+    from searchspace.profile import spec_flops, spec_parameters
 
     rng = np.random.default_rng(seed)
     epochs = config.epochs

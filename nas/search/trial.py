@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from nas.errors import ConfigError
@@ -28,18 +29,35 @@ NUMBER = "number"
 Evaluate = Callable[[ArchSpec, "TrialSettings", Callable[[Mapping[str, Any]], None]], dict]
 
 
-class TrialSettings(dict):
+@dataclass(frozen=True)
+class TrialSettings:
     """What every trial of a search shares (sent to the workers once, with the trainable).
 
-    Keys: ``metric_names`` (the objectives Tune and the searcher watch), ``evaluate`` (an
-    :data:`Evaluate`), ``eval_config`` (the :class:`EvalConfig`, built and validated once on the
-    driver), ``threads`` (torch threads per trial: the CPUs it asked Ray for), and optionally
-    ``data`` (the dataset the driver loaded, at the search's image size: Tune puts the settings
-    into Ray's object store once, so workers fetch it instead of each loading it) and
-    ``per_epoch`` (report every epoch, measuring held-out accuracy after each: what an
-    early-stopping scheduler needs; default true; without a scheduler only the end counts, and
-    the held-out pass of every earlier epoch would be spent for nothing).
+    Attributes:
+        eval_config: the :class:`EvalConfig`, built and validated once on the driver.
+        threads: torch threads per trial: the CPUs it asked Ray for.
+        metric_names: the objectives Tune and the searcher watch (every report carries each, NaN
+            until known); none outside a search.
+        evaluate: an :data:`Evaluate`; None: :func:`default_evaluate`.
+        data: the dataset the driver loaded, at the search's image size (Tune puts the settings
+            into Ray's object store once, so workers fetch it instead of each loading it); None:
+            each worker loads its own, once.
+        per_epoch: report every epoch, measuring held-out accuracy after each: what an
+            early-stopping scheduler needs. Without a scheduler only the end counts, and the
+            held-out pass of every earlier epoch would be spent for nothing.
     """
+
+    eval_config: EvalConfig
+    threads: int
+    metric_names: tuple[str, ...] = ()
+    evaluate: Evaluate | None = None
+    data: Any = None
+    per_epoch: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1:
+            raise ConfigError(f"threads must be a whole number of at least 1, got {self.threads!r}")
+        object.__setattr__(self, "metric_names", tuple(self.metric_names))
 
 
 def _failed_record(spec: ArchSpec, reason: str, started: float) -> dict[str, Any]:
@@ -75,7 +93,7 @@ def run_trial(trial_config: dict[str, Any], settings: TrialSettings) -> None:
 
     started = time.monotonic()
     spec = ArchSpec.from_string(trial_config["spec"])
-    metric_names = settings["metric_names"]
+    metric_names = settings.metric_names
     node = node_name()
 
     def report(metrics: Mapping[str, Any]) -> None:
@@ -90,7 +108,7 @@ def run_trial(trial_config: dict[str, Any], settings: TrialSettings) -> None:
         report({**cached, "final": True})
         return
     try:
-        record = settings["evaluate"](spec, settings, report)
+        record = (settings.evaluate or default_evaluate)(spec, settings, report)
     except EffnasError as error:
         record = _failed_record(spec, str(error), started)
     except Exception as error:  # a candidate must never take the search down with it
@@ -137,9 +155,9 @@ def default_evaluate(
     from nas.evaluate.candidate import evaluate_candidate
 
     # Each trial owns the CPUs it asked Ray for; more threads would steal from the trial beside.
-    torch.set_num_threads(settings["threads"])
-    config = settings["eval_config"]
-    data = _load_data_once(config, spec, settings.get("data"))
+    torch.set_num_threads(settings.threads)
+    config = settings.eval_config
+    data = _load_data_once(config, spec, settings.data)
     if data.num_classes != spec.num_classes:
         # The study identifies candidates by spec; a head sized differently from the space's
         # would make every stored spec disagree with the net that was trained.
@@ -147,6 +165,5 @@ def default_evaluate(
             f"space.num_classes is {spec.num_classes} but dataset {config.dataset!r} has "
             f"{data.num_classes} classes; set space.num_classes: {data.num_classes}"
         )
-    per_epoch = settings.get("per_epoch", True)
-    on_epoch_end = (lambda epoch, metrics: report(metrics)) if per_epoch else None
+    on_epoch_end = (lambda epoch, metrics: report(metrics)) if settings.per_epoch else None
     return evaluate_candidate(spec, config, data=data, on_epoch_end=on_epoch_end).to_dict()

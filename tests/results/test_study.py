@@ -8,7 +8,7 @@ import sqlite3
 import optuna
 import pytest
 
-from results import FRAME_COLUMNS, ResultsError, load_study_frame, open_run
+from results import FRAME_COLUMNS, ResultsError, load_study_frame, open_study
 from tests.results.synthetic_study import make_run
 
 
@@ -53,12 +53,12 @@ def test_objectives_missing_from_user_attrs_come_from_trial_values(tmp_path):
 
 
 def test_study_found_by_directory_name_url_or_only_study(runs_root, pareto_run):
-    assert open_run(pareto_run).study_name == "pareto-quick"
+    assert open_study(pareto_run).study_name == "pareto-quick"
     url = f"sqlite:///{pareto_run}/study.db"
-    source = open_run(url)
+    source = open_study(url)
     assert source.study_name == "pareto-quick"  # the only study
     assert source.run_dir == pareto_run
-    assert open_run(pareto_run / "study.db", "pareto-quick").study_name == "pareto-quick"
+    assert open_study(pareto_run / "study.db", "pareto-quick").study_name == "pareto-quick"
 
 
 def test_several_studies_need_study_name(tmp_path):
@@ -66,10 +66,10 @@ def test_several_studies_need_study_name(tmp_path):
     optuna.create_study(storage=url, study_name="a")
     optuna.create_study(storage=url, study_name="b")
     with pytest.raises(ResultsError, match=r"several studies \(a, b\); pick one with --study"):
-        open_run(url)
-    assert open_run(url, "b").study_name == "b"
+        open_study(url)
+    assert open_study(url, "b").study_name == "b"
     with pytest.raises(ResultsError, match="--study 'c' is not in"):
-        open_run(url, "c")
+        open_study(url, "c")
 
 
 def test_bad_runs_are_one_line_errors(tmp_path):
@@ -100,10 +100,10 @@ def test_reading_never_writes_the_database(tmp_path):
     run_dir = make_run(tmp_path, "quiet", "reward", n_complete=5)
     before = file_digest(run_dir / "study.db")
     load_study_frame(run_dir)
-    open_run(run_dir).load().get_trials()
+    open_study(run_dir).load().get_trials()
     assert file_digest(run_dir / "study.db") == before
     # The read-only connection refuses writes outright.
-    study = open_run(run_dir).load()
+    study = open_study(run_dir).load()
     with pytest.raises(optuna.exceptions.StorageInternalError) as refused:
         study.set_user_attr("x", 1)
     assert "readonly database" in str(refused.value.__cause__)

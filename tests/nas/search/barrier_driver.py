@@ -34,6 +34,7 @@ from ray import cloudpickle
 
 import nas.cli as cli
 import nas.search.driver as driver
+from nas.search.trial import TrialSettings
 from searchspace.spec import ArchSpec
 
 # Ray workers unpickle the evaluation below; they cannot import this module by name.
@@ -67,7 +68,7 @@ def _wait(condition, what: str) -> None:
 
 def barrier_evaluate(
     spec: ArchSpec,
-    settings: dict,
+    settings: TrialSettings,
     report,
     *,
     barrier: Path,

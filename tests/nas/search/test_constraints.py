@@ -15,10 +15,11 @@ from ray import cloudpickle as ray_cloudpickle
 from nas.errors import ConfigError
 from nas.search import run_search
 from nas.search.constraints import Constraints, _cheapest
+from nas.search.trial import TrialSettings
 from results import format_front, pareto_front, reward_best, study_frame
 from results.pareto import feasible
-from scaling.measures import spec_flops, spec_parameters
 from searchspace import ArchSpec
+from searchspace.profile import spec_flops, spec_parameters
 from searchspace.space import SearchSpace
 from searchspace.spec import StageSpec
 from tests.nas.search.helpers import (
@@ -42,7 +43,7 @@ def step_time_norm(spec: ArchSpec) -> float:
     return 1.0 + 0.2 * spec.stages[0].repeats + 0.3 * (spec.stages[0].kernel == 5)
 
 
-def guarded_evaluate(spec: ArchSpec, settings: dict, report, *, max_params: int) -> dict:
+def guarded_evaluate(spec: ArchSpec, settings: TrialSettings, report, *, max_params: int) -> dict:
     """A stand-in that refuses to be handed a net above ``max_params``: such a net reaching a
     worker fails its trial with the reason."""
     params = spec_parameters(spec)

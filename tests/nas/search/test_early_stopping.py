@@ -18,6 +18,7 @@ from nas.search import run_search
 from nas.search.constraints import Constraints
 from nas.search.driver import early_stopping
 from nas.search.schedulers import ParetoASHA
+from nas.search.trial import TrialSettings
 from results.schema import OBJECTIVES_BY_MODE
 from searchspace import ArchSpec
 from tests.nas.search.helpers import (
@@ -47,7 +48,7 @@ def figures(spec: ArchSpec) -> tuple[float, float, int]:
     return accuracy, step, params
 
 
-def pareto_learner_evaluate(spec: ArchSpec, settings: dict, report) -> dict:
+def pareto_learner_evaluate(spec: ArchSpec, settings: TrialSettings, report) -> dict:
     """Three epochs; accuracy climbs to its final value, the costs are known from epoch 1."""
     accuracy, step, params = figures(spec)
     for epoch in (1, 2, 3):

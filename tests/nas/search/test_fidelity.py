@@ -20,7 +20,7 @@ from nas.search.fidelity import (
     verdict,
 )
 from results.correlation import RankCorrelation
-from scaling.measures import spec_parameters
+from searchspace.profile import spec_parameters
 from tests.nas.cli.test_malformed import QUICK, _one_line
 from tests.nas.search.helpers import SMALL_SPACE, small_config
 

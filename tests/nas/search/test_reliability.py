@@ -17,6 +17,7 @@ import nas.search.driver as driver
 from nas.cli import main
 from nas.search import SearchConfig, run_search
 from nas.search.rundir import hold_run_dir
+from nas.search.trial import TrialSettings
 from searchspace import ArchSpec
 from searchspace.space import SearchSpace
 from tests.nas.search.helpers import SMALL_SPACE, small_config, write_config
@@ -24,7 +25,7 @@ from tests.nas.search.helpers import SMALL_SPACE, small_config, write_config
 ray_cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
-def always_failing(spec: ArchSpec, settings: dict, report) -> dict:
+def always_failing(spec: ArchSpec, settings: TrialSettings, report) -> dict:
     raise RuntimeError("every candidate fails here")
 
 

@@ -14,6 +14,7 @@ from nas.evaluate.reward import reward
 from nas.search import run_search
 from nas.search.replay import METHODS, flops_exponent, method_config, prefix, replay
 from nas.search.table import Run, Table, synthetic_table_data
+from nas.search.trial import TrialSettings
 from searchspace import ArchSpec
 from tests.nas.search.helpers import small_config
 
@@ -61,13 +62,13 @@ def test_the_table_lists_every_net_of_its_space_with_every_seed(table):
 _LIVE: dict = {}
 
 
-def table_evaluate(spec: ArchSpec, settings: dict, report) -> dict:
+def table_evaluate(spec: ArchSpec, settings: TrialSettings, report) -> dict:
     """A search trial that trains nothing: the table's run of ``spec`` with the live seed,
     reported epoch by epoch when the search asks for it, scored as a trial scores it."""
     table, seed = _LIVE["table"], _LIVE["seed"]
     net = table.by_hash()[spec.hash]
     run = net.runs[seed]
-    config = settings["eval_config"]
+    config = settings.eval_config
     figures = {
         "step_time_ms": net.step_time_ms,
         "step_time_norm": net.step_time_ms / table.reference["step_time_ms"],
@@ -80,7 +81,7 @@ def table_evaluate(spec: ArchSpec, settings: dict, report) -> dict:
         cost = figures["step_time_norm"]
         return reward(accuracy, cost, figures["params_norm"], config.reward_w, config.reward_v)
 
-    if settings.get("per_epoch", True):
+    if settings.per_epoch:
         for epoch, accuracy in enumerate(run.accuracy, start=1):
             report({**figures, "accuracy": accuracy, "reward": score(accuracy), "epochs": epoch})
     return {

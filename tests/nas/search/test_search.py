@@ -19,6 +19,7 @@ from nas.cli import main
 from nas.cluster import ray_session
 from nas.search import SearchConfig, run_search
 from nas.search.progress import format_line
+from nas.search.trial import TrialSettings
 from searchspace import ArchSpec
 from tests import REPO
 from tests.nas.search.helpers import (
@@ -40,7 +41,7 @@ NAS = [sys.executable, "-m", "nas.cli"]
 ray_cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
-def faulty_evaluate(spec: ArchSpec, settings: dict, report) -> dict:
+def faulty_evaluate(spec: ArchSpec, settings: TrialSettings, report) -> dict:
     """Stage-1 kernel 5 raises; a fused stage 2 fails as a NaN loss does in ``nas.evaluate``
     (a failed record, with the loss's reason); anything else gets a deterministic record."""
     if spec.stages[0].kernel == 5:
@@ -290,7 +291,7 @@ def test_progress_format_handles_failures():
     assert line == "[3/12] stem8  FAILED: boom"
 
 
-def slow_learner_evaluate(spec: ArchSpec, settings: dict, report) -> dict:
+def slow_learner_evaluate(spec: ArchSpec, settings: TrialSettings, report) -> dict:
     """Three epochs; accuracy grows with the first stage's depth, so ASHA has losers to stop."""
     record = fake_record(spec, accuracy=0.3 + 0.2 * spec.stages[0].repeats)
     for epoch in (1, 2, 3):
@@ -314,7 +315,7 @@ def test_asha_stops_weak_candidates_and_keeps_their_figures(tmp_path):
     assert outcome.best_spec is not None
 
 
-def steady_evaluate(spec: ArchSpec, settings: dict, report) -> dict:
+def steady_evaluate(spec: ArchSpec, settings: TrialSettings, report) -> dict:
     record = fake_record(spec, accuracy=0.5 + 0.1 * spec.stages[0].repeats)
     report({"accuracy": record["accuracy"], "reward": record["reward"]})
     return record

@@ -58,10 +58,10 @@ def _pin_step_times() -> None:
 
 def _evaluate(spec: ArchSpec, settings: TrialSettings, report, *, relabel: bool) -> dict:
     _pin_step_times()
-    data = settings["data"]
+    data = settings.data
     if relabel:
         data = dataclasses.replace(data, test=_Relabelled(data.test, data.num_classes))
-    return default_evaluate(spec, TrialSettings({**settings, "data": data}), report)
+    return default_evaluate(spec, dataclasses.replace(settings, data=data), report)
 
 
 def evaluate_as_is(spec: ArchSpec, settings: TrialSettings, report) -> dict:

@@ -3,12 +3,15 @@ accuracy is measured after every epoch only when a scheduler judges it."""
 
 from __future__ import annotations
 
+import dataclasses
+import pickle
 import sys
 
 import pytest
 from ray import cloudpickle as ray_cloudpickle
 
 import nas.evaluate.candidate as candidate
+from nas.errors import ConfigError
 from nas.search import run_search
 from nas.search import trial as trial_module
 from nas.search.trial import TrialSettings, default_evaluate
@@ -46,6 +49,35 @@ def test_held_out_accuracy_every_epoch_only_when_asked(tiny_spec, per_epoch, mon
         assert evaluated[0][1] is None and reports == []
 
 
+def test_the_settings_are_fields_not_keys(tiny_spec):
+    config = quick_config()
+    settings = TrialSettings(
+        eval_config=config,
+        threads=2,
+        metric_names=["accuracy", "reward"],
+        evaluate=data_reporting_evaluate,
+        per_epoch=False,
+    )
+    # Tune sends them to the workers pickled (tune.with_parameters, through the object store).
+    again = pickle.loads(ray_cloudpickle.dumps(settings))
+    # The evaluation travels by value (this module is not importable on a worker): compared by
+    # what it returns.
+    assert dataclasses.replace(again, evaluate=None) == dataclasses.replace(settings, evaluate=None)
+    assert again.metric_names == ("accuracy", "reward")
+    assert again.evaluate(tiny_spec, dataclasses.replace(again, data=_Named()), None)["name"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.per_epoch = True  # type: ignore[misc]
+    # A misspelt setting is an error, not a silent default.
+    with pytest.raises(TypeError, match="per_epcoh"):
+        TrialSettings(eval_config=config, threads=1, per_epcoh=False)  # type: ignore[call-arg]
+    with pytest.raises(ConfigError, match="threads"):
+        TrialSettings(eval_config=config, threads=0)
+
+
+class _Named:
+    name, train, image_size = "named", (), 16
+
+
 def test_a_dataset_at_another_size_is_loaded_by_the_worker(tiny_spec):
     config = quick_config()
     other = quick_config(image_size=24).load_data(tiny_spec)
@@ -56,12 +88,12 @@ def test_a_dataset_at_another_size_is_loaded_by_the_worker(tiny_spec):
     trial_module._DATA_CACHE.clear()
 
 
-def data_reporting_evaluate(spec: ArchSpec, settings: dict, report) -> dict:
+def data_reporting_evaluate(spec: ArchSpec, settings: TrialSettings, report) -> dict:
     """A stand-in that records what the trial was handed: the dataset and whether to report
     every epoch."""
-    data = settings["data"]
+    data = settings.data
     record = fake_record(spec, 0.5)
-    record["name"] = f"{data.name}:{len(data.train)}:{data.image_size}:{settings['per_epoch']}"
+    record["name"] = f"{data.name}:{len(data.train)}:{data.image_size}:{settings.per_epoch}"
     return record
 
 
