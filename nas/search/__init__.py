@@ -8,8 +8,7 @@
 - :mod:`nas.search.tasks`: a fixed list of jobs as Ray tasks; :mod:`nas.search.fidelity`:
   ``nas fidelity``, does the proxy rank nets as longer training does?
 
-It runs and records candidates; how one is evaluated is ``nas.evaluate``'s, how a study is read
-``results``'.
+It runs and records candidates; evaluating one is ``nas.evaluate``'s, reading a study ``results``'.
 """
 
 from __future__ import annotations
