@@ -1,8 +1,8 @@
 """Named growth presets (S, M, L) as data, and user preset files.
 
-:data:`DEFAULT_PRESETS` holds the S, M and L :class:`~scaling.compound.ScalingPlan` s, placed
-where the reference code places the published EfficientNetV2 sizes relative to B0, with V2's
-rules (image sizes, extra depth for the late stages of M and L, classifier dropout).
+:data:`DEFAULT_PRESETS` holds the S, M and L plans (:class:`~scaling.compound.ScalingPlan`),
+placed where the reference code places the published EfficientNetV2 sizes relative to B0, with
+V2's rules (image sizes, extra depth for the late stages of M and L, classifier dropout).
 :func:`load_presets` reads a user preset file, a YAML mapping of name -> plan fields: an entry
 for an existing name overrides only the fields it gives, a new name starts from the plan
 defaults; :func:`resolve_variants` turns ``--variants s,m,l`` into plans. The presets and where
