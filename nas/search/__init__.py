@@ -1,8 +1,8 @@
 """The training-aware search: Ray Tune runs the trials, Optuna chooses and stores them.
 
 - :mod:`nas.search.config`: :class:`SearchConfig`, one validated YAML file (torch- and Ray-free);
-- :mod:`nas.search.study`: the study a search owns; :mod:`nas.search.searcher`:
-  :class:`StudySearcher`, Tune's searcher over it; :mod:`nas.search.trial`: one trial on a worker;
+- :mod:`nas.search.study`: the study a search owns; :mod:`nas.search.searcher`: Tune's searcher
+  over it (:class:`~nas.search.searcher.StudySearcher`); :mod:`nas.search.trial`: one trial;
 - :mod:`nas.search.driver`: :func:`run_search`, which ties them together and resumes;
   :mod:`nas.search.progress`: one line per finished trial;
 - :mod:`nas.search.tasks`: a fixed list of jobs as Ray tasks; :mod:`nas.search.fidelity`:
