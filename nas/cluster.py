@@ -1,21 +1,12 @@
 """Where work runs: a Ray that is really local (127.0.0.1), or a given cluster reached fast.
 
-Two traps this module closes:
-
-* ``ray.init()`` with no address is not "start Ray here": Ray first reads the address that the last
-  ``ray start`` left in ``<RAY_TMPDIR or /tmp>/ray/ray_current_cluster`` (``ray stop`` removes it;
-  a head that died, was killed or ran in a namespace that is gone leaves it behind) and joins
-  that cluster; when nothing answers there, it retries for minutes (GCS warnings every few
-  seconds, no error). ``ray.init(address="local")`` skips both ``RAY_ADDRESS`` and that file and
-  always starts a new instance: :func:`start_local_ray` uses it, on 127.0.0.1.
-* ``ray.init(address=...)`` on an address where nothing answers also retries for minutes.
-  :func:`probe_address` opens a TCP connection to the address first, with a timeout, and raises
-  a one-line :class:`RayAddressError` naming the address when that fails.
-
-Accepted address forms (``--address`` or ``RAY_ADDRESS``): ``host:port`` (a head's GCS, what
-``ray start --head`` prints), ``ray://host:port`` (Ray Client) and ``http(s)://host:port`` (a
-head's dashboard and job server, for ``ray job submit``; not something ``ray.init`` accepts).
-``auto`` resolves like Ray does (the address file, else a GCS process found on this machine).
+:func:`start_local_ray` starts a new Ray on 127.0.0.1 with ``address="local"``, so that an
+address an earlier ``ray start`` left behind is never joined (and never waited on for minutes);
+:func:`probe_address` opens a TCP connection to a given address first, with a timeout, and
+raises a one-line :class:`~nas.errors.RayAddressError` naming it when nothing answers.
+:func:`parse_address` reads the accepted forms (``host:port``, ``ray://``, ``http(s)://``,
+``auto``), and :func:`ray_session` is how the search, ``nas fidelity`` and ``nas train`` get
+their Ray. Why, and the address forms: docs/searching.md, "Which Ray".
 """
 
 from __future__ import annotations

@@ -1,23 +1,14 @@
 """Pareto fronts, tables, reports and dashboards read from a search's Optuna storage.
 
-- :mod:`results.schema`: the result record every trial stores, and which way each metric is
-  better; :mod:`results.storage`: the one opener of a study's storage;
-- :mod:`results.study`: a study as a pandas DataFrame; :mod:`results.pareto`: non-dominated
-  sorting; :mod:`results.hypervolume`: the front's hypervolume and its history;
-  :mod:`results.importance`: which choices matter for each objective (Optuna's PED-ANOVA);
-- :mod:`results.tables`, :mod:`results.figures` (Pareto plots), :mod:`results.progress`
-  (hypervolume and importance plots), :mod:`results.report`, :mod:`results.dashboard`: what users
-  look at.
+- :mod:`results.schema`: the record every trial stores, and which way each metric is better;
+  :mod:`results.storage`: the one opener of a study's storage;
+- :mod:`results.study`: a study as a pandas DataFrame; :mod:`results.pareto`,
+  :mod:`results.hypervolume`, :mod:`results.importance`: fronts, hypervolumes, choices that matter;
+- :mod:`results.tables`, :mod:`results.figures`, :mod:`results.progress`, :mod:`results.report`,
+  :mod:`results.dashboard`: what users look at (``nas front``, ``nas report``, ``nas dashboard``).
 
-This package reads studies (the dashboard adds notes and figures to one); it must never run a
-search, train or time anything, and it imports no torch.
-
-Typical use (also what ``nas front``, ``nas report`` and ``nas dashboard`` do)::
-
-    from results import load_study_frame, pareto_front, format_front
-    frame = load_study_frame("runs/quick")          # one row per trial
-    front = pareto_front(frame, ["accuracy", "step_time_ms"])
-    print(format_front(frame))                      # the front over the study's objectives
+This package reads studies (the dashboard adds notes and figures to one); it never runs a search,
+trains or times anything, and imports no torch. Typical use: docs/results.md.
 """
 
 from __future__ import annotations

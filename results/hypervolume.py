@@ -1,23 +1,12 @@
 """The hypervolume of a search's Pareto front, and how it grew as trials finished.
 
-The hypervolume of a set of points (all objectives minimized) is the volume of the region they
-dominate inside the box bounded by a reference point: one number that grows whenever the front
-moves, so its history shows a search's progress and compares searches. Optuna computes it only in
-a private module (``optuna._hypervolume.compute_hypervolume``, used by
-``optuna.visualization.plot_hypervolume_history``, which works on a study's own objectives and
-trial order only); this module computes it for any metrics a trial recorded, in completion order,
-and the tests check it against Optuna's on random fronts of 1 to 4 objectives.
-
-Comparable within a page: :class:`Normalization` maps every objective onto a common scale taken
-from all the studies drawn together (see its docstring), so two searches' curves share one axis.
-
-Algorithms, on the non-dominated, distinct points (sorted with :func:`results.non_dominated_rank`):
-
-- 1 objective: the reference minus the best value;
-- 2: one sweep in the first objective with a running minimum of the second, O(n log n);
-- 3: the front swept in the third objective; the 2-D areas of every prefix come from one running
-  minimum over an (prefixes x points) matrix, in row blocks, O(n^2) time, vectorized;
-- 4 or more: slices along the last objective, each a hypervolume one dimension lower.
+:func:`hypervolume` is the volume the points dominate (all objectives minimized) inside the box
+bounded by a reference point; :func:`hypervolume_history` follows it as trials finish, and
+:func:`hypervolume_progress` does so for a study frame on a :class:`Normalization`, a common scale
+taken from all the studies drawn together (see its docstring), so that several searches' curves
+share one axis. It works on any metrics a trial recorded, where Optuna's computation is private
+and takes a study's own objectives only; the tests check it against Optuna's on random fronts of
+1 to 4 objectives. The scale and the algorithms: docs/results.md.
 """
 
 from __future__ import annotations

@@ -1,17 +1,12 @@
 """Which choices of the search space matter for each objective, by Optuna's PED-ANOVA.
 
-A search records its choices as Optuna trial parameters (``s1_block``, ``s1_repeats``,
-``s1_kernel``, ``s1_expand`` and, for MBConv stages only, ``s1_mbconv_se``: see
-:meth:`searchspace.space.SearchSpace.suggest`). For each objective, Optuna's
-:class:`~optuna.importance.PedAnovaImportanceEvaluator` scores how differently each parameter is
-distributed among the best trials than among all of them (Watanabe et al., IJCAI 2023). It is the
-evaluator that handles conditional parameters (the SE choice exists only for the block type it
-belongs to; Optuna's other evaluators would drop it): trials without the parameter form their own
-regime (conditional PED-ANOVA, KDD 2026).
-
-The trials come from a study frame (:func:`results.study_frame` keeps each trial's parameters and
-their distributions), rebuilt as an in-memory study, so that a report computes them from the same
-snapshot it draws.
+:func:`param_importances` scores, per objective, how differently each choice a search recorded
+as an Optuna trial parameter (``s1_block``, ``s1_kernel``, ...; see
+:meth:`searchspace.space.SearchSpace.suggest`) is spread among the best trials than among all of
+them, with :class:`~optuna.importance.PedAnovaImportanceEvaluator`, the evaluator that handles
+conditional parameters such as the SE choice. The trials come from a study frame, rebuilt as an
+in-memory study, so a report computes them from the same snapshot it draws. What the figures
+mean: docs/results.md, "Which choices matter".
 """
 
 from __future__ import annotations

@@ -1,23 +1,12 @@
 """Non-dominated sorting of trials over any subset of objectives.
 
-Optuna computes the first front for ``study.best_trials`` and full ranks for its samplers, but
-only in private functions (``optuna.study._multi_objective._is_pareto_front`` and
-``_fast_non_domination_rank``, as of Optuna 5.0 nothing public sorts raw values), and only over a
-study's own objectives. A user here asks for fronts over any metrics a trial recorded
-(accuracy against raw step time, say), so this module sorts raw values itself. It returns the same
-fronts as Optuna (the tests check ``study.best_trials``) and ``bench/pareto_speed.py`` times it
-against Optuna's in the same run.
-
-Algorithms (all on unique, lexicographically sorted loss rows, so that a row can only be dominated
-by an earlier one):
-
-- two objectives: one sweep assigns every rank at once (longest non-decreasing chain, patience
-  sorting), O(n log n);
-- three objectives: a front is a divide-and-conquer dominance test vectorized level by level
-  (each level one sort and one segmented running minimum), O(n log² n) whatever the front's size;
-- four or more: the pivot sweep Optuna uses, O(n * front size).
-
-Ranks beyond the first come from peeling fronts off one after another; ``max_rank`` bounds that.
+:func:`non_dominated_rank` sorts raw loss rows into fronts, vectorized, with one algorithm per
+number of objectives (two, three, four or more); ``max_rank`` bounds how many fronts are peeled.
+On a study frame, :func:`front_ranks` and :func:`pareto_front` rank the completed, feasible
+trials over any metrics they recorded, and :func:`reward_best` picks the reward-best one. The
+fronts are Optuna's (the tests check ``study.best_trials``), which sorts only a study's own
+objectives and only in private functions. The algorithms and their speed: docs/results.md and
+docs/benchmarks.md.
 """
 
 from __future__ import annotations

@@ -1,20 +1,14 @@
 """Opening a search's Optuna storage: the one opener the search, the reports and the dashboard
 share.
 
-SQLite files written by a search are read by reports and dashboards at the same time, so every
-connection waits up to :data:`SQLITE_TIMEOUT_S` for another process's short write transaction
-instead of failing with "database is locked", and a reader opens the file in SQLite's own
-read-only mode (a report can never change, or lock for writing, a study).
-
-PostgreSQL (a study on a cluster) is reached through psycopg 3 (``pip install
-'effnas[postgres]'``): :func:`open_storage` maps a user's ``postgresql://user:pw@host/db`` (or
-``postgres://``) to SQLAlchemy's ``postgresql+psycopg://`` dialect (:func:`normalize_storage_url`),
-bounds connection attempts (:func:`storage_engine_kwargs`), serializes the creation of Optuna's
-tables between processes (:func:`advisory_lock`) and turns a refused connection into one line
-(:func:`describe_storage_error`). A password is never printed (:func:`hide_password`) and never
-stored (:func:`split_password`: a URL stored without its password still connects, with the
-password handed to :func:`open_storage` from memory, or found by libpq in ``PGPASSWORD`` or the
-password file, ``PGPASSFILE``, default ``~/.pgpass``, mode 0600).
+:func:`open_storage` opens SQLite files so that readers and a running search do not trip over
+each other (every connection waits up to :data:`SQLITE_TIMEOUT_S` for a write; a reader opens
+the file read-only), and PostgreSQL through psycopg 3 (:func:`normalize_storage_url`), with
+bounded connection attempts (:func:`storage_engine_kwargs`), Optuna's tables created under an
+:func:`advisory_lock`, and a refused connection turned into one line
+(:func:`describe_storage_error`). A password is never printed (:func:`hide_password`) nor stored
+(:func:`split_password`). How a user reaches a PostgreSQL study and where its password comes
+from: docs/searching.md, "On a cluster".
 """
 
 from __future__ import annotations

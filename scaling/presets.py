@@ -1,22 +1,12 @@
 """Named growth presets (S, M, L) as data, and user preset files.
 
-The defaults place S, M and L where the reference code's comments place the published ones
-relative to B0 (google/automl ``effnetv2_configs.py``: "about base * (width1.4, depth1.8)" for S,
-(1.6, 2.2) for M, (2.0, 3.1) for L; shared/REFERENCE.md section 4), with EfficientNetV2's rules:
-
-- image sizes grow like EfficientNet's members at the same width and depth (B4 380, B5 456,
-  B7 600 px over B0's 224), and the eval size is capped at 480 (V2, sec. 4.2);
-- M and L give extra layers to the later stages (the last two): published M and L have about 25%
-  more blocks in stages 5-6 (and the 7th stage split off them) than uniform depth gives. S gets
-  none, because the published S is exactly B0's repeats times 1.8;
-- classifier dropout 0.2, 0.3, 0.4 as the published S, M, L (reference code; the paper's
-  progressive learning ramps up to 0.3, 0.4, 0.5 during training, which is the trainer's job);
-  stochastic depth stays at the base's rate, as the published family holds it at 0.2 (the
-  reference code's ``survival_prob`` 0.8 for every size).
-
-A user preset file is a YAML mapping of name -> plan fields (see
-:class:`~scaling.compound.ScalingPlan`). An entry for an existing name overrides only the
-fields it gives; a new name starts from the plan defaults (width, depth, resolution 1).
+:data:`DEFAULT_PRESETS` holds the S, M and L plans (:class:`~scaling.compound.ScalingPlan`),
+placed where the reference code places the published EfficientNetV2 sizes relative to B0, with
+V2's rules (image sizes, extra depth for the late stages of M and L, classifier dropout).
+:func:`load_presets` reads a user preset file, a YAML mapping of name -> plan fields: an entry
+for an existing name overrides only the fields it gives, a new name starts from the plan
+defaults; :func:`resolve_variants` turns ``--variants s,m,l`` into plans. The presets and where
+each figure comes from: docs/scaling.md.
 """
 
 from __future__ import annotations

@@ -1,21 +1,14 @@
 """Architectures as data: specs, blocks, the builder, the catalog and the search space.
 
-- :mod:`searchspace.spec`: :class:`ArchSpec`, a frozen, validated network description that
-  round-trips through YAML, a dict and a short string;
-- :mod:`searchspace.blocks` and :mod:`searchspace.builder`: MBConv and Fused-MBConv modules, and
-  the one place that turns a spec into an ``nn.Module`` (and threads channels);
-- :mod:`searchspace.catalog`: the published EfficientNetV2 family as YAML data;
-- :mod:`searchspace.space`: what a search may sample; :mod:`searchspace.profile`: parameter and
-  FLOP counts of a spec or a built net (the one place that counts them);
-  :mod:`searchspace.weights`: torchvision's and effnas' weights files;
-- the project's shared ground: :mod:`searchspace.errors` (the one error hierarchy),
-  :mod:`searchspace.checks` (argument checks), :mod:`searchspace.files` (YAML reading, atomic
-  writes), :mod:`searchspace.lazy`.
+- :mod:`searchspace.spec`: :class:`ArchSpec`, a frozen, validated net description;
+  :mod:`searchspace.blocks` and :mod:`searchspace.builder`: the modules, and the one place that
+  turns a spec into an ``nn.Module``; :mod:`searchspace.catalog`: the published EfficientNetV2s;
+- :mod:`searchspace.space`: what a search may sample; :mod:`searchspace.profile`: the one place
+  that counts parameters and FLOPs; :mod:`searchspace.weights`: weights files;
+- the shared ground: :mod:`searchspace.errors`, :mod:`searchspace.checks`,
+  :mod:`searchspace.files`, :mod:`searchspace.lazy` (the heavy modules load on first use).
 
-This package is the bottom layer: it imports nothing from ``nas``, ``scaling`` or ``results``,
-and it neither trains nor searches. The torch-free parts (specs, errors, the catalog) import
-eagerly; the builder, profiling and weights modules load on first use (PEP 562), so ``nas
---help`` and every bad-input error answer without paying for torch.
+The bottom layer: it imports nothing from ``nas``, ``scaling`` or ``results``; no training.
 """
 
 from __future__ import annotations

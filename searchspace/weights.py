@@ -1,18 +1,12 @@
 """Weights in and out of effnas models: torchvision's EfficientNetV2 files and effnas' own files.
 
-torchvision's ``efficientnet_v2_s/_m/_l`` are the same networks as the catalog's
-``efficientnetv2-s/-m/-l`` and are built from the same ``torchvision.ops`` pieces
-(``Conv2dNormActivation``, ``SqueezeExcitation``), so every tensor of one has exactly one partner
-in the other. Only the names differ: torchvision numbers its parts (``features.3.0.block.1.0``)
-where effnas names them (``stages.2.0.conv_pwl.0``). :func:`torchvision_key_map` writes that
-correspondence out by walking the effnas model (stem, each stage's blocks, head, classifier), and
-:func:`load_torchvision_weights` checks every tensor's name and shape against it before copying
-anything, so that a file for another architecture is refused with the first tensor that does not
-fit, never half-loaded.
-
-An effnas weights file (:func:`save_weights`, :func:`load_weights`) is a ``torch.save``'d dict of
-plain data, the state dict and the spec it belongs to, so it rebuilds its own model and loads
-with ``weights_only=True``.
+torchvision's ``efficientnet_v2_s/_m/_l`` are the catalog's ``efficientnetv2-s/-m/-l`` tensor
+for tensor, under other names: :func:`torchvision_key_map` writes the correspondence out by
+walking the effnas model, and :func:`load_torchvision_weights` checks every tensor's name and
+shape against it before copying anything, so a file for another net is refused, never
+half-loaded. An effnas weights file (:func:`save_weights`, :func:`load_weights`) is a
+``torch.save``'d dict of plain data, the state dict and its spec, read with ``weights_only=True``.
+The ``nas weights import`` command: docs/architectures-and-weights.md.
 """
 
 from __future__ import annotations

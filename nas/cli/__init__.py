@@ -1,15 +1,11 @@
 """The ``nas`` command: one entry point, one sub-command per module of this package.
 
-Each command module defines ``register(subparsers)`` and ``run(args)``; heavy imports (torch,
-ray) happen inside ``run``, so ``nas --help`` is instant. :mod:`nas.cli.args` holds what several
-commands share (flag defaults read from the config dataclasses, the run argument). Every
-argument that takes a value declares its ``type``; one that names a file or a directory declares
-a :class:`~nas.cli.paths.PathArgument`, which refuses a path that cannot work while parsing, and
-each module's ``EXAMPLE`` is its cheapest valid command line (``tests/nas/cli/test_paths.py``
-derives its cases from both). Bad input raises :class:`~searchspace.errors.EffnasError` and
-becomes one line on stderr with exit status 2, never a traceback.
-
-This package parses arguments and prints; it must not compute anything itself.
+Each command module defines ``register(subparsers)``, ``run(args)`` (heavy imports inside, so
+``nas --help`` is instant) and ``EXAMPLE``, its cheapest valid command line; :mod:`nas.cli.args`
+holds what several commands share, :mod:`nas.cli.paths` the type of every argument that names a
+file or a folder. Bad input raises :class:`~searchspace.errors.EffnasError` and becomes one line
+on stderr with exit status 2. The conventions: docs/development.md, "Commands, arguments and
+imports". This package parses arguments and prints; it must not compute anything itself.
 """
 
 from __future__ import annotations

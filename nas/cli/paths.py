@@ -1,15 +1,11 @@
 """Arguments that name a file or a folder: their argparse ``type``.
 
-Every argument of a ``nas`` command that names a file or a folder declares it with a
-:class:`PathArgument` as its ``type``: whether the command reads or writes it, a file or a
-folder, and a file's format. Parsing then refuses what cannot work (a missing input, a path
-inside a file, a file where a folder belongs or the reverse, a path this user may not read or
-write) with one line naming the argument and the path, before any work starts and without
-creating anything; a file's content is checked by the one reader of its format.
-
-Every other argument that takes a value declares its ``type`` too (``str``, ``int``, ...), so
-that ``tests/nas/cli/test_paths.py`` can tell every path argument from the rest and generate, for
-each, the cases a user meets.
+Every ``nas`` argument that names a file or a folder declares a :class:`PathArgument`
+(:func:`input_file`, :func:`output_file`, :func:`output_folder`): whether the command reads or
+writes it, a file or a folder, and a file's format. Parsing then refuses a path that cannot work
+with one line naming the argument and the path, before any work starts and without creating
+anything; a file's content is checked by the one reader of its format. What is refused and how
+the tests derive their cases: docs/development.md, "Commands, arguments and imports".
 """
 
 from __future__ import annotations

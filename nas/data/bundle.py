@@ -1,27 +1,14 @@
 """A loaded dataset, split for search, with its loaders: :func:`load_dataset` and
 :class:`DataBundle`.
 
-:func:`load_dataset` returns three disjoint splits: the *search* split (what a candidate trains
-on), the *held-out* split (whose accuracy steers a search), both carved from the dataset's
-training set deterministically by seed, as the paper held out about 2% of ImageNet's training
-images for the search, and the *test* split (:attr:`DataBundle.test`), which no search decision
-reads: the dataset's official test split when it has one, else carved from the training set by
-the same seed.
-
-Every image becomes a 3-channel float tensor of ``image_size`` x ``image_size`` pixels normalized
-with ImageNet's mean and standard deviation. Small datasets are held in memory and resized once,
-so their loaders need no worker processes; datasets of files are decoded by worker processes.
-
-Training images may instead be random-resized crops (``train_crop="random-resized"``), the scale
-augmentation of the EfficientNetV2 reference code (``efficientnetv2/preprocessing.py``,
-``preprocess_for_train``): a crop of 5% to 100% of the image's area with an aspect ratio of 3/4 to
-4/3 (TensorFlow's ``sample_distorted_bounding_box`` with ``area_range=(0.05, 1.0)``,
-``min_object_covered=0`` and its default aspect-ratio range), taken from the image at its own
-resolution and resized to ``image_size``; here torchvision's ``v2.RandomResizedCrop`` with those
-ranges. Held-out and test images are never cropped at random: the whole image is resized (files:
-the shorter side, then the centre square), the reference code's evaluation from 320 px up. Below
-320 px it first crops the centre ``size / (size + 32)`` of the shorter side, a margin fitted to
-ImageNet (224 of 256 px) that would cut away half of a 36 px image; effnas does not.
+:func:`load_dataset` splits a source (:mod:`nas.data.sources`) three ways, disjoint and fixed by
+the seed: the *search* split a candidate trains on, the *held-out* split whose accuracy steers a
+search, and the *test* split (:attr:`DataBundle.test`) that no search decision reads. Every image
+becomes a normalized 3-channel ``image_size`` square; small datasets are held in memory and
+resized once, files are decoded by worker processes. Training images may be random-resized crops
+(``train_crop="random-resized"``, the reference code's scale augmentation); evaluation images are
+resized whole. The splits: docs/datasets.md; the crops and where they differ from the reference
+code: docs/training.md.
 """
 
 from __future__ import annotations

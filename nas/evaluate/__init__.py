@@ -2,10 +2,8 @@
 
 - :mod:`nas.evaluate.config`: :class:`EvalConfig` (torch-free);
 - :mod:`nas.evaluate.timing`: timing a training step; :mod:`nas.evaluate.reference`: the
-  reference net's timing, cached;
-- :mod:`nas.evaluate.reward`: the paper's ``A * S^w * P^v``;
-- :mod:`nas.evaluate.record`: :class:`EvalResult`, the record, generated from
-  :mod:`results.schema`;
+  reference net's timing, cached; :mod:`nas.evaluate.reward`: the paper's ``A * S^w * P^v``;
+- :mod:`nas.evaluate.record`: :class:`EvalResult`, generated from :mod:`results.schema`;
 - :mod:`nas.evaluate.candidate`: :func:`evaluate_candidate`, what every trial and ``nas evaluate``
   run.
 

@@ -1,22 +1,13 @@
 """Training-aware evaluation of one candidate: build, time the step, train briefly, score.
 
-:func:`evaluate_candidate` is what every search trial runs (and what ``nas evaluate`` runs):
-
-1. build the net the spec describes, with the dataset's number of classes, seeded;
-2. count its parameters and FLOPs (fvcore, batch 1, at the timing image size);
-3. time its real training step on the trial's device (:mod:`nas.evaluate.timing`) and the
-   reference net's (:mod:`nas.evaluate.reference`, cached), at the timing image size (the final
-   training's, in a search), and normalize;
-4. train it for a few epochs on the search split at the proxy's image size and measure top-1
-   accuracy on the held-out split (:func:`nas.train.loop.fit`), then, once, on the test split
-   (reported, never read by a search decision);
-5. score it with the paper's reward ``A * S^w * P^v`` (:mod:`nas.evaluate.reward`); ``S`` is
-   the normalized step time, or the normalized FLOPs with ``reward_cost: flops`` (a baseline).
-
-The result is one :class:`~nas.evaluate.record.EvalResult`, the record the search stores per
-trial. A candidate whose loss becomes NaN or infinite, or that runs out of GPU memory, is a
-*failed* record (``status="failed"``, ``failure`` says why, no accuracy and no reward), not an
-exception; bad configuration or data raise :class:`~searchspace.errors.EffnasError`.
+:func:`evaluate_candidate` is what every search trial and ``nas evaluate`` run: build the net
+from its spec, count its parameters and FLOPs, time its training step and the reference net's
+(:mod:`nas.evaluate.timing`, :mod:`nas.evaluate.reference`) at the timing image size, train it
+briefly on the search split (:func:`nas.train.loop.fit`), measure held-out and, once, test
+accuracy, and score it with the reward (:mod:`nas.evaluate.reward`). It returns one
+:class:`~nas.evaluate.record.EvalResult`; a NaN loss or running out of GPU memory makes a
+*failed* record, not an exception, and bad configuration or data raise
+:class:`~searchspace.errors.EffnasError`. The steps in full: docs/evaluating.md.
 """
 
 from __future__ import annotations

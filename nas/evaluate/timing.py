@@ -1,27 +1,13 @@
-"""Timing a training step, as shared/DESIGN.md ("Timing a training step") lays down.
+"""Timing a training step: the figure that makes the search training-aware.
 
-The number that makes the search training-aware is the time of the *real* step (forward, loss,
-backward, optimizer step; :func:`nas.train.loop.train_step` itself) at the batch size, resolution,
-precision and memory format training uses, on the device training uses, with synthetic input
-already on the device so that data loading is not timed. After a warm-up (cuDNN autotuning, the
-allocator, oneDNN's kernel caches), K steps are timed one by one: with CUDA events on a GPU (bf16
-autocast, channels_last), with ``time.perf_counter`` on a CPU, where every op is synchronous.
-The median is the step time; the interquartile range is its spread.
-
-On a CPU shared with other work (several trials on one machine, other users), the wall clock
-also counts the time the process waits for a core. ``clock="cpu"`` times the step by the
-process's CPU time instead (``time.process_time``), which is what the wall clock would read on an
-idle machine *when torch runs one thread*; with more threads it adds their CPU time up (OpenMP's
-spin-waiting included), so use it with one torch thread per trial.
-
-Step times are normalized by a reference net timed the same way on the same device
-(:mod:`nas.evaluate.reference`), so trials on different GPU models stay comparable; raw
-milliseconds are always kept.
-
-Peak memory: on a GPU, ``torch.cuda.max_memory_allocated`` during the timed steps, less what was
-allocated before (so: the net, its gradients, the optimizer state and the activations). On a CPU
-there is no honest per-step figure (the process's resident size mixes in the dataset, Python and
-the allocator's caches, and only grows), so it is reported as ``None``.
+:func:`time_train_step` times the *real* step (:func:`nas.train.loop.train_step`: forward, loss,
+backward, optimizer step) at training's batch size, resolution, precision and memory format, on
+synthetic input already on the device, one step at a time after a warm-up: with CUDA events on
+a GPU, ``time.perf_counter`` on a CPU, or the process's CPU time (``clock="cpu"``, for one torch
+thread per trial on a shared CPU). The median is the step time, the interquartile range its
+spread, with the peak GPU memory (``None`` on a CPU) in a :class:`StepTiming`;
+:func:`time_round_robin` times several nets interleaved on one clock. What is timed, the clocks
+and the memory figure: docs/evaluating.md.
 """
 
 from __future__ import annotations

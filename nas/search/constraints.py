@@ -1,27 +1,12 @@
 """Constraints and thresholds of a search: what a net must stay within to count.
 
-A search config's ``constraints:`` mapping bounds what a candidate may cost and floors its
-accuracy (:data:`BOUNDS`). Two kinds, by when they can be checked:
-
-* **cheap** (``max_params``, ``max_flops``): known from the spec alone, counted without building
-  it (:func:`searchspace.profile.spec_parameters`, :func:`~searchspace.profile.spec_flops` at the
-  search's timing image size, the figures the trial would record). The searcher checks them
-  before a candidate is sent to a worker; a spec that breaks one is never trained.
-* **measured** (``max_step_time_ms``, ``max_step_time_norm``, ``max_peak_memory_mb``,
-  ``min_accuracy``): known once the trial has run; the searcher passes them to the sampler with
-  the result.
-
-Each bound becomes an Optuna constraint (``Trial.set_constraint``): its *relative* excess,
-``value / bound - 1`` for an upper bound and ``1 - value / floor`` for a floor, so that a trial
-is feasible when every value is <= 0 and bounds in different units add up comparably where a
-sampler sums the violations (TPE ranks infeasible trials by that sum, NSGA-II compares it).
-
-A space whose every net breaks a cheap bound is refused before the search starts
-(:meth:`Constraints.check_space`): the cheapest net of the space is found stage by stage, since
-the backbone fixes each stage's input width and resolution, so a stage's parameters and FLOPs do
-not depend on the other stages' choices.
-
-This module imports no torch at import time: a config is checked before anything heavy loads.
+:class:`Constraints` holds a config's ``constraints:`` mapping (:data:`BOUNDS`): *cheap* bounds
+(``max_params``, ``max_flops``), counted from the spec alone (:mod:`searchspace.profile`) so the
+searcher checks them before a candidate reaches a worker, and *measured* ones (step time, peak
+memory, ``min_accuracy``), known once the trial has run. Each bound becomes an Optuna constraint,
+its relative excess; :meth:`Constraints.check_space` refuses a space whose every net breaks a
+cheap bound. How each kind reaches the sampler: docs/searching.md, "Constraints". This module
+imports no torch at import time: a config is checked before anything heavy loads.
 """
 
 from __future__ import annotations

@@ -1,22 +1,13 @@
 """The search driver: Ray Tune runs the trials, Optuna chooses and stores them.
 
-Shape (shared/DESIGN.md): :func:`run_search` opens the study (:mod:`nas.search.study`), holds a
+:func:`run_search` opens the study (:mod:`nas.search.study`), holds a
 :class:`~nas.search.searcher.StudySearcher` on it, and lets Tune run
-:func:`~nas.search.trial.run_trial` on Ray workers with the resources the config asks, which
-builds the candidate, times its training step, trains it briefly and reports every figure.
-
-Nothing is lost: a candidate that fails is recorded as a failed trial with its reason and the
-search goes on; a killed driver resumes from Tune's experiment directory (``Tuner.restore``) and
-the same study, and a trial Optuna already finished is never told twice.
-
-A database password never leaves this process's memory: the storage URL is split
-(:func:`results.storage.split_password`) before anything is printed or saved, so the run
-directory, the study's attributes and Tune's pickled experiment hold the URL without it, and
-each connection gets the password from :class:`StudyStorage`'s in-memory table (or, when the
-command line gave none, libpq finds it in ``PGPASSWORD`` or a password file).
-
-Several drivers may search one study at once (``join``: Optuna's distributed mode on a
-PostgreSQL study), each with its own run directory, Tune experiment and number of trials.
+:func:`~nas.search.trial.run_trial` on Ray workers with the config's resources; a failed candidate
+is a failed trial and the search goes on, and a killed driver resumes from Tune's experiment
+directory and the same study. :class:`StudyStorage` opens the study from a URL split from its
+password (:func:`results.storage.split_password`), which never leaves this process's memory.
+Several drivers may search one PostgreSQL study at once (``join``). How a search runs, resumes
+and keeps its password: docs/searching.md.
 """
 
 from __future__ import annotations

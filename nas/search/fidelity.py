@@ -1,26 +1,12 @@
 """Proxy fidelity: does the search's brief training rank nets as longer training does?
 
-A search trains every candidate briefly (a few epochs, often at a reduced image size) and times
-a few of its steps. Both are proxies: for the accuracy the net would reach with real training,
-and for what a real training step costs. :func:`run_fidelity` measures how far they can be
-trusted on a config's own space, data and hardware:
-
-1. sample ``N`` distinct specs from the config's space (:meth:`SearchSpace.sample`, seeded),
-   among the nets a search would train (within its ``constraints:`` on parameters and FLOPs);
-2. evaluate each with the config's proxy (:meth:`SearchConfig.eval_config`: exactly what a search
-   trial runs) and with a long schedule (more epochs, and the space's full train resolution
-   when the proxy used a smaller one), as Ray tasks with the config's resources
-   (:mod:`nas.search.tasks`), every evaluation being :func:`nas.search.trial.default_evaluate`;
-3. rank-correlate (:mod:`results.correlation`: Kendall's tau and Spearman's rho with bootstrap
-   intervals) proxy accuracy with long-run accuracy, the proxy's step time with the long run's
-   real time per training step (its training wall time over its steps: data loading,
-   transfers and the per-step checks included), and, as the contrast, FLOPs and parameters with
-   the long run's time per step and accuracy;
-4. say what that means in one sentence (:func:`verdict`).
-
-Every evaluation is appended to ``evaluations.jsonl`` in the output folder as it ends, so a run
-that is stopped loses nothing: run the same command again and what is there is reused (an
-evaluation is reused only for the same spec and the same settings).
+:func:`run_fidelity` (``nas fidelity``) samples distinct specs from a config's space within its
+cheap constraints, evaluates each with the config's proxy (exactly what a search trial runs) and
+with a long schedule, as Ray tasks (:mod:`nas.search.tasks`), and rank-correlates
+(:mod:`results.correlation`) proxy accuracy and step time with the long run's accuracy and time
+per step, FLOPs and parameters as the contrast; :func:`verdict` says what that means in one
+sentence. Every evaluation is appended to ``evaluations.jsonl`` as it ends, so a stopped run
+resumes where it was. What is compared and how the verdict reads: docs/fidelity.md.
 """
 
 from __future__ import annotations

@@ -1,37 +1,14 @@
 """Searches replayed against a recorded table (:mod:`nas.search.table`) with a simulated clock.
 
-A replay is a search whose trials are looked up instead of trained: the same objects a search
-runs (:class:`~nas.search.searcher.StudySearcher` over an Optuna study with the named sampler,
-Tune's ASHA or :class:`~nas.search.schedulers.ParetoASHA` as
-:func:`nas.search.driver.early_stopping` builds them from the config), driven through their Tune
-interfaces as Tune's controller drives them, without Ray:
-
-- a worker that is free asks the searcher for a trial (``suggest``), which is added to the
-  scheduler (``on_trial_add``) and started when the scheduler chooses it
-  (``choose_trial_to_run``); ``workers`` trials run at once (``concurrent``);
-- a trial reports what a search trial on the table's machine would: with early stopping, every
-  epoch's figures (held-out accuracy so far, the reward it would score, the step time and
-  parameters; Tune's ``training_iteration`` counting the reports), then the closing record;
-  without, the closing record only. Each result goes to the scheduler (``on_trial_result``) and,
-  when the scheduler lets the trial go on, to the searcher (``on_trial_result``); a trial the
-  scheduler stops, or whose last result came, ends with ``on_trial_complete`` on both, with its
-  last result, as Tune ends it (a finished trial's last result is first shown to the scheduler a
-  second time with ``done``, as Tune's controller does when a function trainable returns);
-- a spec the study already evaluated is reused as the searcher says (its config carries the
-  stored record), reported at once and costing nothing, as ``run_trial`` does.
-
-The record a trial reports is the table's net with one seed: the held-out accuracy of that
-seed's run (epoch by epoch), its test accuracy (reported only), the step time and parameters
-normalized by the table's reference net, the reward scored as the method's config scores it
-(step time, or FLOPs with a recalibrated exponent: :func:`flops_exponent`).
-
-**The clock.** A trial costs the CPU seconds its run was recorded with, on a worker of its own:
-each epoch's report comes when the recording's trial reached it (its CPU seconds since its start,
-the held-out passes included), the closing record at the run's whole CPU seconds; a trial
-stopped at an epoch costs only up to it. Without early stopping, a trial makes no held-out pass
-before its last epoch, so its record comes that much earlier
-(:meth:`~nas.search.table.Run.report_times`). A reused result costs nothing; the sampler's own
-time is not charged. The simulated time is the search's wall time with ``workers`` workers.
+A replay runs the objects a search runs (:class:`~nas.search.searcher.StudySearcher` over an
+Optuna study, and Tune's ASHA or :class:`~nas.search.schedulers.ParetoASHA` as
+:func:`nas.search.driver.early_stopping` builds them) through their Tune interfaces, as Tune's
+controller drives them, without Ray; each trial is looked up in the table instead of trained:
+one seed's record of the net, every epoch's figures with early stopping, the reward scored as
+the method's config scores it (:func:`flops_exponent` for a FLOPs reward). A trial costs the CPU
+seconds its run was recorded with (:meth:`~nas.search.table.Run.report_times`) on a worker of its
+own; the simulated time is the search's wall time with ``workers`` workers. The protocol and the
+clock in full: docs/benchmarks.md, "Many seeds from one recording".
 """
 
 from __future__ import annotations

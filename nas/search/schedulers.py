@@ -1,32 +1,14 @@
 """Early stopping for a Pareto search: multi-objective asynchronous successive halving.
 
-Tune's ASHA (and Optuna's pruners) rank candidates by one number, so they cannot stop candidates
-of a multi-objective search (Optuna issues #3450, #2792). :class:`ParetoASHA` is ASHA's
-asynchronous successive halving (Li et al. 2020) with MO-ASHA's promotion rule (Schmucker et al.
-2021, "Multi-objective Asynchronous Successive Halving"; Syne Tune's ``MOASHA``): when a trial
-reaches a rung (epoch ``grace_period * reduction_factor**k``), every trial recorded at that rung
-is put in one order (:func:`promotion_order`), and the trial goes on if it is among the first
-``ceil(n / reduction_factor)`` of the ``n``, else it is stopped. The order:
-
-1. trials that broke none of the search's measured constraints, by non-dominated rank on the
-   objectives there (accuracy so far, and the costs, known from the start);
-2. inside a front, an epsilon-net (Salinas et al. 2021, as Syne Tune orders it; Clarkson 2006):
-   the most accurate trial first, then each next one the farthest from those already placed;
-3. then the trials that broke a constraint, least total violation first.
-
-So exactly the rung's share goes on, however many trials share a front; the most accurate
-feasible trial at a rung is never stopped there; and a trial on the first front is stopped only
-when at least the share of first-front trials is ahead of it.
-
-It is a Tune scheduler (``ray.tune.schedulers.FIFOScheduler``), so Tune runs it as it runs ASHA:
-a stopped trial ends as ``TERMINATED`` with its last result, which the search records as
-``PRUNED`` with the figures it reached.
-
-Tune (2.x) saves a searcher and the callbacks with its experiment, but not the scheduler: a
-resumed experiment gets the scheduler as it was pickled when the search started, with empty
-rungs. :class:`SchedulerState` is the callback that carries the scheduler's state (ASHA's too)
-in Tune's experiment checkpoint and puts it back on a resume, and says at the end what it
-stopped.
+:class:`ParetoASHA` is a Tune scheduler: ASHA's asynchronous successive halving with MO-ASHA's
+promotion rule. When a trial reaches a rung (epoch ``grace_period * reduction_factor**k``), the
+trials recorded there are put in one order (:func:`promotion_order`: feasible trials by
+non-dominated rank, each front as an epsilon-net, then the infeasible ones by violation) and the
+trial goes on if it is among the first ``ceil(n / reduction_factor)``; a stopped trial ends as
+``TERMINATED`` and the search records it as ``PRUNED``. :class:`SchedulerState` is the callback
+that carries the scheduler's state (ASHA's too) in Tune's experiment checkpoint, which saves no
+scheduler, and puts it back on a resume. The rule, its sources and what it guarantees:
+docs/searching.md, "Early stopping".
 """
 
 from __future__ import annotations

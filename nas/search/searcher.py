@@ -1,36 +1,14 @@
 """The searcher: Optuna chooses each candidate, Tune runs it, and the study stores everything.
 
-:class:`StudySearcher` is a Ray Tune ``Searcher`` that asks an Optuna study for each trial
-(define-by-run: the search space's own ``suggest(trial)``) and tells it the result. It writes the
-whole result record (:mod:`results.schema`) on the Optuna trial as user attributes, so the
-database alone rebuilds the search and ``nas front/report/dashboard`` read it while it runs.
-
-Why not Ray's ``OptunaSearch``: it tells Optuna only the objective values, and storing the record
-meant subclassing it and reaching into its private attributes (and Optuna's). Tune's public
-``Searcher`` interface and Optuna's ask-and-tell do the same in fewer lines, with nothing private,
-and let the searcher decide what Tune pickles: never the storage, only its opener
-(:class:`nas.search.driver.StudyStorage`, the URL without its password), so a database password
-is never written into the experiment directory.
-
-Constraints (:mod:`nas.search.constraints`): a spec that breaks a cheap bound (parameters,
-FLOPs) is never sent to a worker. The searcher records it in the study as a *refused* trial (its
-figures, ``status: refused`` and the broken bounds in ``violations``, each bound's excess with
-``Trial.set_constraint``), tells it ``PRUNED`` and asks the sampler again for the same Tune trial,
-at most :data:`MAX_REFUSALS` times in a row. ``PRUNED``, because TPE learns only from
-``COMPLETE`` and ``PRUNED`` trials (a ``FAIL`` is ignored) and puts any trial with a positive
-constraint among the ones to stay away from, whatever its state; ``COMPLETE`` would need
-objective values a net that never trained does not have. (NSGA-II breeds from ``COMPLETE``
-trials only: it never learns from a refusal, but the refusal still keeps the net off the
-workers.) A trial that ran gets every bound's value with its result (``min_accuracy`` not for a
-trial stopped early, whose accuracy was still climbing), so the sampler sees the measured
-bounds too.
-
-Besides asking and telling, the searcher reuses the stored result of a spec the study already
-evaluated (the trial then reports it without training), never tells a trial twice (after a
-resume, Tune may replay the end of a trial Optuna already holds), and on restore records the
-trials that were asked for after the last experiment checkpoint as failed ("interrupted"). Each
-Tune trial's config holds the study's trial number (``number``), so Tune's records and the study
-name the same trial alike.
+:class:`StudySearcher` is a Ray Tune ``Searcher`` over an Optuna study (ask-and-tell with the
+space's define-by-run ``suggest(trial)``). It writes each trial's whole result record
+(:mod:`results.schema`) on the Optuna trial, reuses the stored result of a spec the study already
+evaluated, never tells a trial twice, and on restore marks the trials asked for after the last
+checkpoint failed ("interrupted"). Tune pickles only the storage's opener
+(:class:`nas.search.driver.StudyStorage`), never a password. A spec that breaks a cheap bound
+(:mod:`nas.search.constraints`) is recorded as a refused trial and the sampler is asked again, at
+most :data:`MAX_REFUSALS` times in a row. Why this and not Ray's ``OptunaSearch``, and how refusals
+and measured bounds reach the sampler: docs/searching.md.
 """
 
 from __future__ import annotations

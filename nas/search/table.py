@@ -1,23 +1,11 @@
 """A recorded benchmark table: every net of a small space trained with a search's proxy, per seed.
 
 ``bench/record_table.py`` writes it (:data:`TABLE_FORMAT`, gzip-compressed JSON); the replay
-(:mod:`nas.search.replay`) runs searches against it with a simulated clock. One file holds:
-
-- ``config``: the search config whose space and proxy were recorded (its ``to_dict``);
-- ``seeds``: the training seeds recorded; a net's seed-``s`` run is what a search with ``seed:
-  s`` records for it (the seed draws the search and held-out images and the training);
-- ``nets``: per net of the space, its ``spec`` and ``hash``, ``params``, ``flops`` at the final
-  size (the space's ``train_resolution``) and ``flops_proxy`` at the proxy's, and its step time
-  at both sizes (``step_time_ms``, ``step_time_proxy_ms``: the median over the timing passes,
-  every pass's figure in ``step_time_passes_ms``); and ``runs``, per seed (as a string key):
-  ``status`` (``ok`` or ``failed``, with ``failure``), per epoch the held-out ``accuracy``, the
-  ``train_loss``, the training ``epoch_cpu_seconds`` and ``cpu_at_epoch`` (the trial's process
-  CPU seconds from its start to that epoch's report, held-out passes included), the
-  ``test_accuracy`` at the end and ``cpu_seconds`` (the whole evaluation's);
-- ``reference``: the reference net's step times, parameters and FLOPs, timed in the same passes,
-  which normalize a net's step time and parameters as a search does;
-- ``timing``: how the passes timed (passes, steps, clock, threads, sizes);
-- ``provenance``: the command, git commit, machine, torch version and dates of the recording.
+(:mod:`nas.search.replay`) runs searches against it with a simulated clock. One file holds the
+recorded search ``config``, the ``seeds``, per net its spec, counts, step times and one run per
+seed (each epoch's held-out accuracy, training loss and CPU seconds, the test accuracy), the
+``reference`` net's figures, how the ``timing`` passes ran, and the recording's ``provenance``.
+Every field: docs/benchmarks.md, "Many seeds from one recording".
 """
 
 from __future__ import annotations

@@ -1,22 +1,14 @@
 """Training: the recipe, the step loop, and full training with progressive learning.
 
-- :mod:`nas.train.recipe`: :class:`Recipe`, the optimizer, LR schedule, loss and precision as
-  data (torch-free); :mod:`nas.train.optim` builds them with torch's classes;
-- :mod:`nas.train.device`: device, precision and memory format, shared with step timing;
-- :mod:`nas.train.loop`: one step, one epoch (MixUp, the step, the LR schedule and the weight
-  EMA, in that order), top-1 evaluation and brief training (:func:`fit`), what every search
-  candidate runs;
-- :mod:`nas.train.schedule`: progressive-learning schedules (image size and regularization per
-  stage); :mod:`nas.train.progressive`: ``nas train``'s trainer, whose loop reads top to bottom
-  and runs in one process or in each data-parallel worker; :mod:`nas.train.setup` sets a run up
-  and :mod:`nas.train.epoch` prepares and evaluates each epoch;
-- :mod:`nas.train.distributed`: ``nas train --workers N``, that loop on Ray Train's workers
-  (DDP), the only module here that runs Ray;
-- :mod:`nas.train.checkpoint`, :mod:`nas.train.metrics`, :mod:`nas.train.initial`: the trainer's
-  checkpoints, records (an epoch's metrics, the run's) and files, and fine-tuning weights.
+- :mod:`nas.train.recipe`: :class:`Recipe` as data (torch-free), built by :mod:`nas.train.optim`;
+  :mod:`nas.train.device`: device, precision and memory format, shared with step timing;
+- :mod:`nas.train.loop`: one step, one epoch, top-1 evaluation and brief training (:func:`fit`),
+  what every search candidate runs;
+- :mod:`nas.train.schedule`, :mod:`nas.train.progressive` (with :mod:`nas.train.setup` and
+  :mod:`nas.train.epoch`): ``nas train``; :mod:`nas.train.distributed`: the same on Ray Train;
+  :mod:`nas.train.checkpoint`, :mod:`nas.train.metrics`, :mod:`nas.train.initial`: its files.
 
-This package trains given data; it must not load datasets by name (``nas.data`` does) or time
-steps for the search (``nas.evaluate``).
+It trains given data; loading datasets by name is ``nas.data``'s, timing steps ``nas.evaluate``'s.
 """
 
 from __future__ import annotations

@@ -1,15 +1,13 @@
 """``nas train --workers N``: the progressive trainer on Ray Train's data-parallel workers.
 
 :func:`train_distributed` checks its input before Ray starts, then runs :func:`train_worker` on N
-workers with Ray Train's ``TorchTrainer`` (DistributedDataParallel; gloo on CPUs, NCCL on GPUs)
-on a local Ray on 127.0.0.1 or the cluster ``--address``/``RAY_ADDRESS`` names. Each worker runs
-the single-process trainer's own pieces (:func:`~nas.train.setup.setup_run`,
-:func:`~nas.train.progressive.run_epochs`, :func:`~nas.train.progressive.finish_run`) in a
-:class:`_RayContext` (its rank, the DDP wrap, Ray Train reports), from the
-:class:`WorkerSettings` the driver sends. Checkpoints are Ray Train checkpoints;
-:class:`RunDirectoryMirror` copies each into the run directory, which ends as one process leaves
-it. What data parallelism changes in the recipe (the global batch, BatchNorm, the EMA, random
-draws, the loss) and how failures resume: docs/training.md, "On several workers or a cluster".
+workers with Ray Train's ``TorchTrainer`` (DistributedDataParallel) on a local Ray or the cluster
+named. Each worker runs the single-process trainer's own pieces
+(:func:`~nas.train.setup.setup_run`, :func:`~nas.train.progressive.run_epochs`,
+:func:`~nas.train.progressive.finish_run`) in a :class:`_RayContext`, from the
+:class:`WorkerSettings` the driver sends; :class:`RunDirectoryMirror` copies each Ray Train
+checkpoint into the run directory. What data parallelism changes in the recipe and how failures
+resume: docs/training.md, "On several workers or a cluster".
 """
 
 from __future__ import annotations

@@ -1,16 +1,12 @@
 """Full training with progressive learning and adaptive regularization: what ``nas train`` runs.
 
-:func:`train_progressive` trains a spec through its schedule's stages (:mod:`nas.train.schedule`):
-each stage at its image size, RandAugment magnitude, MixUp alpha and dropout, with the weights,
-optimizer, learning-rate schedule and weight EMA carried from stage to stage, and the held-out
-split evaluated after every epoch. A run writes its run directory (``checkpoint.pt`` after every
-epoch, ``metrics.csv``, ``metrics.json``, ``spec.yaml``, ``weights.pt`` at the end) and resumes
-from it; given ``build``, another net trains under the same recipe (``bench/end_to_end.py``).
-
-The pieces, by concern: :mod:`nas.train.setup` sets a run up (in a
-:class:`~nas.train.setup.Context`, one process or a data-parallel rank), :mod:`nas.train.epoch`
-prepares and evaluates one epoch, :func:`nas.train.loop.train_one_epoch` trains it step by step,
-:mod:`nas.train.metrics` holds the records. The recipe and its sources: docs/training.md.
+:func:`train_progressive` trains a spec through its schedule's stages (:mod:`nas.train.schedule`),
+each at its image size and regularization, carrying the weights, optimizer, learning-rate
+schedule and weight EMA from stage to stage, and evaluating the held-out split every epoch; a
+run writes its run directory and resumes from it. :func:`run_epochs` and :func:`finish_run` are
+the loop and its end, shared with the data-parallel workers; :mod:`nas.train.setup` sets a run
+up and :mod:`nas.train.epoch` prepares and evaluates each epoch. The recipe, its sources and the
+run directory's files: docs/training.md.
 """
 
 from __future__ import annotations

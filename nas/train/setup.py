@@ -3,13 +3,10 @@
 (:func:`setup_run`, which :func:`nas.train.progressive.train_progressive` and every
 data-parallel worker of :mod:`nas.train.distributed` call).
 
-One loop serves one process and data-parallel training: the run's epochs execute in a
-:class:`Context` that says the process's rank among how many, wraps the model
-(DistributedDataParallel, or nothing) and is told when an epoch is done (:class:`LocalContext`
-here; ``nas.train.distributed`` reports to Ray Train). Each rank trains on its share of every
-global batch of ``batch_size`` (one seeded permutation per epoch, dealt out by a
-``DistributedSampler``; one process takes all of it), every epoch reseeds each rank's random draws
-from the run's seed, and rank 0 alone evaluates, keeps the EMA and writes files.
+A :class:`Context` says the process's rank among how many, wraps the model
+(DistributedDataParallel, or nothing) and is told when an epoch is done; :class:`LocalContext`
+is one process's. How the ranks share batches, random draws, evaluation and files:
+docs/training.md, "On several workers or a cluster".
 """
 
 from __future__ import annotations
