@@ -300,6 +300,7 @@ def slow_learner_evaluate(spec: ArchSpec, settings: dict, report) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("module_ray")  # one Ray for the module's searches
 def test_asha_stops_weak_candidates_and_keeps_their_figures(tmp_path):
     config = small_config(tmp_path, trials=8, concurrent=1, epochs=3, early_stopping=True)
     outcome = run_search(config, evaluate=slow_learner_evaluate, log=lambda line: None)
@@ -321,6 +322,7 @@ def steady_evaluate(spec: ArchSpec, settings: dict, report) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("module_ray")  # one Ray for the module's searches
 def test_a_spec_already_evaluated_is_not_trained_again(tmp_path):
     # A space of exactly two architectures: five trials must repeat some.
     space = {
