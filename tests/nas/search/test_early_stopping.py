@@ -85,6 +85,7 @@ def expected_stops(trials: list) -> set[int]:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("module_ray")  # one Ray for the module's searches
 def test_pareto_early_stopping_stops_the_trials_outside_the_share_and_keeps_their_figures(tmp_path):
     config = small_config(
         tmp_path,
@@ -124,6 +125,7 @@ def test_pareto_early_stopping_stops_the_trials_outside_the_share_and_keeps_thei
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("module_ray")  # one Ray for the module's searches
 def test_a_resumed_search_keeps_the_rungs(tmp_path):
     config = small_config(
         tmp_path, objective="pareto", early_stopping=True, epochs=3, trials=4, concurrent=1

@@ -30,6 +30,7 @@ def always_failing(spec: ArchSpec, settings: TrialSettings, report) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("module_ray")  # one Ray for the module's searches
 def test_a_search_where_no_trial_finished_fails_and_points_at_nothing(tmp_path):
     config = small_config(tmp_path, trials=2, concurrent=1)
     lines: list[str] = []
@@ -41,6 +42,7 @@ def test_a_search_where_no_trial_finished_fails_and_points_at_nothing(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("module_ray")  # one Ray for the module's searches
 def test_the_command_exits_1_when_no_trial_finished(tmp_path, monkeypatch, capsys):
     path = write_config(
         tmp_path, dataset="synthetic", trials=2, concurrent=1, epochs=1, space=SMALL_SPACE,

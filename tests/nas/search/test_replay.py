@@ -98,6 +98,7 @@ def table_evaluate(spec: ArchSpec, settings: TrialSettings, report) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["tpe", "asha", "pareto-asha"])
+@pytest.mark.usefixtures("module_ray")  # one Ray for the module's searches
 def test_a_replay_chooses_what_a_live_search_chooses(table, tmp_path, method):
     """The same method, sampler seed and table seed: a live search (Ray Tune, one trial at a
     time, each trial looking its figures up in the table) and its replay ask for the same nets

@@ -41,51 +41,6 @@ NAS = [sys.executable, "-m", "nas.cli"]
 ray_cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
-def faulty_evaluate(spec: ArchSpec, settings: TrialSettings, report) -> dict:
-    """Stage-1 kernel 5 raises; a fused stage 2 fails as a NaN loss does in ``nas.evaluate``
-    (a failed record, with the loss's reason); anything else gets a deterministic record."""
-    if spec.stages[0].kernel == 5:
-        raise RuntimeError("candidate exploded on purpose")
-    if spec.stages[1].block == "fused":
-        return {
-            "spec": spec.to_string(),
-            "hash": spec.hash,
-            "status": "failed",
-            "failure": "loss became nan at epoch 1, step 3",
-        }
-    record = fake_record(spec, accuracy=0.5 + 0.01 * spec.stages[0].repeats)
-    report({"accuracy": record["accuracy"], "reward": record["reward"]})
-    return record
-
-
-@pytest.mark.slow
-def test_failing_candidates_are_recorded_and_the_search_finishes(tmp_path):
-    config = small_config(tmp_path, trials=8)
-    lines: list[str] = []
-    outcome = run_search(config, evaluate=faulty_evaluate, log=lines.append)
-    study = optuna.load_study(study_name="t", storage=config.storage_url)
-    trials = study.get_trials()
-    assert len(trials) == 8
-    assert all(t.state.is_finished() for t in trials)
-    for trial in trials:
-        spec = ArchSpec.from_string(trial.user_attrs["spec"])
-        if spec.stages[0].kernel == 5:
-            assert trial.state == optuna.trial.TrialState.FAIL
-            assert "exploded on purpose" in trial.user_attrs["failure"]
-        elif spec.stages[1].block == "fused":
-            assert trial.state == optuna.trial.TrialState.FAIL
-            assert "loss became nan" in trial.user_attrs["failure"]
-        elif trial.user_attrs.get("reused_from") is None:
-            assert trial.state == optuna.trial.TrialState.COMPLETE
-            assert trial.values[0] == pytest.approx(trial.user_attrs["reward"])
-            assert trial.user_attrs["params"] > 0
-    failures = " ".join(t.user_attrs.get("failure", "") for t in trials)
-    assert "exploded on purpose" in failures and "loss became nan" in failures  # both kinds ran
-    assert outcome.finished + outcome.failed == 8
-    assert len(PROGRESS.findall("\n".join(lines))) == 8
-    assert any("FAILED" in line for line in lines)
-
-
 def ray_listening_addresses() -> list[str]:
     """Local addresses of every listening TCP socket owned by a Ray process on this machine."""
     listening = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True)
@@ -291,6 +246,52 @@ def test_progress_format_handles_failures():
     assert line == "[3/12] stem8  FAILED: boom"
 
 
+def faulty_evaluate(spec: ArchSpec, settings: TrialSettings, report) -> dict:
+    """Stage-1 kernel 5 raises; a fused stage 2 fails as a NaN loss does in ``nas.evaluate``
+    (a failed record, with the loss's reason); anything else gets a deterministic record."""
+    if spec.stages[0].kernel == 5:
+        raise RuntimeError("candidate exploded on purpose")
+    if spec.stages[1].block == "fused":
+        return {
+            "spec": spec.to_string(),
+            "hash": spec.hash,
+            "status": "failed",
+            "failure": "loss became nan at epoch 1, step 3",
+        }
+    record = fake_record(spec, accuracy=0.5 + 0.01 * spec.stages[0].repeats)
+    report({"accuracy": record["accuracy"], "reward": record["reward"]})
+    return record
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("module_ray")  # one Ray for the module's searches
+def test_failing_candidates_are_recorded_and_the_search_finishes(tmp_path):
+    config = small_config(tmp_path, trials=8)
+    lines: list[str] = []
+    outcome = run_search(config, evaluate=faulty_evaluate, log=lines.append)
+    study = optuna.load_study(study_name="t", storage=config.storage_url)
+    trials = study.get_trials()
+    assert len(trials) == 8
+    assert all(t.state.is_finished() for t in trials)
+    for trial in trials:
+        spec = ArchSpec.from_string(trial.user_attrs["spec"])
+        if spec.stages[0].kernel == 5:
+            assert trial.state == optuna.trial.TrialState.FAIL
+            assert "exploded on purpose" in trial.user_attrs["failure"]
+        elif spec.stages[1].block == "fused":
+            assert trial.state == optuna.trial.TrialState.FAIL
+            assert "loss became nan" in trial.user_attrs["failure"]
+        elif trial.user_attrs.get("reused_from") is None:
+            assert trial.state == optuna.trial.TrialState.COMPLETE
+            assert trial.values[0] == pytest.approx(trial.user_attrs["reward"])
+            assert trial.user_attrs["params"] > 0
+    failures = " ".join(t.user_attrs.get("failure", "") for t in trials)
+    assert "exploded on purpose" in failures and "loss became nan" in failures  # both kinds ran
+    assert outcome.finished + outcome.failed == 8
+    assert len(PROGRESS.findall("\n".join(lines))) == 8
+    assert any("FAILED" in line for line in lines)
+
+
 def slow_learner_evaluate(spec: ArchSpec, settings: TrialSettings, report) -> dict:
     """Three epochs; accuracy grows with the first stage's depth, so ASHA has losers to stop."""
     record = fake_record(spec, accuracy=0.3 + 0.2 * spec.stages[0].repeats)
@@ -301,6 +302,7 @@ def slow_learner_evaluate(spec: ArchSpec, settings: TrialSettings, report) -> di
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("module_ray")  # one Ray for the module's searches
 def test_asha_stops_weak_candidates_and_keeps_their_figures(tmp_path):
     config = small_config(tmp_path, trials=8, concurrent=1, epochs=3, early_stopping=True)
     outcome = run_search(config, evaluate=slow_learner_evaluate, log=lambda line: None)
@@ -322,6 +324,7 @@ def steady_evaluate(spec: ArchSpec, settings: TrialSettings, report) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("module_ray")  # one Ray for the module's searches
 def test_a_spec_already_evaluated_is_not_trained_again(tmp_path):
     # A space of exactly two architectures: five trials must repeat some.
     space = {

@@ -9,6 +9,8 @@ import optuna
 import pytest
 from torch.utils.data import Dataset
 
+import nas.search.searcher as searcher_module
+from nas.cluster import ray_session
 from nas.search import run_search
 from nas.search.trial import TrialSettings, default_evaluate
 from searchspace import ArchSpec
@@ -72,14 +74,30 @@ def evaluate_relabelled(spec: ArchSpec, settings: TrialSettings, report) -> dict
     return _evaluate(spec, settings, report, relabel=True)
 
 
+#: TPE's random start-up trials here (Optuna's default is 10): past them it models, as it does
+#: after 10, from the rewards the trials reported.
+STARTUP = 3
+_make_sampler = searcher_module.make_sampler
+_SAMPLERS_MADE: list[tuple[str, int | None]] = []
+
+
+def _sampler_with_a_short_startup(name, seed, population_size=50, startup_trials=None):
+    startup = STARTUP if startup_trials is None else startup_trials
+    _SAMPLERS_MADE.append((name, startup))
+    return _make_sampler(name, seed, population_size, startup)
+
+
 @pytest.mark.slow
 def test_changing_only_the_test_split_changes_no_search_decision(tmp_path, monkeypatch):
     monkeypatch.setenv("EFFNAS_CACHE", str(tmp_path / "cache"))
-    # TPE past its 10 random start-up trials, and ASHA judging every trial after epoch 1.
+    monkeypatch.setattr(searcher_module, "make_sampler", _sampler_with_a_short_startup)
+    _SAMPLERS_MADE.clear()
+    # TPE past its 3 random start-up trials (4 of its own), and ASHA judging every trial after
+    # epoch 1.
     settings = {
         "dataset": "synthetic:300",
         "image_size": 16,
-        "trials": 13,
+        "trials": STARTUP + 4,
         "concurrent": 1,
         "epochs": 2,
         "sampler": "tpe",
@@ -87,13 +105,16 @@ def test_changing_only_the_test_split_changes_no_search_decision(tmp_path, monke
         "evaluation": {"timing_steps": 1, "timing_warmup": 0, "test_fraction": 0.2},
     }
     runs = {}
-    for name, evaluate in (("as-is", evaluate_as_is), ("relabelled", evaluate_relabelled)):
-        config = small_config(tmp_path / name, study=name, **settings)
-        outcome = run_search(config, evaluate=evaluate, log=lambda line: None)
-        trials = optuna.load_study(study_name=name, storage=config.storage_url).get_trials()
-        runs[name] = (outcome, sorted(trials, key=lambda trial: trial.number))
+    # One Ray for both searches, started once EFFNAS_CACHE is set (its workers inherit it).
+    with ray_session(None):
+        for name, evaluate in (("as-is", evaluate_as_is), ("relabelled", evaluate_relabelled)):
+            config = small_config(tmp_path / name, study=name, **settings)
+            outcome = run_search(config, evaluate=evaluate, log=lambda line: None)
+            trials = optuna.load_study(study_name=name, storage=config.storage_url).get_trials()
+            runs[name] = (outcome, sorted(trials, key=lambda trial: trial.number))
+    assert set(_SAMPLERS_MADE) == {("tpe", STARTUP)}  # each search's searcher drew from it
     (first, first_trials), (second, second_trials) = runs["as-is"], runs["relabelled"]
-    assert len(first_trials) == len(second_trials) == 13
+    assert len(first_trials) == len(second_trials) == STARTUP + 4
 
     def decisions(trial: optuna.trial.FrozenTrial) -> tuple:
         attrs = trial.user_attrs
