@@ -18,7 +18,7 @@ import math
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import optuna
@@ -126,6 +126,11 @@ class StudySearcher(Searcher):
             trial records FLOPs).
     """
 
+    #: Added after searches were first pickled: ``--resume`` unpickles the searcher its run saved,
+    #: perhaps by an older effnas, whose state lacks it; the class attribute is what such a
+    #: search had (Optuna's default start-up).
+    startup_trials: int | None = None
+
     def __init__(
         self,
         space: SearchSpace,
@@ -166,13 +171,6 @@ class StudySearcher(Searcher):
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_storage": None, "_study": None}
-
-    #: Attributes added since searches were first pickled, with the value an older search had:
-    #: ``--resume`` unpickles the searcher its run saved, possibly with an older effnas.
-    _ADDED_SINCE: ClassVar[dict[str, Any]] = {"startup_trials": None}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update({**self._ADDED_SINCE, **state})
 
     @property
     def storage(self) -> Any:

@@ -105,7 +105,7 @@ def test_a_searcher_pickled_before_an_attribute_was_added_still_resumes():
     state = searcher.__getstate__()
     del state["startup_trials"]
     restored = StudySearcher.__new__(StudySearcher)
-    restored.__setstate__(state)
+    restored.__dict__.update(state)  # what unpickling does with a state lacking __setstate__
     assert restored.startup_trials is None
     sampler = restored.study.sampler
     assert isinstance(sampler, TPESampler)
