@@ -502,12 +502,12 @@ def summary(
     lines += ["", f"Search: {search_cost['trials']} trials, {search_seconds:,.0f} trial-seconds"]
     if "wall_seconds" in search_cost:
         lines[-1] += f" ({search_cost['wall_seconds']:,.0f} s wall, here)"
-    for found in ("base", "S"):
+    for found in FOUND:
         if found in results:
             total = results[found]["curve"][-1][results[found]["time_metric"]]
             lines.append(f"- as a share of {found}'s training time: {search_seconds / total:.1%}")
     baselines = [name for name, result in results.items() if result["baseline"]]
-    for found in ("base", "S"):
+    for found in FOUND:
         if found not in results:
             continue
         target = results[found]["final_test_accuracy"]
