@@ -90,11 +90,11 @@ DATASET = "fashionmnist"
 NUM_CLASSES = 10
 
 
-def _torchvision(name: str) -> Callable[[int], nn.Module]:
+def _torchvision(name: str, **kwargs: Any) -> Callable[[int], nn.Module]:
     def build(num_classes: int) -> nn.Module:
         import torchvision.models
 
-        return getattr(torchvision.models, name)(weights=None, num_classes=num_classes)
+        return getattr(torchvision.models, name)(weights=None, num_classes=num_classes, **kwargs)
 
     return build
 
@@ -115,6 +115,12 @@ BASELINES: dict[str, Callable[[int], nn.Module]] = {
     "efficientnetv2-b0": _catalog("efficientnetv2-b0"),
 }
 SMOKE_BASELINES = ("mobilenet_v3_small", "resnet18")
+#: Baselines changed in one way, trained only where ``--nets`` names them, to find out why a
+#: baseline trains as it does: ``efficientnet_b0`` without its stochastic depth (torchvision's
+#: default drops its blocks' residual branches with a rate rising to 0.2).
+DIAGNOSTICS: dict[str, Callable[[int], nn.Module]] = {
+    "efficientnet_b0-nodrop": _torchvision("efficientnet_b0", stochastic_depth_prob=0.0),
+}
 
 
 def adapt(model: nn.Module) -> nn.Module:
@@ -135,8 +141,8 @@ def adapt(model: nn.Module) -> nn.Module:
 
 
 def baseline(name: str, num_classes: int = NUM_CLASSES) -> nn.Module:
-    """Baseline ``name`` built for ``num_classes`` and adapted (:func:`adapt`)."""
-    return adapt(BASELINES[name](num_classes))
+    """Baseline (or diagnostic) ``name`` built for ``num_classes`` and adapted (:func:`adapt`)."""
+    return adapt({**BASELINES, **DIAGNOSTICS}[name](num_classes))
 
 
 # -- the user's steps: search, scale -------------------------------------------------------------
@@ -347,36 +353,38 @@ def train_net(net: Net, out: Path, test_images: int | None) -> dict[str, Any]:
 FOUND = ("base", "S", "S-fixed")
 
 
-def net_names() -> list[str]:
-    """Every net the benchmark knows, in the order its tables list them."""
-    return [*FOUND, *BASELINES]
+def net_names(diagnostics: bool = False) -> list[str]:
+    """The nets the benchmark trains by default, in the order its tables list them; with
+    ``diagnostics``, every net it knows (:data:`DIAGNOSTICS` last)."""
+    return [*FOUND, *BASELINES, *(DIAGNOSTICS if diagnostics else ())]
 
 
 def nets_to_train(base: Path, scaled: Path, args: argparse.Namespace, out: Path) -> list[Net]:
     """The found base and S (progressive, and S without), then the baselines under the base's
-    ``nas train`` command line: those of ``args.nets`` (a list of :func:`net_names`; default all,
-    smoke: two baselines), once per seed of ``args.seeds``."""
-    known = net_names()
+    ``nas train`` command line: those of ``args.nets`` (names of :func:`net_names`, diagnostics
+    too; default all but the diagnostics, smoke: two baselines), once per seed of ``args.seeds``."""
+    known = net_names(diagnostics=True)
     if args.nets:
         names = args.nets
     elif args.smoke:
         names = [*FOUND, *SMOKE_BASELINES]
     else:
-        names = known
+        names = net_names()
     nets = []
     for seed in args.seeds:
         for name in sorted(names, key=known.index):
-            arch = base if name in ("base", *BASELINES) else scaled
+            found = name in FOUND
+            arch = scaled if name in ("S", "S-fixed") else base
             run_dir = out / run_name(name, seed)
             argv = train_argv(arch, run_dir, args, progressive=name != "S-fixed", seed=seed)
-            nets.append(Net(name, argv, baseline=name if name in BASELINES else None, seed=seed))
+            nets.append(Net(name, argv, baseline=None if found else name, seed=seed))
     return nets
 
 
 def collect(out: Path) -> dict[str, list[dict[str, Any]]]:
     """Every finished run in ``out``: by net (in :func:`net_names` order), its results by seed."""
     found: dict[str, list[dict[str, Any]]] = {}
-    for name in net_names():
+    for name in net_names(diagnostics=True):
         runs = [out / name, *sorted(out.glob(f"{name}-seed*"), key=_seed_of)]
         results = [json.loads((run / "result.json").read_text()) for run in runs
                    if (run / "result.json").is_file()]  # fmt: skip
@@ -534,35 +542,50 @@ def summary(
 
 
 def figure(results: dict[str, dict[str, Any]], path: Path) -> None:
-    """Test accuracy against training time, one line per net (markers at epoch ends)."""
+    """Test accuracy against training time, one line per net (markers at epoch ends): the whole
+    curves, and beside them the top 6 points of accuracy, where the nets' finals are."""
     import matplotlib
     import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axis = plt.subplots(figsize=(8, 5))
-    for name, result in results.items():
-        key = result["time_metric"]
-        seconds = [row[key] for row in result["curve"]]
-        accuracy = [100 * row["test_accuracy"] for row in result["curve"]]
-        style = "--" if result["baseline"] else "-"
-        seeds = len(result.get("seeds", [0]))
-        label = name if seeds == 1 else f"{name} (mean of {seeds} seeds)"
-        axis.plot(seconds, accuracy, style, marker="o", markersize=3, label=label)
     any_result = next(iter(results.values()))
     clock = "CPU" if any_result["time_metric"] == "train_cpu_seconds" else "wall"
-    axis.set_xscale("log")
-    plain = matplotlib.ticker.FuncFormatter(lambda value, position: f"{value:g}")
-    axis.xaxis.set_major_formatter(plain)
-    axis.xaxis.set_minor_formatter(plain)
-    axis.set_xlabel(f"training time ({clock} seconds, log scale)")
-    axis.set_ylabel(f"top-1 on {any_result['test_images']:,} Fashion-MNIST test images (%)")
-    axis.set_title("Found (solid) and torchvision/catalog (dashed) nets, same nas train recipe")
-    axis.grid(True, which="both", alpha=0.3)
-    axis.legend(fontsize=8)
+    best = max(100 * result["final_test_accuracy"] for result in results.values())
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
+    for axis, (low, high) in zip(axes, [(None, None), (best - 6, best + 0.6)], strict=True):
+        for name, result in results.items():
+            key = result["time_metric"]
+            seconds = [row[key] for row in result["curve"]]
+            accuracy = [100 * row["test_accuracy"] for row in result["curve"]]
+            seeds = len(result.get("seeds", [0]))
+            label = name if seeds == 1 else f"{name} (mean of {seeds} seeds)"
+            style = "--" if result["baseline"] else "-"
+            axis.plot(seconds, accuracy, style, marker="o", markersize=3, label=label)
+        axis.set_xscale("log")
+        axis.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        axis.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        axis.set_xlabel(f"training time ({clock} seconds, log scale)")
+        axis.grid(True, which="both", alpha=0.3)
+        if low is not None:
+            shown = [
+                row[result["time_metric"]]
+                for result in results.values()
+                for row in result["curve"]
+                if 100 * row["test_accuracy"] >= low
+            ]
+            axis.set_xlim(min(shown) / 1.15, max(shown) * 1.15)
+            axis.set_ylim(low, high)
+            axis.set_title(f"the top: {low:.1f}% to {high:.1f}%")
+        else:
+            axis.set_title("whole curves")
+    axes[0].set_ylabel(f"top-1 on {any_result['test_images']:,} Fashion-MNIST test images (%)")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Found (solid) and torchvision/catalog (dashed) nets, the same nas train recipe")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
@@ -580,7 +603,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument(
         "--nets",
-        help=f"comma-separated, which nets to train (default all: {', '.join(net_names())})",
+        help=f"comma-separated, which nets to train (default all: {', '.join(net_names())}; "
+        f"diagnostics: {', '.join(DIAGNOSTICS)})",
     )
     parser.add_argument(
         "--seeds", default="0", help="comma-separated seeds, each net trained once per seed "
@@ -601,9 +625,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--seeds: distinct seeds of 0 or more, not {args.seeds}")
     if args.nets:
         args.nets = args.nets.split(",")
-        unknown = [name for name in args.nets if name not in net_names()]
+        known = net_names(diagnostics=True)
+        unknown = [name for name in args.nets if name not in known]
         if unknown:
-            parser.error(f"--nets: unknown net {unknown[0]!r}; known: {', '.join(net_names())}")
+            parser.error(f"--nets: unknown net {unknown[0]!r}; known: {', '.join(known)}")
     if args.smoke:
         args.epochs = args.epochs or 1
         args.train_images = args.train_images or 256

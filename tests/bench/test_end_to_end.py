@@ -219,3 +219,32 @@ def test_the_summary_averages_each_nets_seeds_and_pools_their_spread(bench, tmp_
     assert f"standard deviation of {sd:.2%}" in text and "3 degrees of freedom" in text
     with pytest.raises(ValueError, match="different numbers of epochs"):
         bench.mean_over_seeds([collected["S"][0], _result("S", [1, 2, 3], [0.1, 0.2, 0.3])])
+
+
+def test_the_diagnostic_is_efficientnet_b0_without_stochastic_depth_and_trains_only_by_name(
+    bench, tmp_path
+):
+    from torchvision.ops import StochasticDepth
+
+    plain, diagnostic = bench.baseline("efficientnet_b0"), bench.baseline("efficientnet_b0-nodrop")
+    rates = [m.p for m in plain.modules() if isinstance(m, StochasticDepth)]
+    assert max(rates) > 0  # torchvision's default drops residual branches
+    assert [m.p for m in diagnostic.modules() if isinstance(m, StochasticDepth)] == [0.0] * len(
+        rates
+    )
+    shapes = [p.shape for p in plain.parameters()]
+    assert [p.shape for p in diagnostic.parameters()] == shapes  # nothing else differs
+    _tiny_spec(tmp_path / "best.yaml", "base", 28)
+    _tiny_spec(tmp_path / "base-s.yaml", "base-s", 48)
+    nets = bench.nets_to_train(
+        tmp_path / "best.yaml", tmp_path / "base-s.yaml", bench.parse_args([]), tmp_path
+    )
+    assert "efficientnet_b0-nodrop" not in [net.name for net in nets]
+    args = bench.parse_args(["--nets", "efficientnet_b0-nodrop,efficientnet_b0"])
+    nets = bench.nets_to_train(tmp_path / "best.yaml", tmp_path / "base-s.yaml", args, tmp_path)
+    assert [(net.name, net.baseline) for net in nets] == [
+        ("efficientnet_b0", "efficientnet_b0"),
+        ("efficientnet_b0-nodrop", "efficientnet_b0-nodrop"),
+    ]
+    configs = [bench.config_of(net.argv)[1].to_dict() for net in nets]
+    assert configs[0] == configs[1]  # the same nas train settings
