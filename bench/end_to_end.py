@@ -36,12 +36,20 @@ a net's accuracy "at" a time is the one it had at its last epoch end by then. Th
 both ways: at each found net's time to its final accuracy, where each baseline stood; and each
 baseline's final accuracy, how long the found net took to reach it.
 
-Resumable: each net trains in ``OUT/<net>/`` (``nas train``'s run directory) and is skipped once
-its ``result.json`` exists; an interrupted net continues from its checkpoint. Outputs:
-``OUT/summary.md`` (also printed), ``OUT/summary.json``, ``OUT/time_to_accuracy.png``.
+Seeds: ``--seeds 0,1`` trains each net once per seed (``nas train --seed``); ``--nets`` picks
+which nets a run trains, so that a second seed can be added for a few nets later. The summary
+reads every net and seed in ``OUT``: each figure is the mean over a net's seeds, the table lists
+each seed's final accuracy, and the pooled seed spread (over the nets with two or more seeds)
+says how far apart two nets' means must be to mean anything.
+
+Resumable: each net trains in ``OUT/<net>/`` (seed 0) or ``OUT/<net>-seed<N>/`` (``nas train``'s
+run directory) and is skipped once its ``result.json`` exists; an interrupted net continues from
+its checkpoint. Outputs: ``OUT/summary.md`` (also printed), ``OUT/summary.json``,
+``OUT/time_to_accuracy.png``.
 
     python bench/end_to_end.py --out runs/bench/end-to-end            # search, scale, train all
     python bench/end_to_end.py --search-run runs/fashion --out runs/bench/end-to-end --jobs 2
+    python bench/end_to_end.py --out runs/bench/end-to-end --seeds 1 --nets S,resnet18
     python bench/end_to_end.py --smoke --out /tmp/end-to-end-smoke      # minutes: everything tiny
 """
 
@@ -49,7 +57,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import multiprocessing
+import statistics
 import subprocess
 import sys
 import time
@@ -80,11 +90,11 @@ DATASET = "fashionmnist"
 NUM_CLASSES = 10
 
 
-def _torchvision(name: str) -> Callable[[int], nn.Module]:
+def _torchvision(name: str, **kwargs: Any) -> Callable[[int], nn.Module]:
     def build(num_classes: int) -> nn.Module:
         import torchvision.models
 
-        return getattr(torchvision.models, name)(weights=None, num_classes=num_classes)
+        return getattr(torchvision.models, name)(weights=None, num_classes=num_classes, **kwargs)
 
     return build
 
@@ -105,6 +115,12 @@ BASELINES: dict[str, Callable[[int], nn.Module]] = {
     "efficientnetv2-b0": _catalog("efficientnetv2-b0"),
 }
 SMOKE_BASELINES = ("mobilenet_v3_small", "resnet18")
+#: Baselines changed in one way, trained only where ``--nets`` names them, to find out why a
+#: baseline trains as it does: ``efficientnet_b0`` without its stochastic depth (torchvision's
+#: default drops its blocks' residual branches with a rate rising to 0.2).
+DIAGNOSTICS: dict[str, Callable[[int], nn.Module]] = {
+    "efficientnet_b0-nodrop": _torchvision("efficientnet_b0", stochastic_depth_prob=0.0),
+}
 
 
 def adapt(model: nn.Module) -> nn.Module:
@@ -125,8 +141,8 @@ def adapt(model: nn.Module) -> nn.Module:
 
 
 def baseline(name: str, num_classes: int = NUM_CLASSES) -> nn.Module:
-    """Baseline ``name`` built for ``num_classes`` and adapted (:func:`adapt`)."""
-    return adapt(BASELINES[name](num_classes))
+    """Baseline (or diagnostic) ``name`` built for ``num_classes`` and adapted (:func:`adapt`)."""
+    return adapt({**BASELINES, **DIAGNOSTICS}[name](num_classes))
 
 
 # -- the user's steps: search, scale -------------------------------------------------------------
@@ -197,19 +213,32 @@ def scale(base_path: Path, out: Path) -> Path:
 
 @dataclass(frozen=True)
 class Net:
-    """One net to train: its ``nas train`` command line, and a baseline's name (or None)."""
+    """One net to train with one seed: its ``nas train`` command line, and a baseline's name
+    (None: a found net)."""
 
     name: str
     argv: tuple[str, ...]
     baseline: str | None = None
+    seed: int = 0
+
+    @property
+    def run_name(self) -> str:
+        """Its run directory's name in ``OUT``: the net's name, suffixed for seeds other than 0."""
+        return run_name(self.name, self.seed)
+
+
+def run_name(name: str, seed: int) -> str:
+    """``OUT``'s directory for net ``name`` trained with ``seed``."""
+    return name if seed == 0 else f"{name}-seed{seed}"
 
 
 def train_argv(
-    arch: Path, run_dir: Path, args: argparse.Namespace, *, progressive: bool = True
+    arch: Path, run_dir: Path, args: argparse.Namespace, *, progressive: bool = True, seed: int = 0
 ) -> tuple[str, ...]:
     """The ``nas train`` command line a user would type for ``arch``: the default progressive
-    schedule in ``args.stages`` stages, or ``--progressive off``."""
+    schedule in ``args.stages`` stages, or ``--progressive off``, with ``seed``."""
     argv = ["train", str(arch), "--dataset", DATASET, "--epochs", str(args.epochs)]
+    argv += ["--seed", str(seed)]
     argv += ["--device", args.device, "--out", str(run_dir)]
     argv += ["--stages", str(args.stages)] if progressive else ["--progressive", "off"]
     if args.train_images is not None:
@@ -236,7 +265,7 @@ def config_of(argv: tuple[str, ...]) -> tuple[ArchSpec, ProgressiveConfig]:
 def train_net(net: Net, out: Path, test_images: int | None) -> dict[str, Any]:
     """Train ``net`` (or continue it from its checkpoint) in ``OUT/<name>``, measuring the test
     accuracy after every epoch; its ``result.json``, read back if it exists already."""
-    run_dir = out / net.name
+    run_dir = out / net.run_name
     result_path = run_dir / "result.json"
     if result_path.is_file():
         return json.loads(result_path.read_text())
@@ -285,7 +314,7 @@ def train_net(net: Net, out: Path, test_images: int | None) -> dict[str, Any]:
         }
         with curve_path.open("a") as file:
             file.write(json.dumps(row) + "\n")
-        print(f"{net.name}: epoch {epoch}, test {accuracy:.2%}", file=sys.stderr, flush=True)
+        print(f"{net.run_name}: epoch {epoch}, test {accuracy:.2%}", file=sys.stderr, flush=True)
 
     resume = (run_dir / "checkpoint.pt").is_file()
     if not resume and curve_path.exists():
@@ -303,6 +332,7 @@ def train_net(net: Net, out: Path, test_images: int | None) -> dict[str, Any]:
     rows = list({row["epoch"]: row for row in rows}.values())  # a resumed epoch: its last row
     result = {
         "name": net.name,
+        "seed": net.seed,
         "command": "nas " + " ".join(net.argv),
         "baseline": net.baseline,
         "model": type(counted).__name__,
@@ -319,22 +349,93 @@ def train_net(net: Net, out: Path, test_images: int | None) -> dict[str, Any]:
     return result
 
 
+#: The found nets: the base, S, and S without progressive learning.
+FOUND = ("base", "S", "S-fixed")
+
+
+def net_names(diagnostics: bool = False) -> list[str]:
+    """The nets the benchmark trains by default, in the order its tables list them; with
+    ``diagnostics``, every net it knows (:data:`DIAGNOSTICS` last)."""
+    return [*FOUND, *BASELINES, *(DIAGNOSTICS if diagnostics else ())]
+
+
 def nets_to_train(base: Path, scaled: Path, args: argparse.Namespace, out: Path) -> list[Net]:
     """The found base and S (progressive, and S without), then the baselines under the base's
-    ``nas train`` command line."""
-    nets = [
-        Net("base", train_argv(base, out / "base", args)),
-        Net("S", train_argv(scaled, out / "S", args)),
-        Net("S-fixed", train_argv(scaled, out / "S-fixed", args, progressive=False)),
-    ]
-    names = args.baselines.split(",") if args.baselines else list(BASELINES)
-    if args.smoke and not args.baselines:
-        names = list(SMOKE_BASELINES)
-    for name in names:
-        if name not in BASELINES:
-            raise SystemExit(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
-        nets.append(Net(name, train_argv(base, out / name, args), baseline=name))
+    ``nas train`` command line: those of ``args.nets`` (names of :func:`net_names`, diagnostics
+    too; default all but the diagnostics, smoke: two baselines), once per seed of ``args.seeds``."""
+    known = net_names(diagnostics=True)
+    if args.nets:
+        names = args.nets
+    elif args.smoke:
+        names = [*FOUND, *SMOKE_BASELINES]
+    else:
+        names = net_names()
+    nets = []
+    for seed in args.seeds:
+        for name in sorted(names, key=known.index):
+            found = name in FOUND
+            arch = scaled if name in ("S", "S-fixed") else base
+            run_dir = out / run_name(name, seed)
+            argv = train_argv(arch, run_dir, args, progressive=name != "S-fixed", seed=seed)
+            nets.append(Net(name, argv, baseline=None if found else name, seed=seed))
     return nets
+
+
+def collect(out: Path) -> dict[str, list[dict[str, Any]]]:
+    """Every finished run in ``out``: by net (in :func:`net_names` order), its results by seed."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for name in net_names(diagnostics=True):
+        runs = [out / name, *sorted(out.glob(f"{name}-seed*"), key=_seed_of)]
+        results = [json.loads((run / "result.json").read_text()) for run in runs
+                   if (run / "result.json").is_file()]  # fmt: skip
+        if results:
+            found[name] = sorted(results, key=lambda result: result.get("seed", 0))
+    return found
+
+
+def _seed_of(run: Path) -> int:
+    suffix = run.name.rpartition("-seed")[2]
+    return int(suffix) if suffix.isdigit() else -1
+
+
+def mean_over_seeds(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One net's result with its curve averaged over its seeds' runs, epoch by epoch (accuracy
+    and training time); ``finals`` keeps each seed's final test accuracy.
+
+    Raises:
+        ValueError: the runs trained different numbers of epochs.
+    """
+    if len({len(run["curve"]) for run in runs}) != 1:
+        raise ValueError(f"{runs[0]['name']}: its seeds trained different numbers of epochs")
+    key = runs[0]["time_metric"]
+    curve = [
+        {
+            "epoch": rows[0]["epoch"],
+            "test_accuracy": statistics.fmean(row["test_accuracy"] for row in rows),
+            key: statistics.fmean(row[key] for row in rows),
+        }
+        for rows in zip(*(run["curve"] for run in runs), strict=True)
+    ]
+    finals = [run["final_test_accuracy"] for run in runs]
+    return {
+        **runs[0],
+        "seeds": [run.get("seed", 0) for run in runs],
+        "finals": finals,
+        "final_test_accuracy": statistics.fmean(finals),
+        "curve": curve,
+    }
+
+
+def seed_spread(runs: dict[str, list[dict[str, Any]]]) -> tuple[float, int] | None:
+    """The pooled standard deviation of final test accuracy between seeds of one net, over the
+    nets with two or more seeds, and its degrees of freedom; None without such a net."""
+    squares, freedom = 0.0, 0
+    for results in runs.values():
+        if len(results) > 1:
+            finals = [result["final_test_accuracy"] for result in results]
+            squares += statistics.variance(finals) * (len(finals) - 1)
+            freedom += len(finals) - 1
+    return None if freedom == 0 else (math.sqrt(squares / freedom), freedom)
 
 
 # -- the comparison --------------------------------------------------------------------------------
@@ -363,8 +464,13 @@ def _sec(value: float | None) -> str:
     return f"{value:,.0f} s" if value >= 100 else f"{value:.3g} s"
 
 
-def summary(results: dict[str, dict[str, Any]], search_cost: dict[str, Any]) -> list[str]:
-    """The tables of summary.md."""
+def summary(
+    results: dict[str, dict[str, Any]],
+    search_cost: dict[str, Any],
+    spread: tuple[float, int] | None = None,
+) -> list[str]:
+    """The tables of summary.md, from each net's result (:func:`mean_over_seeds` where it has
+    several seeds; ``finals`` lists them) and the pooled seed spread (:func:`seed_spread`)."""
     any_result = next(iter(results.values()))
     clock = "CPU" if any_result["time_metric"] == "train_cpu_seconds" else "wall"
     epochs = any_result["epochs"]
@@ -372,27 +478,44 @@ def summary(results: dict[str, dict[str, Any]], search_cost: dict[str, Any]) -> 
         f"# Fashion-MNIST end to end ({epochs} epoch{'s' if epochs != 1 else ''}, test on "
         f"{any_result['test_images']:,} official test images, {clock} time of training)",
         "",
-        f"| net | params | test acc | {clock} s / epoch | {clock} time | time to final acc |",
-        "|---|---|---|---|---|---|",
+        "Accuracies and times are means over each net's seeds.",
+        "",
+        f"| net | params | test acc | each seed | {clock} s / epoch | {clock} time "
+        "| time to final acc |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, result in results.items():
         curve, key = result["curve"], result["time_metric"]
         per_epoch = curve[-1][key] / len(curve)
+        finals = result.get("finals", [result["final_test_accuracy"]])
+        seeds = result.get("seeds", [result.get("seed", 0)])
+        each = ", ".join(
+            f"{_pct(final)} (seed {seed})" for seed, final in zip(seeds, finals, strict=True)
+        )
         lines.append(
             f"| {name} | {result['parameters'] / 1e6:.2f}M | {_pct(result['final_test_accuracy'])} "
-            f"| {per_epoch:,.1f} | {_sec(curve[-1][key])} | "
+            f"| {each} | {per_epoch:,.1f} | {_sec(curve[-1][key])} | "
             f"{_sec(time_to(result, result['final_test_accuracy']))} |"
         )
+    if spread is not None:
+        sd, freedom = spread
+        lines += [
+            "",
+            f"Seed spread: final test accuracy differs between seeds of one net by a standard "
+            f"deviation of {sd:.2%} (pooled over the nets with two or more seeds, {freedom} "
+            f"degree{'s' if freedom != 1 else ''} of freedom); the difference of two nets' "
+            f"one-seed figures then has a standard deviation of {math.sqrt(2) * sd:.2%}.",
+        ]
     search_seconds = search_cost["trial_seconds"]
     lines += ["", f"Search: {search_cost['trials']} trials, {search_seconds:,.0f} trial-seconds"]
     if "wall_seconds" in search_cost:
         lines[-1] += f" ({search_cost['wall_seconds']:,.0f} s wall, here)"
-    for found in ("base", "S"):
+    for found in FOUND:
         if found in results:
             total = results[found]["curve"][-1][results[found]["time_metric"]]
             lines.append(f"- as a share of {found}'s training time: {search_seconds / total:.1%}")
     baselines = [name for name, result in results.items() if result["baseline"]]
-    for found in ("base", "S"):
+    for found in FOUND:
         if found not in results:
             continue
         target = results[found]["final_test_accuracy"]
@@ -419,33 +542,50 @@ def summary(results: dict[str, dict[str, Any]], search_cost: dict[str, Any]) -> 
 
 
 def figure(results: dict[str, dict[str, Any]], path: Path) -> None:
-    """Test accuracy against training time, one line per net (markers at epoch ends)."""
+    """Test accuracy against training time, one line per net (markers at epoch ends): the whole
+    curves, and beside them the top 6 points of accuracy, where the nets' finals are."""
     import matplotlib
     import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axis = plt.subplots(figsize=(8, 5))
-    for name, result in results.items():
-        key = result["time_metric"]
-        seconds = [row[key] for row in result["curve"]]
-        accuracy = [100 * row["test_accuracy"] for row in result["curve"]]
-        style = "--" if result["baseline"] else "-"
-        axis.plot(seconds, accuracy, style, marker="o", markersize=3, label=name)
     any_result = next(iter(results.values()))
     clock = "CPU" if any_result["time_metric"] == "train_cpu_seconds" else "wall"
-    axis.set_xscale("log")
-    plain = matplotlib.ticker.FuncFormatter(lambda value, position: f"{value:g}")
-    axis.xaxis.set_major_formatter(plain)
-    axis.xaxis.set_minor_formatter(plain)
-    axis.set_xlabel(f"training time ({clock} seconds, log scale)")
-    axis.set_ylabel(f"top-1 on {any_result['test_images']:,} Fashion-MNIST test images (%)")
-    axis.set_title("Found (solid) and torchvision/catalog (dashed) nets, same nas train recipe")
-    axis.grid(True, which="both", alpha=0.3)
-    axis.legend(fontsize=8)
+    best = max(100 * result["final_test_accuracy"] for result in results.values())
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
+    for axis, (low, high) in zip(axes, [(None, None), (best - 6, best + 0.6)], strict=True):
+        for name, result in results.items():
+            key = result["time_metric"]
+            seconds = [row[key] for row in result["curve"]]
+            accuracy = [100 * row["test_accuracy"] for row in result["curve"]]
+            seeds = len(result.get("seeds", [0]))
+            label = name if seeds == 1 else f"{name} (mean of {seeds} seeds)"
+            style = "--" if result["baseline"] else "-"
+            axis.plot(seconds, accuracy, style, marker="o", markersize=3, label=label)
+        axis.set_xscale("log")
+        axis.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        axis.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        axis.set_xlabel(f"training time ({clock} seconds, log scale)")
+        axis.grid(True, which="both", alpha=0.3)
+        if low is not None:
+            shown = [
+                row[result["time_metric"]]
+                for result in results.values()
+                for row in result["curve"]
+                if 100 * row["test_accuracy"] >= low
+            ]
+            axis.set_xlim(min(shown) / 1.15, max(shown) * 1.15)
+            axis.set_ylim(low, high)
+            axis.set_title(f"the top: {low:.1f}% to {high:.1f}%")
+        else:
+            axis.set_title("whole curves")
+    axes[0].set_ylabel(f"top-1 on {any_result['test_images']:,} Fashion-MNIST test images (%)")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Found (solid) and torchvision/catalog (dashed) nets, the same nas train recipe")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
@@ -462,15 +602,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument(
-        "--baselines", help=f"comma-separated (default all: {', '.join(BASELINES)})"
+        "--nets",
+        help=f"comma-separated, which nets to train (default all: {', '.join(net_names())}; "
+        f"diagnostics: {', '.join(DIAGNOSTICS)})",
     )
+    parser.add_argument(
+        "--seeds", default="0", help="comma-separated seeds, each net trained once per seed "
+        "(default 0)"
+    )  # fmt: skip
     parser.add_argument("--jobs", type=int, default=1, help="nets trained at once (processes)")
     parser.add_argument(
         "--smoke",
         action="store_true",
-        help="tiny: a search of 2 trials, then 1 epoch on 256 images, 2 baselines",
+        help="tiny: a search of 2 trials, then 1 epoch on 256 images, 2 baselines by default",
     )
     args = parser.parse_args(argv)
+    try:
+        args.seeds = [int(seed) for seed in args.seeds.split(",")]
+    except ValueError:
+        parser.error(f"--seeds: not a comma-separated list of integers: {args.seeds!r}")
+    if any(seed < 0 for seed in args.seeds) or len(set(args.seeds)) != len(args.seeds):
+        parser.error(f"--seeds: distinct seeds of 0 or more, not {args.seeds}")
+    if args.nets:
+        args.nets = args.nets.split(",")
+        known = net_names(diagnostics=True)
+        unknown = [name for name in args.nets if name not in known]
+        if unknown:
+            parser.error(f"--nets: unknown net {unknown[0]!r}; known: {', '.join(known)}")
     if args.smoke:
         args.epochs = args.epochs or 1
         args.train_images = args.train_images or 256
@@ -491,17 +649,20 @@ def main(argv: list[str] | None = None) -> int:
     scaled = scale(base, out)
     nets = nets_to_train(base, scaled, args, out)
     if args.jobs == 1:
-        results = {net.name: train_net(net, out, args.test_images) for net in nets}
+        for net in nets:
+            train_net(net, out, args.test_images)
     else:
         context = multiprocessing.get_context("spawn")  # no torch state shared with the parent
         with ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
-            futures = [pool.submit(train_net, net, out, args.test_images) for net in nets]
-            results = {net.name: f.result() for net, f in zip(nets, futures, strict=True)}
-    lines = summary(results, search_cost)
+            for future in [pool.submit(train_net, net, out, args.test_images) for net in nets]:
+                future.result()
+    runs = collect(out)
+    results = {name: mean_over_seeds(seeds) for name, seeds in runs.items()}
+    spread = seed_spread(runs)
+    lines = summary(results, search_cost, spread)
     (out / "summary.md").write_text("\n".join(lines) + "\n")
-    (out / "summary.json").write_text(
-        json.dumps({"search": search_cost, "nets": results}, indent=2)
-    )
+    record = {"search": search_cost, "seed_spread": spread, "nets": runs}
+    (out / "summary.json").write_text(json.dumps(record, indent=2))
     figure(results, out / "time_to_accuracy.png")
     print("\n".join(lines))
     print(f"\n{out / 'time_to_accuracy.png'}, {out / 'summary.md'}, {out / 'summary.json'}")

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import sys
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -103,7 +105,8 @@ def test_every_baseline_trains_with_the_found_bases_nas_train_settings(bench, tm
         train_images=1000,
         heldout_fraction=None,
         smoke=False,
-        baselines=None,
+        nets=None,
+        seeds=[0],
     )
     nets = bench.nets_to_train(tmp_path / "best.yaml", tmp_path / "base-s.yaml", args, tmp_path)
     assert [net.name for net in nets] == ["base", "S", "S-fixed", *bench.BASELINES]
@@ -147,3 +150,101 @@ def test_headline_reads_the_curves_at_epoch_ends_both_ways(bench):
     # 75 s for 89%, and ends at 92%, which S never reaches (at 75 s S stands at its final 89%).
     assert "## S: 89.00% after 20 s" in text
     assert "| resnet18 | - | 75 s | 92.00% | 89.00% | never |" in text
+
+
+def test_a_second_seed_trains_in_its_own_run_directory_with_nas_trains_seed(bench, tmp_path):
+    _tiny_spec(tmp_path / "best.yaml", "base", 28)
+    _tiny_spec(tmp_path / "base-s.yaml", "base-s", 48)
+    args = bench.parse_args(["--seeds", "0,3", "--nets", "resnet18,S", "--epochs", "2"])
+    nets = bench.nets_to_train(tmp_path / "best.yaml", tmp_path / "base-s.yaml", args, tmp_path)
+    assert [(net.name, net.seed, net.run_name) for net in nets] == [
+        ("S", 0, "S"),
+        ("resnet18", 0, "resnet18"),
+        ("S", 3, "S-seed3"),
+        ("resnet18", 3, "resnet18-seed3"),
+    ]
+    parsed = [bench.config_of(net.argv)[1] for net in nets]
+    assert [config.seed for config in parsed] == [0, 0, 3, 3]
+    assert parsed[1].to_dict() == {**parsed[3].to_dict(), "seed": 0}  # only the seed differs
+    assert nets[3].argv[nets[3].argv.index("--out") + 1] == str(tmp_path / "resnet18-seed3")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--seeds", "0,x"], "--seeds: not a comma-separated list of integers: '0,x'"),
+        (["--seeds", "1,1"], "--seeds: distinct seeds of 0 or more, not [1, 1]"),
+        (["--nets", "S,resnet50"], "--nets: unknown net 'resnet50'"),
+    ],
+)
+def test_bad_seeds_or_nets_are_one_line_and_exit_2(bench, argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.parse_args(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_the_summary_averages_each_nets_seeds_and_pools_their_spread(bench, tmp_path):
+    runs = {
+        "S": [
+            _result("S", [10, 20], [0.80, 0.86]) | {"seed": 0},
+            _result("S", [12, 22], [0.82, 0.88]) | {"seed": 1},
+        ],
+        "resnet18": [
+            _result("resnet18", [30, 60], [0.85, 0.90], baseline="resnet18") | {"seed": 0},
+            _result("resnet18", [30, 60], [0.85, 0.91], baseline="resnet18") | {"seed": 1},
+            _result("resnet18", [30, 60], [0.85, 0.95], baseline="resnet18") | {"seed": 2},
+        ],
+        "mobilenet_v3_small": [_result("mobilenet_v3_small", [5, 9], [0.7, 0.75])],
+    }
+    for name, results in runs.items():
+        for result in results:
+            run = tmp_path / bench.run_name(name, result.get("seed", 0))
+            run.mkdir()
+            (run / "result.json").write_text(json.dumps(result))
+    collected = bench.collect(tmp_path)
+    assert list(collected) == ["S", "mobilenet_v3_small", "resnet18"]  # the benchmark's order
+    assert [r["seed"] for r in collected["resnet18"]] == [0, 1, 2]
+    mean = bench.mean_over_seeds(collected["S"])
+    assert mean["finals"] == [0.86, 0.88] and mean["final_test_accuracy"] == pytest.approx(0.87)
+    assert [row["train_cpu_seconds"] for row in mean["curve"]] == [11, 21]
+    assert [row["test_accuracy"] for row in mean["curve"]] == pytest.approx([0.81, 0.87])
+    sd, freedom = bench.seed_spread(collected)
+    # Pooled over S (1 degree of freedom) and resnet18 (2), by numpy's own variances.
+    pooled = (np.var([0.86, 0.88], ddof=1) * 1 + np.var([0.90, 0.91, 0.95], ddof=1) * 2) / 3
+    assert freedom == 3 and sd == pytest.approx(np.sqrt(pooled))
+    results = {name: bench.mean_over_seeds(seeds) for name, seeds in collected.items()}
+    text = "\n".join(bench.summary(results, {"trials": 2, "trial_seconds": 1.0}, (sd, freedom)))
+    assert "| S | 1.00M | 87.00% | 86.00% (seed 0), 88.00% (seed 1) |" in text
+    assert f"standard deviation of {sd:.2%}" in text and "3 degrees of freedom" in text
+    with pytest.raises(ValueError, match="different numbers of epochs"):
+        bench.mean_over_seeds([collected["S"][0], _result("S", [1, 2, 3], [0.1, 0.2, 0.3])])
+
+
+def test_the_diagnostic_is_efficientnet_b0_without_stochastic_depth_and_trains_only_by_name(
+    bench, tmp_path
+):
+    from torchvision.ops import StochasticDepth
+
+    plain, diagnostic = bench.baseline("efficientnet_b0"), bench.baseline("efficientnet_b0-nodrop")
+    rates = [m.p for m in plain.modules() if isinstance(m, StochasticDepth)]
+    assert max(rates) > 0  # torchvision's default drops residual branches
+    assert [m.p for m in diagnostic.modules() if isinstance(m, StochasticDepth)] == [0.0] * len(
+        rates
+    )
+    shapes = [p.shape for p in plain.parameters()]
+    assert [p.shape for p in diagnostic.parameters()] == shapes  # nothing else differs
+    _tiny_spec(tmp_path / "best.yaml", "base", 28)
+    _tiny_spec(tmp_path / "base-s.yaml", "base-s", 48)
+    nets = bench.nets_to_train(
+        tmp_path / "best.yaml", tmp_path / "base-s.yaml", bench.parse_args([]), tmp_path
+    )
+    assert "efficientnet_b0-nodrop" not in [net.name for net in nets]
+    args = bench.parse_args(["--nets", "efficientnet_b0-nodrop,efficientnet_b0"])
+    nets = bench.nets_to_train(tmp_path / "best.yaml", tmp_path / "base-s.yaml", args, tmp_path)
+    assert [(net.name, net.baseline) for net in nets] == [
+        ("efficientnet_b0", "efficientnet_b0"),
+        ("efficientnet_b0-nodrop", "efficientnet_b0-nodrop"),
+    ]
+    configs = [bench.config_of(net.argv)[1].to_dict() for net in nets]
+    assert configs[0] == configs[1]  # the same nas train settings
