@@ -193,6 +193,10 @@ def test_ctrl_c_or_sigterm_stops_the_search_saved_and_resumable(tmp_path, stop):
     assert not ray_processes_of(process.pid)
     trials = study_trials(config)
     assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == 2
+    if stop == signal.SIGTERM:
+        # Both signals leave the same saved state, asserted above; resuming from it is the same
+        # code either way (and after a kill: the test above), so it runs once, after Ctrl-C.
+        return
     resumed = subprocess.run(
         barrier_driver(path, barrier, 100, "--resume"), cwd=REPO, capture_output=True,
         text=True, timeout=600, start_new_session=True,
