@@ -7,6 +7,8 @@ MARKER and waits, so that the test can kill or interrupt it there and nowhere el
 
 from __future__ import annotations
 
+import faulthandler
+import signal
 import sys
 import time
 from pathlib import Path
@@ -19,6 +21,11 @@ _train_progressive = progressive.train_progressive
 
 def main() -> int:
     epoch_to_hold, marker, *argv = sys.argv[1:]
+    # Ctrl-C as a terminal delivers it: a process inherits an ignored SIGINT from its parent (a
+    # test runner's worker may have one), and Python then installs no KeyboardInterrupt handler.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    # SIGUSR1 prints every thread's stack, for a test whose wait on this process runs out.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     def hold(epoch: int, metrics: dict) -> None:
         if epoch == int(epoch_to_hold):

@@ -430,6 +430,19 @@ def _held_after(epoch: int, args: list[str], run, marker) -> subprocess.Popen:
     return process
 
 
+def _output_within(process: subprocess.Popen, seconds: float) -> str:
+    """The held run's output once it exits; if it is still running after ``seconds`` (a hang, not
+    a slow machine), fails with every thread's stack (SIGUSR1, see hold_after_epoch)."""
+    try:
+        return process.communicate(timeout=seconds)[0]
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGUSR1)
+        time.sleep(2)
+        process.kill()
+        output = process.communicate()[0]
+        raise AssertionError(f"the run did not exit in {seconds} s:\n{output[-6000:]}") from None
+
+
 @pytest.fixture(scope="module")
 def uninterrupted_cli_run(tmp_path_factory) -> Path:
     """:func:`_cli_run`'s run, never stopped, at one thread as the tests run: what each stopped
@@ -451,10 +464,7 @@ def test_a_stopped_run_resumes_to_the_same_result(tmp_path, stop, uninterrupted_
     process = _held_after(2, args, run, tmp_path / "held")
     try:
         process.send_signal(stop)
-        # A guard against a hang, not a timing: the exit takes about 1.5 s on an idle core, but
-        # beside the two-node tests (another pytest-xdist worker) this session gets a small share
-        # of the cores, and one 60 s wait ran out there.
-        output, _ = process.communicate(timeout=300)
+        output = _output_within(process, 120)  # about 1.5 s on an idle core
     finally:
         process.kill()
         process.wait()
