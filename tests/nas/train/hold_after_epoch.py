@@ -21,8 +21,9 @@ _train_progressive = progressive.train_progressive
 
 def main() -> int:
     epoch_to_hold, marker, *argv = sys.argv[1:]
-    # Ctrl-C as a terminal delivers it: a process inherits an ignored SIGINT from its parent (a
-    # test runner's worker may have one), and Python then installs no KeyboardInterrupt handler.
+    # Ctrl-C as a terminal delivers it: a process inherits an ignored SIGINT from its parent, and
+    # Python then installs no KeyboardInterrupt handler. A pytest-xdist worker of a whole-suite
+    # run was seen with SIGINT and SIGQUIT ignored (SigIgn 0x6); the held run then never stopped.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     # SIGUSR1 prints every thread's stack, for a test whose wait on this process runs out.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
