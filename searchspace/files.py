@@ -15,6 +15,7 @@ import glob
 import hashlib
 import os
 import socket
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -235,6 +236,10 @@ def atomic_write(
             delete=False,
         ) as file:
             partial = file.name
+            # NamedTemporaryFile creates the file 0600; give it the mode a plain open() would
+            # (or the mode of the file it replaces), so that a shared results folder stays
+            # readable by whoever could read it before.
+            os.fchmod(file.fileno(), _mode_for(path))
             if callable(content):
                 content(file)
             else:
@@ -256,6 +261,24 @@ def atomic_write(
 #: This host, in the names of temporary files: a pid means nothing on another host that writes
 #: to the same shared folder.
 _HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _process_umask() -> int:
+    """The process's umask, read once (``os.umask`` can only read it by setting it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _process_umask()
+
+
+def _mode_for(path: Path) -> int:
+    """The permission bits ``path`` keeps if it exists; else those ``open()`` would give it."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return 0o666 & ~_UMASK
 
 
 def _remove_abandoned(path: Path) -> None:

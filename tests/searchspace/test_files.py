@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -113,3 +114,14 @@ def test_every_file_the_library_writes_goes_through_atomic_write():
                 if _WRITE.search(code) and "atomic_write(" not in code and _LOCK_FILE not in code:
                     direct.append(f"{name}:{number}: {line.strip()}")
     assert not direct, "write these through searchspace.files.atomic_write:\n" + "\n".join(direct)
+
+
+def test_a_new_file_gets_the_mode_open_gives_and_a_replaced_file_keeps_its_own(tmp_path):
+    """Not the temporary file's 0600: results in a shared folder stay readable as plain files."""
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("x")  # the mode the process's umask gives a new file
+    written = atomic_write(tmp_path / "best.yaml", "x")
+    assert stat.S_IMODE(written.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
+    written.chmod(0o640)  # a mode the user chose stays through a rewrite
+    atomic_write(written, "y")
+    assert stat.S_IMODE(written.stat().st_mode) == 0o640
