@@ -317,9 +317,10 @@ def timed_evaluate(spec: Any, settings: Any, report: Callable[[Mapping[str, Any]
     return {**record, "cpu_seconds": time.process_time() - started}
 
 
-def _recorder(table: dict[str, Any], seed: int, save) -> Any:
+def _recorder(table: dict[str, Any], seed: int, save, pending: int) -> Any:
     """A Tune callback that files every trial's epochs and closing record as the run of its net
-    with ``seed``, and saves the table after each run."""
+    with ``seed``, saves the table after each run, and prints a line of progress for it (of
+    ``pending`` runs this Tune run trains)."""
     from ray import tune
 
     nets = {net["hash"]: net for net in table["nets"]}
@@ -328,6 +329,7 @@ def _recorder(table: dict[str, Any], seed: int, save) -> Any:
         def __init__(self) -> None:
             self.epochs: dict[str, list[dict[str, Any]]] = {}
             self.recorded = 0
+            self.started = time.monotonic()
 
         def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
             if not result.get("final"):
@@ -344,6 +346,14 @@ def _recorder(table: dict[str, Any], seed: int, save) -> Any:
             nets[result["hash"]]["runs"][str(seed)] = run
             self.recorded += 1
             save()
+            hours_left = (
+                (time.monotonic() - self.started) / self.recorded * (pending - self.recorded) / 3600
+            )
+            print(
+                f"seed {seed}: {self.recorded}/{pending} recorded, this one "
+                f"{run['cpu_seconds']:.0f} CPU s; about {hours_left:.1f} h left for this seed",
+                flush=True,
+            )
 
     return Recorder()
 
@@ -372,7 +382,7 @@ def record_seed(
     )
     resources = {"cpu": config.resources.cpus, "gpu": config.resources.gpus}
     trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings), resources)
-    recorder = _recorder(table, seed, save)
+    recorder = _recorder(table, seed, save, len(pending))
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     tuner = tune.Tuner(
         trainable,

@@ -100,6 +100,7 @@ def test_every_net_and_seed_is_recorded_and_a_killed_recording_resumes(tmp_path,
     else:
         assert "seed 0: training" not in second.stdout
     assert "seed 1: training 4 nets" in second.stdout
+    assert "seed 1: 4/4 recorded" in second.stdout  # a line of progress for each run
     final = _runs(out)
     for key, value in killed.items():
         assert final[key] == value  # nothing recorded is trained again
