@@ -265,3 +265,13 @@ def test_every_repository_path_exists():
 )
 def test_slugs_are_githubs(heading, anchor):
     assert slug(heading) == anchor
+
+
+def test_ci_runs_the_readmes_test_command():
+    """CI (.ci/run) installs the dev extra and runs exactly the test command the README's quick
+    start shows, so that the figure a reader gets is the one CI measures."""
+    readme = (REPO / "README.md").read_text()
+    [quick] = re.findall(r'^pip install -e "\.\[dev\]" && (python -m pytest[^\n]*)$', readme, re.M)
+    ci = (REPO / ".ci" / "run").read_text()
+    assert 'pip install -q -e ".[dev]"' in ci
+    assert [line for line in ci.splitlines() if line.startswith("python -m pytest")] == [quick]
