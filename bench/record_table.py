@@ -76,6 +76,15 @@ def _comparable(config: SearchConfig) -> dict[str, Any]:
     return yaml.safe_load(yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
+def _records(stored: Any, config: SearchConfig) -> bool:
+    """Whether a table's stored config reads as ``config``: read back with today's defaults, so
+    that a setting added since the recording began, at its default, is the same config."""
+    try:
+        return _comparable(SearchConfig.from_dict(stored)) == _comparable(config)
+    except EffnasError:  # not a config, or one with a key no longer known
+        return False
+
+
 def new_table(config: SearchConfig) -> dict[str, Any]:
     """An empty table for ``config``: every net with its counts, no timing, no run."""
     from searchspace.profile import spec_flops, spec_parameters
@@ -112,7 +121,7 @@ def open_table(config: SearchConfig, path: Path) -> dict[str, Any]:
     if not path.exists():
         return new_table(config)
     data = read_table_data(path)
-    if data.get("format") != TABLE_FORMAT or data.get("config") != _comparable(config):
+    if data.get("format") != TABLE_FORMAT or not _records(data.get("config"), config):
         raise EffnasError(
             f"{path} records another config (or is no table); give another --out, or the "
             f"config it was recorded with"

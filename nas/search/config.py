@@ -74,6 +74,9 @@ class SearchConfig:
             Its first generation is drawn at random, so a search of fewer trials than this is a
             random search: size it to a fraction of ``trials`` (a quarter gives four
             generations).
+        startup_trials: the random trials TPE draws before it models the study (``sampler:
+            tpe``); ``None``: Optuna's default, 10. A search of no more trials than this is a
+            random search.
         early_stopping: stop weak candidates after their first epochs: Tune's ASHA on the
             reward in ``reward`` mode; in ``pareto`` mode
             :class:`~nas.search.schedulers.ParetoASHA` (MO-ASHA), which keeps a third of the
@@ -111,6 +114,7 @@ class SearchConfig:
     reward_v: float = _EVAL_DEFAULTS["reward_v"]
     sampler: str = "tpe"
     population_size: int = 50
+    startup_trials: int | None = None
     early_stopping: bool = True
     storage: str | None = None
     seed: int = _EVAL_DEFAULTS["seed"]
@@ -138,6 +142,8 @@ class SearchConfig:
         check_choice("sampler", self.sampler, SAMPLERS, ConfigError)
         # Optuna's NSGA-II needs two parents to cross over.
         check_int("population_size", self.population_size, 2, ConfigError)
+        if self.startup_trials is not None:
+            check_int("startup_trials", self.startup_trials, 1, ConfigError)
         check_bool("early_stopping", self.early_stopping, ConfigError)
         if not isinstance(self.runs_dir, str) or not self.runs_dir:
             raise ConfigError(f"runs_dir must be a directory path, got {self.runs_dir!r}")

@@ -264,6 +264,7 @@ def _new_tuner(
         sampler=config.sampler,
         seed=seed,
         population_size=config.population_size,
+        startup_trials=config.startup_trials,
         driver=driver,
         constraints=config.constraints,
         image_size=config.timing_size,

@@ -143,6 +143,7 @@ def method_config(
         objective=method.objective,
         sampler=method.sampler if method.sampler in SAMPLERS else "tpe",
         population_size=max(2, startup_trials(budget)),
+        startup_trials=startup_trials(budget),
         early_stopping=method.early_stopping,
         trials=budget,
         concurrent=workers,
@@ -296,8 +297,8 @@ def replay(
         table_seed: which recorded seed's runs the trials report (default: ``seed``'s turn
             among the table's seeds, ``seeds[seed % len(seeds)]``).
         workers: trials at once.
-        startup: the sampler's random start-up trials (default :func:`startup_trials` of the
-            budget).
+        startup: the sampler's random start-up trials (default: the method config's,
+            :func:`startup_trials` of the budget).
 
     Returns:
         Every trial, in the order they were asked for, with its simulated start and end.
@@ -323,7 +324,7 @@ def replay(
         sampler=method.sampler,
         seed=config.seed,
         population_size=config.population_size,
-        startup_trials=startup_trials(budget) if startup is None else startup,
+        startup_trials=config.startup_trials if startup is None else startup,
         driver="replay",
         constraints=config.constraints,
         image_size=config.timing_size,

@@ -137,3 +137,22 @@ def test_every_net_and_seed_is_recorded_and_a_killed_recording_resumes(tmp_path,
     assert _record_table().main(_command(other, out, 2)[2:]) == 2
     assert "records another config" in capsys.readouterr().err
     assert out.read_bytes() == before
+
+
+def test_a_table_recorded_before_a_setting_was_added_resumes(tmp_path):
+    """A config key added since the recording began, at its default, reads as the same config;
+    another value of a recorded key does not."""
+    from nas.search.table import write_table_data
+
+    module = _record_table()
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    config = SearchConfig.load(path)
+    data = module.new_table(config)
+    del data["config"]["startup_trials"]  # as a table recorded before the key existed
+    out = write_table_data(tmp_path / "table.json.gz", data)
+    assert module.open_table(config, out)["config"] == data["config"]
+    data["config"]["epochs"] = 3
+    write_table_data(out, data)
+    with pytest.raises(module.EffnasError, match="records another config"):
+        module.open_table(config, out)

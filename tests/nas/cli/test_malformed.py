@@ -56,6 +56,7 @@ SEARCH_CONFIGS = {
     "unknown objective": (_set("objective", "best"), ["objective", "'best'"]),
     "unknown sampler": (_set("sampler", "cmaes"), ["sampler", "'cmaes'"]),
     "a population of one": (_set("population_size", 1), ["population_size", "1"]),
+    "no start-up trials": (_set("startup_trials", 0), ["startup_trials", "0"]),
     "early stopping a word": (_set("early_stopping", "yes"), ["early_stopping", "'yes'"]),
     "half a GPU": (_set("resources.gpus", 0.5), ["resources.gpus", "0.5"]),
     "negative CPUs": (_set("resources.cpus", -1), ["resources.cpus", "-1"]),

@@ -109,8 +109,8 @@ def test_a_replay_chooses_what_a_live_search_chooses(table, tmp_path, method):
     _LIVE.update(table=table, seed=seed)
     run_search(config, evaluate=table_evaluate, log=lambda line: None)
     live = optuna.load_study(study_name=config.study, storage=config.storage_url).get_trials()
-    # The live search's samplers start with Optuna's 10 random trials: so does this replay.
-    replayed = replay(table, METHODS[method], budget=budget, seed=seed, workers=1, startup=10)
+    # Both draw the method config's random start-up trials (2 of the 14), then model.
+    replayed = replay(table, METHODS[method], budget=budget, seed=seed, workers=1)
     states = {"complete": "COMPLETE", "reused": "COMPLETE", "stopped": "PRUNED"}
     assert [(t.number, t.user_attrs["hash"], t.state.name) for t in live] == [
         (t.number, t.hash, states[t.state]) for t in replayed

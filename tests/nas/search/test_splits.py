@@ -74,23 +74,23 @@ def evaluate_relabelled(spec: ArchSpec, settings: TrialSettings, report) -> dict
     return _evaluate(spec, settings, report, relabel=True)
 
 
-#: TPE's random start-up trials here (Optuna's default is 10): past them it models, as it does
-#: after 10, from the rewards the trials reported.
+#: TPE's random start-up trials here (the config's ``startup_trials``; Optuna's default is 10):
+#: past them it models, as it does after 10, from the rewards the trials reported.
 STARTUP = 3
 _make_sampler = searcher_module.make_sampler
 _SAMPLERS_MADE: list[tuple[str, int | None]] = []
 
 
-def _sampler_with_a_short_startup(name, seed, population_size=50, startup_trials=None):
-    startup = STARTUP if startup_trials is None else startup_trials
-    _SAMPLERS_MADE.append((name, startup))
-    return _make_sampler(name, seed, population_size, startup)
+def _recording_sampler(name, seed, population_size=50, startup_trials=None):
+    """``make_sampler``, noting what the search asked of it."""
+    _SAMPLERS_MADE.append((name, startup_trials))
+    return _make_sampler(name, seed, population_size, startup_trials)
 
 
 @pytest.mark.slow
 def test_changing_only_the_test_split_changes_no_search_decision(tmp_path, monkeypatch):
     monkeypatch.setenv("EFFNAS_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(searcher_module, "make_sampler", _sampler_with_a_short_startup)
+    monkeypatch.setattr(searcher_module, "make_sampler", _recording_sampler)
     _SAMPLERS_MADE.clear()
     # TPE past its 3 random start-up trials (4 of its own), and ASHA judging every trial after
     # epoch 1.
@@ -101,6 +101,7 @@ def test_changing_only_the_test_split_changes_no_search_decision(tmp_path, monke
         "concurrent": 1,
         "epochs": 2,
         "sampler": "tpe",
+        "startup_trials": STARTUP,
         "early_stopping": True,
         "evaluation": {"timing_steps": 1, "timing_warmup": 0, "test_fraction": 0.2},
     }
@@ -112,7 +113,7 @@ def test_changing_only_the_test_split_changes_no_search_decision(tmp_path, monke
             outcome = run_search(config, evaluate=evaluate, log=lambda line: None)
             trials = optuna.load_study(study_name=name, storage=config.storage_url).get_trials()
             runs[name] = (outcome, sorted(trials, key=lambda trial: trial.number))
-    assert set(_SAMPLERS_MADE) == {("tpe", STARTUP)}  # each search's searcher drew from it
+    assert set(_SAMPLERS_MADE) == {("tpe", STARTUP)}  # the config's start-up reached TPE
     (first, first_trials), (second, second_trials) = runs["as-is"], runs["relabelled"]
     assert len(first_trials) == len(second_trials) == STARTUP + 4
 
