@@ -4,6 +4,7 @@ the step times timed in passes, resumed after a kill without training anything t
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -138,6 +139,21 @@ def test_every_net_and_seed_is_recorded_and_a_killed_recording_resumes(tmp_path,
     assert "records another config" in capsys.readouterr().err
     assert out.read_bytes() == before
 
+    # The replay's faithfulness check on this table: a live random search (real training, seed
+    # 0) and its replay ask for the same nets, the live runs reproduce the table's, and the two
+    # hand out the same net.
+    live = subprocess.run(
+        [sys.executable, "bench/replay_live.py", "--table", str(out), "--method", "random",
+         "--seed", "0", "--budget", "3", "--out", str(tmp_path / "live")], **run,
+    )  # fmt: skip
+    assert live.returncode == 0, live.stdout[-3000:] + live.stderr[-3000:]
+    assert "the same net in the first 3 of 3 trials" in live.stdout
+    check = json.loads((tmp_path / "live" / "live-random-b3-s0.json").read_text())
+    assert check["live"] == check["replay"] and check["same_first"] == 3
+    for net in check["trained"]:
+        assert net["live_accuracy"] == pytest.approx(net["table_accuracy"], abs=1e-9)
+    assert check["best_difference"] == 0 and check["within_spread"]
+
 
 def test_a_table_recorded_before_a_setting_was_added_resumes(tmp_path):
     """A config key added since the recording began, at its default, reads as the same config;
@@ -156,3 +172,28 @@ def test_a_table_recorded_before_a_setting_was_added_resumes(tmp_path):
     write_table_data(out, data)
     with pytest.raises(module.EffnasError, match="records another config"):
         module.open_table(config, out)
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--method", "gp"], "--method 'gp' cannot run live"),
+        (["--method", "tpe", "--seed", "7"], "--seed 7 is not a seed of"),
+        (["--budget", "0"], "--budget must be at least 1, got 0"),
+    ],
+)
+def test_replay_live_refuses_what_it_cannot_check_before_any_search(tmp_path, args, named):
+    from nas.search.table import synthetic_table_data, write_table_data
+
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    table = write_table_data(
+        tmp_path / "t.json.gz", synthetic_table_data(SearchConfig.load(path), seeds=2)
+    )
+    result = subprocess.run(
+        [sys.executable, "bench/replay_live.py", "--table", str(table), *args,
+         "--out", str(tmp_path / "live")],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2 and named in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "live").exists()

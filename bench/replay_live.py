@@ -1,0 +1,197 @@
+"""A live search beside its replay: the check that replaying against the table is faithful.
+
+Runs one real search (``nas.search.run_search``: Ray Tune, real brief training with the table's
+proxy, step times measured afresh) with a replay method's config, one trial at a time, its
+sampler and its training seeded by ``--seed`` (a seed the table recorded); then replays the same
+method, budget and seed against the table, reporting that seed's runs. Prints, and writes to
+``--out``/``live-METHOD-bBUDGET-sSEED.json``:
+
+- the nets each asked for, in order, and how many of the first are the same;
+- for each net both trained, the live held-out accuracy against the table's run with that seed
+  (equal on the recording's machine: brief training is deterministic on a CPU) and the live
+  step time against the table's median;
+- each search's reward-best net (the one it hands its user), its test accuracy averaged over the
+  table's seeds, and their difference against the table's seed spread (the pooled standard
+  deviation of a net's test accuracy across seeds): within it, the replay chose as well as the
+  live search did.
+
+Only methods a search config can express run live (not the GP sampler, multivariate or
+multi-objective TPE, whose samplers the replay hands its searcher directly).
+
+    python bench/replay_live.py --method tpe --seed 0 --budget 25     # about 15 min on 2 cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from nas.search.config import SAMPLERS
+from nas.search.replay import METHODS, method_config
+from nas.search.table import Table
+from searchspace.errors import EffnasError
+
+#: Methods a search config expresses (its sampler is a config's): the ones a live search runs.
+LIVE_METHODS = [name for name, method in METHODS.items() if method.sampler in SAMPLERS]
+
+
+def test_seed_spread(table: Table) -> float:
+    """The pooled standard deviation of a net's test accuracy across the table's seeds."""
+    variances = []
+    for net in table.nets:
+        values = [
+            r.test_accuracy for r in net.runs.values() if r.ok and r.test_accuracy is not None
+        ]
+        if len(values) > 1:
+            variances.append(statistics.variance(values))
+    return math.sqrt(statistics.fmean(variances)) if variances else 0.0
+
+
+def compare(table: Table, seed: int, live: list[dict[str, Any]], replayed: list[Any]) -> dict:
+    """The live search's trials (``number``, ``hash``, ``state``, ``accuracy``, ``reward``,
+    ``step_time_ms``) against the replay's (:class:`nas.search.replay.ReplayTrial`)."""
+    nets = table.by_hash()
+    live_hashes = [t["hash"] for t in live]
+    replay_hashes = [t.hash for t in replayed]
+    same = 0
+    for a, b in zip(live_hashes, replay_hashes, strict=False):
+        if a != b:
+            break
+        same += 1
+    trained = []
+    for trial in live:
+        net = nets.get(trial["hash"])
+        if net is None or trial["accuracy"] is None or trial["state"] != "COMPLETE":
+            continue
+        run = net.runs[seed]
+        trained.append(
+            {
+                "hash": trial["hash"],
+                "live_accuracy": trial["accuracy"],
+                "table_accuracy": run.accuracy[-1],
+                "live_step_time_ms": trial["step_time_ms"],
+                "table_step_time_ms": net.step_time_ms,
+            }
+        )
+    live_best = max((t for t in live if t["reward"] is not None), key=lambda t: t["reward"])
+    replay_best = max((t for t in replayed if t.reward is not None), key=lambda t: t.reward)
+    live_acc = nets[live_best["hash"]].test_accuracy
+    replay_acc = nets[replay_best.hash].test_accuracy
+    spread = test_seed_spread(table)
+    return {
+        "live": live_hashes,
+        "replay": replay_hashes,
+        "same_first": same,
+        "trained": trained,
+        "live_best": {"hash": live_best["hash"], "spec": nets[live_best["hash"]].spec,
+                      "mean_test_accuracy": live_acc},
+        "replay_best": {"hash": replay_best.hash, "spec": nets[replay_best.hash].spec,
+                        "mean_test_accuracy": replay_acc},
+        "best_difference": replay_acc - live_acc,
+        "test_seed_spread": spread,
+        "within_spread": abs(replay_acc - live_acc) <= spread,
+    }  # fmt: skip
+
+
+def live_trials(config) -> list[dict[str, Any]]:
+    """The live study's trials, in the order they were asked for."""
+    import optuna
+
+    study = optuna.load_study(study_name=config.study, storage=config.storage_url)
+    rows = []
+    for trial in sorted(study.get_trials(), key=lambda t: t.number):
+        attrs = trial.user_attrs
+        rows.append(
+            {
+                "number": trial.number,
+                "hash": attrs.get("hash"),
+                "state": trial.state.name,
+                "accuracy": attrs.get("accuracy"),
+                "reward": attrs.get("reward") if trial.state.name == "COMPLETE" else None,
+                "step_time_ms": attrs.get("step_time_ms"),
+            }
+        )
+    return rows
+
+
+def summary(result: dict[str, Any], budget: int) -> list[str]:
+    """The lines the command prints."""
+    trained = result["trained"]
+    exact = sum(abs(t["live_accuracy"] - t["table_accuracy"]) < 1e-9 for t in trained)
+    ratios = [t["live_step_time_ms"] / t["table_step_time_ms"] for t in trained]
+    live, replay = result["live_best"], result["replay_best"]
+    lines = [
+        f"the same net in the first {result['same_first']} of {budget} trials",
+        f"{len(trained)} nets trained live: {exact} with the table's held-out accuracy exactly; "
+        f"live step time / table's: median {statistics.median(ratios):.2f} "
+        f"({min(ratios):.2f} - {max(ratios):.2f})"
+        if trained
+        else "no net trained live",
+        f"reward-best, live:   {live['spec']} ({100 * live['mean_test_accuracy']:.2f}% mean test)",
+        f"reward-best, replay: {replay['spec']} ({100 * replay['mean_test_accuracy']:.2f}% mean "
+        "test)",
+        f"difference {100 * result['best_difference']:+.2f} points, seed spread "
+        f"{100 * result['test_seed_spread']:.2f}: "
+        + ("within it" if result["within_spread"] else "NOT within it"),
+    ]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--table", type=Path, default=Path("bench/data/table.json.gz"))
+    parser.add_argument("--method", default="tpe", help=f"one of {', '.join(LIVE_METHODS)}")
+    parser.add_argument("--seed", type=int, default=0, help="a seed the table recorded")
+    parser.add_argument("--budget", type=int, default=25, help="trials (default 25)")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench/replay-live"))
+    args = parser.parse_args(argv)
+    if args.method not in LIVE_METHODS:
+        parser.error(f"--method {args.method!r} cannot run live (live: {', '.join(LIVE_METHODS)})")
+    if args.budget < 1:
+        parser.error(f"--budget must be at least 1, got {args.budget}")
+    try:
+        table = Table.read(args.table)
+    except EffnasError as error:
+        print(f"replay_live: error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 2
+    if args.seed not in table.seeds:
+        parser.error(f"--seed {args.seed} is not a seed of {args.table} ({list(table.seeds)})")
+    missing = [m for m in table.missing() if m[1] == args.seed]
+    if missing:
+        parser.error(f"{args.table} lacks {len(missing)} runs of seed {args.seed}: record them")
+
+    from nas.search import run_search
+    from nas.search.replay import replay
+
+    method = METHODS[args.method]
+    name = f"live-{args.method}-b{args.budget}-s{args.seed}"
+    config = method_config(table, method, budget=args.budget, seed=args.seed, workers=1)
+    config = config.replace(study=name, runs_dir=str(args.out))
+    print(f"live search {name}: {args.budget} trials, one at a time", flush=True)
+    started = time.perf_counter()
+    run_search(config)
+    live_seconds = time.perf_counter() - started
+    replayed = replay(
+        table, method, budget=args.budget, seed=args.seed, table_seed=args.seed, workers=1
+    )
+    result = compare(table, args.seed, live_trials(config), replayed)
+    result.update(method=args.method, budget=args.budget, seed=args.seed,
+                  live_seconds=live_seconds, table=str(args.table))  # fmt: skip
+    for line in summary(result, args.budget):
+        print(line, flush=True)
+    out = args.out / f"{name}.json"
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {out}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
