@@ -43,7 +43,7 @@ from searchspace.errors import EffnasError
 LIVE_METHODS = [name for name, method in METHODS.items() if method.sampler in SAMPLERS]
 
 
-def test_seed_spread(table: Table) -> float:
+def pooled_test_spread(table: Table) -> float:
     """The pooled standard deviation of a net's test accuracy across the table's seeds."""
     variances = []
     for net in table.nets:
@@ -85,7 +85,7 @@ def compare(table: Table, seed: int, live: list[dict[str, Any]], replayed: list[
     replay_best = max((t for t in replayed if t.reward is not None), key=lambda t: t.reward)
     live_acc = nets[live_best["hash"]].test_accuracy
     replay_acc = nets[replay_best.hash].test_accuracy
-    spread = test_seed_spread(table)
+    spread = pooled_test_spread(table)
     return {
         "live": live_hashes,
         "replay": replay_hashes,

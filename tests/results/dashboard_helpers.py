@@ -51,7 +51,7 @@ def dashboard(run: Path, *extra: str, log: Path) -> Iterator[str]:
     finally:
         process.terminate()  # SIGTERM: nas stops as on Ctrl-C
         try:
-            process.wait(timeout=120)  # a hang guard, with room for a loaded machine
+            process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()  # leave nothing behind, and say what went wrong
             process.wait(timeout=30)
