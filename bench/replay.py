@@ -1,8 +1,9 @@
 """Search methods replayed against a recorded table, many seeds each, on a simulated clock.
 
 Every method of ``--methods`` (default: all of :data:`nas.search.replay.METHODS`) searches the
-table's space with budgets of ``--budgets`` trials (25, 50, 100) and ``--seeds`` seeds (30),
-``--workers`` trials at a time (2, as the quick search), each search replayed by
+table's space with budgets of ``--budgets`` trials (12, the quick config's, and 25, 50, 100) and
+``--seeds`` seeds (30), ``--workers`` trials at a time (2, as the quick search), each search
+replayed by
 :func:`nas.search.replay.replay`: the project's own searcher, samplers and schedulers, each trial
 reporting one recorded seed's figures and costing its recorded CPU seconds. Replay seed ``r``
 seeds the sampler and reports the table's seed ``seeds[r % len(seeds)]``, the same for every
@@ -530,6 +531,7 @@ def figure(result: dict[str, Any], path: Path, workers: int) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import ScalarFormatter, SymmetricalLogLocator
 
     budgets = list(result["budgets"])
     largest = result["budgets"][budgets[-1]]
@@ -551,6 +553,10 @@ def figure(result: dict[str, Any], path: Path, workers: int) -> Path:
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[0, 0].set_yscale("symlog", linthresh=0.1)  # a regret of 0: the best net found
+    axes[0, 0].yaxis.set_major_locator(
+        SymmetricalLogLocator(base=10, linthresh=0.1, subs=(1.0, 2.0, 5.0))
+    )
+    axes[0, 0].yaxis.set_major_formatter(ScalarFormatter())
     axes[0, 0].set_title(f"{budgets[-1]} trials: mean over seeds")
     axes[0, 1].set_title(f"{budgets[-1]} trials: mean over seeds")
     axes[0, 0].legend(fontsize=8)
@@ -560,7 +566,7 @@ def figure(result: dict[str, Any], path: Path, workers: int) -> Path:
     ):
         for offset, budget in enumerate(budgets):
             rows = result["budgets"][budget]["methods"]
-            y = np.arange(len(methods)) + (offset - (len(budgets) - 1) / 2) * 0.22
+            y = np.arange(len(methods)) + (offset - (len(budgets) - 1) / 2) * 0.8 / len(budgets)
             stats = [rows[m][key] for m in methods]
             mean = np.array([s["mean"] for s in stats]) * 100
             low = mean - np.array([s["low"] for s in stats]) * 100
@@ -589,7 +595,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--synthetic", metavar="CONFIG", help="replay a made-up table of this config's space"
     )
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated")
-    parser.add_argument("--budgets", default="25,50,100", help="trials per search")
+    parser.add_argument(
+        "--budgets", default="12,25,50,100", help="trials per search (12: the quick config's)"
+    )
     parser.add_argument("--seeds", type=int, default=30, help="replay seeds (default 30)")
     parser.add_argument("--workers", type=int, default=2, help="trials at once (default 2)")
     parser.add_argument("--processes", type=int, default=2, help="replay processes")
