@@ -15,10 +15,16 @@ method, budget and seed against the table, reporting that seed's runs. Prints, a
   deviation of a net's test accuracy across seeds): within it, the replay chose as well as the
   live search did.
 
+The live search is the expensive part: ``--rejudge FILE`` judges an earlier result again against
+the table as it is now (a table recorded further since: more seeds for the mean test accuracy
+and the spread), replaying anew but training nothing; the file is rewritten with the new
+judgement and the same live trials.
+
 Only methods a search config can express run live (not the GP sampler, multivariate or
 multi-objective TPE, whose samplers the replay hands its searcher directly).
 
     python bench/replay_live.py --method tpe --seed 0 --budget 25     # about 15 min on 2 cores
+    python bench/replay_live.py --rejudge runs/bench/replay-live/live-tpe-b25-s0.json
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from nas.search.config import SAMPLERS
 from nas.search.replay import METHODS, method_config
 from nas.search.table import Table
 from searchspace.errors import EffnasError
+from searchspace.files import atomic_write
 
 #: Methods a search config expresses (its sampler is a config's): the ones a live search runs.
 LIVE_METHODS = [name for name, method in METHODS.items() if method.sampler in SAMPLERS]
@@ -142,6 +149,11 @@ def summary(result: dict[str, Any], budget: int) -> list[str]:
         f"{100 * result['test_seed_spread']:.2f}: "
         + ("within it" if result["within_spread"] else "NOT within it"),
     ]
+    if result.get("table_missing_runs"):
+        lines.append(
+            f"the table lacks {result['table_missing_runs']} runs: the mean test accuracies and "
+            "the spread are over the seeds recorded so far (--rejudge once it is whole)"
+        )
     return lines
 
 
@@ -152,7 +164,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="a seed the table recorded")
     parser.add_argument("--budget", type=int, default=25, help="trials (default 25)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/replay-live"))
+    parser.add_argument(
+        "--rejudge",
+        type=Path,
+        metavar="FILE",
+        help="judge an earlier result (its JSON) against the table as it is now; trains nothing",
+    )
     args = parser.parse_args(argv)
+    earlier: dict[str, Any] | None = None
+    if args.rejudge is not None:
+        try:
+            earlier = json.loads(args.rejudge.read_text())
+            args.method, args.budget, args.seed = (
+                earlier["method"], earlier["budget"], earlier["seed"]
+            )  # fmt: skip
+            if not isinstance(earlier.get("live_trials"), list):  # written before it kept them
+                raise KeyError("live_trials")
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            parser.error(f"--rejudge {args.rejudge}: not a live check's result ({error})")
     if args.method not in LIVE_METHODS:
         parser.error(f"--method {args.method!r} cannot run live (live: {', '.join(LIVE_METHODS)})")
     if args.budget < 1:
@@ -173,22 +202,29 @@ def main(argv: list[str] | None = None) -> int:
 
     method = METHODS[args.method]
     name = f"live-{args.method}-b{args.budget}-s{args.seed}"
-    config = method_config(table, method, budget=args.budget, seed=args.seed, workers=1)
-    config = config.replace(study=name, runs_dir=str(args.out))
-    print(f"live search {name}: {args.budget} trials, one at a time", flush=True)
-    started = time.perf_counter()
-    run_search(config)
-    live_seconds = time.perf_counter() - started
+    if earlier is None:
+        config = method_config(table, method, budget=args.budget, seed=args.seed, workers=1)
+        config = config.replace(study=name, runs_dir=str(args.out))
+        print(f"live search {name}: {args.budget} trials, one at a time", flush=True)
+        started = time.perf_counter()
+        run_search(config)
+        live_seconds = time.perf_counter() - started
+        live = live_trials(config)
+        out = args.out / f"{name}.json"
+    else:
+        print(f"rejudging {args.rejudge} ({name}) against {args.table}", flush=True)
+        live, live_seconds, out = earlier["live_trials"], earlier.get("live_seconds"), args.rejudge
     replayed = replay(
         table, method, budget=args.budget, seed=args.seed, table_seed=args.seed, workers=1
     )
-    result = compare(table, args.seed, live_trials(config), replayed)
+    result = compare(table, args.seed, live, replayed)
     result.update(method=args.method, budget=args.budget, seed=args.seed,
-                  live_seconds=live_seconds, table=str(args.table))  # fmt: skip
+                  live_seconds=live_seconds, table=str(args.table),
+                  table_seeds=list(table.seeds), table_missing_runs=len(table.missing()),
+                  live_trials=live)  # fmt: skip
     for line in summary(result, args.budget):
         print(line, flush=True)
-    out = args.out / f"{name}.json"
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    atomic_write(out, (json.dumps(result, indent=1) + "\n").encode())
     print(f"wrote {out}", flush=True)
     return 0
 

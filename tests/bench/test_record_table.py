@@ -153,6 +153,17 @@ def test_every_net_and_seed_is_recorded_and_a_killed_recording_resumes(tmp_path,
     for net in check["trained"]:
         assert net["live_accuracy"] == pytest.approx(net["table_accuracy"], abs=1e-9)
     assert check["best_difference"] == 0 and check["within_spread"]
+    assert check["table_missing_runs"] == 0 and len(check["live_trials"]) == 3
+
+    # Judged again against the table (here unchanged): the same judgement, nothing trained.
+    path = tmp_path / "live" / "live-random-b3-s0.json"
+    rejudged = subprocess.run(
+        [sys.executable, "bench/replay_live.py", "--table", str(out), "--rejudge", str(path)],
+        **run,
+    )  # fmt: skip
+    assert rejudged.returncode == 0, rejudged.stdout[-3000:] + rejudged.stderr[-3000:]
+    assert "live search" not in rejudged.stdout and "rejudging" in rejudged.stdout
+    assert json.loads(path.read_text()) == check
 
 
 def test_a_table_recorded_before_a_setting_was_added_resumes(tmp_path):
@@ -180,6 +191,7 @@ def test_a_table_recorded_before_a_setting_was_added_resumes(tmp_path):
         (["--method", "gp"], "--method 'gp' cannot run live"),
         (["--method", "tpe", "--seed", "7"], "--seed 7 is not a seed of"),
         (["--budget", "0"], "--budget must be at least 1, got 0"),
+        (["--rejudge", "missing.json"], "--rejudge missing.json: not a live check's result"),
     ],
 )
 def test_replay_live_refuses_what_it_cannot_check_before_any_search(tmp_path, args, named):
