@@ -20,8 +20,8 @@ the table as it is now (a table recorded further since: more seeds for the mean 
 and the spread), replaying anew but training nothing; the file is rewritten with the new
 judgement and the same live trials.
 
-Only methods a search config can express run live (not the GP sampler, multivariate or
-multi-objective TPE, whose samplers the replay hands its searcher directly).
+Every replay method runs live: its config (:func:`nas.search.replay.method_config`) is a search
+config.
 
     python bench/replay_live.py --method tpe --seed 0 --budget 25     # about 15 min on 2 cores
     python bench/replay_live.py --rejudge runs/bench/replay-live/live-tpe-b25-s0.json
@@ -40,14 +40,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nas.search.config import SAMPLERS
 from nas.search.replay import METHODS, method_config
 from nas.search.table import Table
 from searchspace.errors import EffnasError
 from searchspace.files import atomic_write
-
-#: Methods a search config expresses (its sampler is a config's): the ones a live search runs.
-LIVE_METHODS = [name for name, method in METHODS.items() if method.sampler in SAMPLERS]
 
 
 def pooled_test_spread(table: Table) -> float:
@@ -160,7 +156,7 @@ def summary(result: dict[str, Any], budget: int) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--table", type=Path, default=Path("bench/data/table.json.gz"))
-    parser.add_argument("--method", default="tpe", help=f"one of {', '.join(LIVE_METHODS)}")
+    parser.add_argument("--method", default="tpe", help=f"one of {', '.join(METHODS)}")
     parser.add_argument("--seed", type=int, default=0, help="a seed the table recorded")
     parser.add_argument("--budget", type=int, default=25, help="trials (default 25)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/replay-live"))
@@ -182,8 +178,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise KeyError("live_trials")
         except (OSError, ValueError, KeyError, TypeError) as error:
             parser.error(f"--rejudge {args.rejudge}: not a live check's result ({error})")
-    if args.method not in LIVE_METHODS:
-        parser.error(f"--method {args.method!r} cannot run live (live: {', '.join(LIVE_METHODS)})")
+    if args.method not in METHODS:
+        parser.error(f"--method {args.method!r} is not a replay method ({', '.join(METHODS)})")
     if args.budget < 1:
         parser.error(f"--budget must be at least 1, got {args.budget}")
     try:

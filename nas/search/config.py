@@ -26,7 +26,8 @@ from searchspace.space import SearchSpace
 
 __all__ = ["SAMPLERS", "Resources", "SearchConfig"]
 
-SAMPLERS = ("tpe", "nsga2", "random")
+#: Every sampler a search may use (:func:`nas.search.searcher.make_sampler` says what each is).
+SAMPLERS = ("tpe", "tpe-univariate", "gp", "nsga2", "random")
 _STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 #: Evaluation settings a search config gives at its top level; their defaults are EvalConfig's
 #: unless a search wants its own (a reduced image size, brief training).
@@ -69,14 +70,16 @@ class SearchConfig:
         objective: ``reward`` (one objective, A * S^w * P^v) or ``pareto`` (accuracy, normalized
             step time and parameters as three objectives).
         reward_w, reward_v: the reward's exponents for step time and parameters.
-        sampler: ``tpe``, ``nsga2`` or ``random``.
+        sampler: ``tpe`` (multivariate; with ``pareto``, multi-objective TPE),
+            ``tpe-univariate``, ``gp`` (Optuna's Gaussian-process sampler), ``nsga2`` or
+            ``random``.
         population_size: NSGA-II's generation size (``sampler: nsga2``; Optuna's default 50).
             Its first generation is drawn at random, so a search of fewer trials than this is a
             random search: size it to a fraction of ``trials`` (a quarter gives four
             generations).
-        startup_trials: the random trials TPE draws before it models the study (``sampler:
-            tpe``); ``None``: Optuna's default, 10. A search of no more trials than this is a
-            random search.
+        startup_trials: the random trials TPE or GP draws before it models the study
+            (``sampler: tpe``, ``tpe-univariate`` or ``gp``); ``None``: Optuna's default, 10.
+            A search of no more trials than this is a random search.
         early_stopping: stop weak candidates after their first epochs: Tune's ASHA on the
             reward in ``reward`` mode; in ``pareto`` mode
             :class:`~nas.search.schedulers.ParetoASHA` (MO-ASHA), which keeps a third of the

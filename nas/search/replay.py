@@ -25,7 +25,6 @@ import numpy as np
 from nas.errors import ConfigError
 from nas.evaluate.reward import reward
 from nas.search.config import SAMPLERS, SearchConfig
-from nas.search.searcher import SAMPLER_NAMES
 from nas.search.table import Net, Table
 from results.schema import OBJECTIVES_BY_MODE
 
@@ -47,7 +46,7 @@ class Method:
     Attributes:
         name: how tables and figures name it.
         objective: ``reward`` or ``pareto`` (the search config's).
-        sampler: one of :data:`~nas.search.searcher.SAMPLER_NAMES`.
+        sampler: one of :data:`nas.search.config.SAMPLERS`.
         early_stopping: the search's early stopping: ASHA on the reward, ParetoASHA in
             ``pareto`` mode.
         reward_cost: ``step_time`` or ``flops``: the reward's cost term; with ``flops`` the
@@ -65,7 +64,7 @@ class Method:
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES_BY_MODE:
             raise ConfigError(f"method {self.name}: unknown objective {self.objective!r}")
-        if self.sampler not in SAMPLER_NAMES:
+        if self.sampler not in SAMPLERS:
             raise ConfigError(f"method {self.name}: unknown sampler {self.sampler!r}")
 
 
@@ -133,15 +132,14 @@ def method_config(
 ) -> SearchConfig:
     """The search config a method's replay runs with: the table's, with the method's objective,
     early stopping and reward, ``budget`` trials, ``workers`` at a time and the sampler seeded by
-    ``seed``. Its ``sampler`` is the method's where a config accepts it (``tpe`` otherwise: the
-    replay gives the searcher the method's own)."""
+    ``seed``."""
     base = table.config
     evaluation = {**base.evaluation, "reward_cost": method.reward_cost}
     reward_w = flops_exponent(table) if method.reward_cost == "flops" else base.reward_w
     return base.replace(
         study=f"{method.name}-b{budget}-s{seed}",
         objective=method.objective,
-        sampler=method.sampler if method.sampler in SAMPLERS else "tpe",
+        sampler=method.sampler,
         population_size=max(2, startup_trials(budget)),
         startup_trials=startup_trials(budget),
         early_stopping=method.early_stopping,

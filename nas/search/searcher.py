@@ -26,6 +26,7 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
 from nas.errors import ConfigError
+from nas.search.config import SAMPLERS
 from nas.search.constraints import Constraints
 from nas.search.trial import NUMBER
 from results.schema import OBJECTIVES_BY_MODE, RECORD_KEYS, REFUSED, STOPPED
@@ -37,7 +38,6 @@ __all__ = [
     "DRIVER",
     "MAX_REFUSALS",
     "REUSED_FROM",
-    "SAMPLER_NAMES",
     "StudySearcher",
     "make_sampler",
 ]
@@ -51,22 +51,18 @@ DRIVER = "driver"
 MAX_REFUSALS = 200
 
 
-#: Every sampler :func:`make_sampler` makes. A search config accepts
-#: :data:`nas.search.config.SAMPLERS` among them; the replay of a recorded table
-#: (:mod:`nas.search.replay`) compares them all.
-SAMPLER_NAMES = ("tpe", "tpe-univariate", "gp", "nsga2", "random")
-
-
 def make_sampler(
     name: str, seed: int, population_size: int = 50, startup_trials: int | None = None
 ) -> optuna.samplers.BaseSampler:
-    """Optuna's sampler by name (:data:`SAMPLER_NAMES`), seeded.
+    """Optuna's sampler by name (:data:`nas.search.config.SAMPLERS`), seeded.
 
     ``tpe``: multivariate TPE over groups of parameters (a search's default); with several
     objectives, Optuna's multi-objective TPE. ``tpe-univariate``: TPE one parameter at a time
     (Optuna 5's TPE models one objective multivariately by default: this is asked for).
     ``gp``: Optuna's Gaussian-process sampler (log expected improvement; with several
-    objectives, log expected hypervolume improvement). ``nsga2``: NSGA-II with generations of
+    objectives, log expected hypervolume improvement); it models the parameters every trial
+    has, and draws the ones that exist for one block type only (a stage's SE ratio, where the
+    space offers SE) at random. ``nsga2``: NSGA-II with generations of
     ``population_size``. ``random``.
 
     ``startup_trials``: the random trials TPE and GP draw before they model (None: Optuna's
@@ -85,12 +81,14 @@ def make_sampler(
                 )
             if name == "tpe-univariate":
                 return optuna.samplers.TPESampler(seed=seed, multivariate=False, **startup)
-            return optuna.samplers.GPSampler(seed=seed, **startup)
+            # Optuna warns on every trial that draws a conditional parameter at random (the
+            # docstring says which); a search's log would repeat it for each trial.
+            return optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False, **startup)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=population_size)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    raise ConfigError(f"unknown sampler {name!r} (known: {', '.join(SAMPLER_NAMES)})")
+    raise ConfigError(f"unknown sampler {name!r} (known: {', '.join(SAMPLERS)})")
 
 
 def resumed_seed(seed: int, asked: int) -> int:
@@ -114,8 +112,7 @@ class StudySearcher(Searcher):
         open_storage: returns the study's storage; called when the searcher first needs it (also
             after Tune unpickled it on a resume), so no storage object or URL is ever pickled.
         mode: the objective mode (``reward`` or ``pareto``, :data:`OBJECTIVES_BY_MODE`).
-        sampler: ``tpe``, ``nsga2`` or ``random`` (a search config's choices), or another of
-            :data:`SAMPLER_NAMES`.
+        sampler: one of :data:`nas.search.config.SAMPLERS`.
         seed: the sampler's seed.
         population_size: NSGA-II's generation size (``sampler: nsga2`` only).
         startup_trials: TPE's and GP's random start-up trials (None: Optuna's default).

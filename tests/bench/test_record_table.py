@@ -188,7 +188,7 @@ def test_a_table_recorded_before_a_setting_was_added_resumes(tmp_path):
 @pytest.mark.parametrize(
     ("args", "named"),
     [
-        (["--method", "gp"], "--method 'gp' cannot run live"),
+        (["--method", "bogus"], "--method 'bogus' is not a replay method"),
         (["--method", "tpe", "--seed", "7"], "--seed 7 is not a seed of"),
         (["--budget", "0"], "--budget must be at least 1, got 0"),
         (["--rejudge", "missing.json"], "--rejudge missing.json: not a live check's result"),
