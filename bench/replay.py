@@ -8,7 +8,8 @@ replayed by
 reporting one recorded seed's figures and costing its recorded CPU seconds. Replay seed ``r``
 seeds the sampler and reports the table's seed ``seeds[r % len(seeds)]``, the same for every
 method, so that methods are compared seed by seed. Start-up trials (random draws before TPE or
-GP model, NSGA-II's first generation) are a fifth of the budget, at most Optuna's default 10.
+GP model, NSGA-II's first generation) are a fifth of the budget, at most Optuna's default 10;
+``tpe-startup10`` is TPE after Optuna's 10 whatever the budget, the rule's comparison.
 
 What a search found is judged on what no search decision saw, the table's mean over seeds:
 
@@ -67,7 +68,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 
 from nas.evaluate.reward import reward
-from nas.search.replay import METHODS, replay, startup_trials
+from nas.search.replay import METHODS, replay
 from nas.search.table import Table
 from results.hypervolume import Normalization, ObjectiveScale, hypervolume_history
 from searchspace.files import atomic_write
@@ -81,6 +82,7 @@ RESAMPLES = 10_000
 COLORS = {
     "random": "#7f7f7f",
     "tpe": "#1f77b4",
+    "tpe-startup10": "#aec7e8",
     "tpe-univariate": "#17becf",
     "gp": "#ff7f0e",
     "flops-tpe": "#d62728",
@@ -165,7 +167,7 @@ def plan(
     for name in methods:
         groups: dict[Any, list[int]] = {}
         for budget in sorted(budgets):
-            key = budget if METHODS[name].early_stopping else startup_trials(budget)
+            key = budget if METHODS[name].early_stopping else METHODS[name].startup_for(budget)
             groups.setdefault(key, []).append(budget)
         for group in groups.values():
             jobs.extend(
@@ -196,7 +198,7 @@ def run_key(digest: str, workers: int, method: str, budget: int) -> dict[str, An
         "optuna": optuna.__version__,
         "ray": ray.__version__,
         "method": dataclasses.asdict(METHODS[method]),
-        "startup": startup_trials(budget),
+        "startup": METHODS[method].startup_for(budget),
     }
 
 

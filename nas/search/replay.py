@@ -51,6 +51,8 @@ class Method:
             ``pareto`` mode.
         reward_cost: ``step_time`` or ``flops``: the reward's cost term; with ``flops`` the
             exponent is recalibrated from the table (:func:`flops_exponent`).
+        startup: the sampler's random start-up trials whatever the budget; ``None``:
+            :func:`startup_trials` of the budget.
         description: one line for tables.
     """
 
@@ -59,6 +61,7 @@ class Method:
     sampler: str = "tpe"
     early_stopping: bool = False
     reward_cost: str = "step_time"
+    startup: int | None = None
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -67,6 +70,10 @@ class Method:
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"method {self.name}: unknown sampler {self.sampler!r}")
 
+    def startup_for(self, budget: int) -> int:
+        """The random start-up trials of this method's search of ``budget`` trials."""
+        return startup_trials(budget) if self.startup is None else self.startup
+
 
 #: The methods a replay compares, by name.
 METHODS: dict[str, Method] = {
@@ -74,6 +81,11 @@ METHODS: dict[str, Method] = {
     for method in (
         Method("random", sampler="random", description="random search, reward"),
         Method("tpe", description="multivariate grouped TPE on the reward (the default)"),
+        Method(
+            "tpe-startup10",
+            startup=10,
+            description="TPE on the reward after Optuna's default 10 random trials, any budget",
+        ),
         Method(
             "tpe-univariate",
             sampler="tpe-univariate",
@@ -140,8 +152,8 @@ def method_config(
         study=f"{method.name}-b{budget}-s{seed}",
         objective=method.objective,
         sampler=method.sampler,
-        population_size=max(2, startup_trials(budget)),
-        startup_trials=startup_trials(budget),
+        population_size=max(2, method.startup_for(budget)),
+        startup_trials=method.startup_for(budget),
         early_stopping=method.early_stopping,
         trials=budget,
         concurrent=workers,

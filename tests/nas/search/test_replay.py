@@ -196,6 +196,22 @@ def test_a_budget_is_the_first_trials_of_a_larger_one_without_a_scheduler(table)
         assert [t.to_dict() for t in prefix(large, 12)] == [t.to_dict() for t in small]
 
 
+def test_start_up_is_a_fifth_of_the_budget_except_for_optunas_fixed_ten(table):
+    """TPE models after a fifth of the budget; ``tpe-startup10`` after Optuna's 10 whatever
+    the budget, its first 10 trials random search's (the same seed draws the same nets)."""
+    for budget, rule in ((12, 2), (25, 5), (50, 10), (100, 10)):
+        assert method_config(table, METHODS["tpe"], budget=budget, seed=0, workers=2)\
+            .startup_trials == rule  # fmt: skip
+        assert method_config(table, METHODS["tpe-startup10"], budget=budget, seed=0, workers=2)\
+            .startup_trials == 10  # fmt: skip
+    fixed = replay(table, METHODS["tpe-startup10"], budget=12, seed=3, workers=1)
+    random = replay(table, METHODS["random"], budget=12, seed=3, workers=1)
+    modelled = replay(table, METHODS["tpe"], budget=12, seed=3, workers=1)
+    assert [t.hash for t in fixed[:10]] == [t.hash for t in random[:10]]
+    assert [t.hash for t in modelled[:2]] == [t.hash for t in random[:2]]
+    assert [t.hash for t in modelled] != [t.hash for t in random]
+
+
 # -- the FLOPs-guided reward -------------------------------------------------------------------
 
 
