@@ -200,10 +200,11 @@ def test_start_up_is_a_fifth_of_the_budget_except_for_optunas_fixed_ten(table):
     """TPE models after a fifth of the budget; ``tpe-startup10`` after Optuna's 10 whatever
     the budget, its first 10 trials random search's (the same seed draws the same nets)."""
     for budget, rule in ((12, 2), (25, 5), (50, 10), (100, 10)):
-        assert method_config(table, METHODS["tpe"], budget=budget, seed=0, workers=2)\
-            .startup_trials == rule  # fmt: skip
-        assert method_config(table, METHODS["tpe-startup10"], budget=budget, seed=0, workers=2)\
-            .startup_trials == 10  # fmt: skip
+        tpe, fixed = (
+            method_config(table, METHODS[name], budget=budget, seed=0, workers=2)
+            for name in ("tpe", "tpe-startup10")
+        )
+        assert (tpe.startup_trials, fixed.startup_trials) == (rule, 10)
     fixed = replay(table, METHODS["tpe-startup10"], budget=12, seed=3, workers=1)
     random = replay(table, METHODS["random"], budget=12, seed=3, workers=1)
     modelled = replay(table, METHODS["tpe"], budget=12, seed=3, workers=1)
