@@ -55,6 +55,7 @@ import hashlib
 import json
 import math
 import multiprocessing
+import os
 import sys
 import time
 import warnings
@@ -256,6 +257,7 @@ def run_jobs(
     """Every job's trials, keyed ``(method, budget, seed)`` for every budget it stands for."""
     runs: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
     seconds: dict[str, float] = {}
+    started = time.monotonic()
     ordered = sorted(jobs, key=_cost_order)
     if processes <= 1:
         _start_worker(table)
@@ -276,7 +278,7 @@ def run_jobs(
             for budget in job.budgets:
                 runs[(job.method, budget, job.seed)] = [t for t in trials if t["index"] < budget]
             if done % 50 == 0 or done == len(jobs):
-                log(f"  {done}/{len(jobs)} replays")
+                log(f"  {done}/{len(jobs)} replays, {(time.monotonic() - started) / 60:.1f} min")
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
@@ -602,7 +604,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seeds", type=int, default=30, help="replay seeds (default 30)")
     parser.add_argument("--workers", type=int, default=2, help="trials at once (default 2)")
-    parser.add_argument("--processes", type=int, default=2, help="replay processes")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="replay processes (default: one per CPU core)",
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/bench/replay"))
     parser.add_argument("--fresh", action="store_true", help="reuse no earlier replay")
     args = parser.parse_args(argv)
