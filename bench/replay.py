@@ -69,6 +69,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 
 from nas.evaluate.reward import reward
+from nas.search.config import SearchConfig
 from nas.search.replay import METHODS, replay
 from nas.search.table import Table
 from results.hypervolume import Normalization, ObjectiveScale, hypervolume_history
@@ -92,6 +93,7 @@ COLORS = {
     "mo-tpe": "#9467bd",
     "mo-gp": "#e377c2",
     "pareto-asha": "#bcbd22",
+    "mo-tpe-asha": "#dbdb8d",
 }
 
 
@@ -139,6 +141,20 @@ def fixed_normalization(table: Table) -> Normalization:
             ObjectiveScale("params", False, True, float(min(params)), float(max(params))),
         )
     )
+
+
+def default_sampler_methods() -> dict[str, str]:
+    """Per objective, the method that runs a search config's default sampler
+    (:class:`~nas.search.config.SearchConfig`'s ``sampler``) with no scheduler, the step-time
+    reward and the start-up rule: what a method is weighed against before it may replace the
+    default."""
+    default = next(f.default for f in dataclasses.fields(SearchConfig) if f.name == "sampler")
+    found: dict[str, str] = {}
+    for method in METHODS.values():
+        plain = not method.early_stopping and method.startup is None
+        if method.sampler == default and plain and method.reward_cost == "step_time":
+            found.setdefault(method.objective, method.name)
+    return found
 
 
 # -- running the replays --------------------------------------------------------------------------
@@ -400,6 +416,7 @@ def analyse(
     differences from random, the curves and mean ranks over time."""
     result: dict[str, Any] = {"best_reward": truth.best_reward, "budgets": {}}
     baseline = "random" if "random" in methods else methods[0]
+    defaults = {k: m for k, m in default_sampler_methods().items() if m in methods}
     for budget in budgets:
         per = {m: [curves(runs[(m, budget, s)], truth) for s in seeds] for m in methods}
         equal_time = float(np.median([c.end for c in per[baseline]]))
@@ -426,6 +443,7 @@ def analyse(
                 "hypervolume": _mean_se(finals[m][:, 1]),
                 "regret_vs_baseline": paired(finals[m][:, 0], finals[baseline][:, 0]),
                 "hypervolume_vs_baseline": paired(finals[m][:, 1], finals[baseline][:, 1]),
+                **_against_default(m, defaults, finals),
                 "regret_at_time": _mean_se(at_time[m][:, 0]),
                 "hypervolume_at_time": _mean_se(at_time[m][:, 1]),
                 "regret_at_time_vs_baseline": paired(at_time[m][:, 0], at_time[baseline][:, 0]),
@@ -449,7 +467,22 @@ def analyse(
             "methods": rows,
         }
     result["baseline"] = baseline
+    result["defaults"] = defaults
     return result
+
+
+def _against_default(
+    method: str, defaults: dict[str, str], finals: dict[str, np.ndarray]
+) -> dict[str, Any]:
+    """A method's paired differences from its objective's default-sampler method, if any."""
+    default = defaults.get(METHODS[method].objective)
+    if default is None:
+        return {}
+    return {
+        "default": default,
+        "regret_vs_default": paired(finals[method][:, 0], finals[default][:, 0]),
+        "hypervolume_vs_default": paired(finals[method][:, 1], finals[default][:, 1]),
+    }
 
 
 def _mean_se(values: Sequence[float]) -> dict[str, float]:
@@ -524,6 +557,23 @@ def markdown(result: dict[str, Any], header: str) -> str:
                 f"{_pm(row['hypervolume_at_time'], 100)} | "
                 f"{_diff(row['hypervolume_at_time_vs_baseline'], 100)} |"
             )
+        rows = {m: row for m, row in figures["methods"].items() if "default" in row}
+        if rows:
+            named = " and ".join(f"{d} ({o})" for o, d in result["defaults"].items())
+            lines += [
+                "",
+                f"Against the default sampler: each method's paired difference from {named}, "
+                "the search config's default sampler without a scheduler, at the end of the "
+                "budget.",
+                "",
+                "| method | against | Δ regret | Δ hypervolume |",
+                "|---|---|---|---|",
+            ]
+            for method, row in rows.items():
+                lines.append(
+                    f"| {method} | {row['default']} | {_diff(row['regret_vs_default'], 100)} | "
+                    f"{_diff(row['hypervolume_vs_default'], 100)} |"
+                )
         lines.append("")
     return "\n".join(lines)
 

@@ -117,6 +117,12 @@ METHODS: dict[str, Method] = {
             early_stopping=True,
             description="NSGA-II, 3 objectives, ParetoASHA stopping",
         ),
+        Method(
+            "mo-tpe-asha",
+            objective="pareto",
+            early_stopping=True,
+            description="multi-objective TPE, 3 objectives, ParetoASHA stopping",
+        ),
     )
 }
 
