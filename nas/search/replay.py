@@ -36,6 +36,7 @@ __all__ = [
     "method_config",
     "replay",
     "startup_trials",
+    "table_reward",
 ]
 
 
@@ -291,6 +292,13 @@ class _Records:
             "test_accuracy": run.test_accuracy,
             "reward": self.score(accuracy, figures),
         }
+
+
+def table_reward(table: Table, method: Method, net: Net, seed: int) -> float | None:
+    """The reward a search of ``method`` scores ``net``'s run with ``seed`` with, from the
+    table's figures (its held-out accuracy, the table's step time); None for a failed run."""
+    config = method_config(table, method, budget=1, seed=seed, workers=1)
+    return _Records(table, config).final(net, seed, 0.0).get("reward")
 
 
 def replay(

@@ -153,6 +153,7 @@ def test_every_net_and_seed_is_recorded_and_a_killed_recording_resumes(tmp_path,
     for net in check["trained"]:
         assert net["live_accuracy"] == pytest.approx(net["table_accuracy"], abs=1e-9)
     assert check["best_difference"] == 0 and check["within_spread"]
+    assert check["best_difference_on_table_figures"] == 0
     assert check["table_missing_runs"] == 0 and len(check["live_trials"]) == 3
 
     # Judged again against the table (here unchanged): the same judgement, nothing trained.
