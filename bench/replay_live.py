@@ -14,6 +14,11 @@ method, budget and seed against the table, reporting that seed's runs. Prints, a
   table's seeds, and their difference against the table's seed spread (the pooled standard
   deviation of a net's test accuracy across seeds): within it, the replay chose as well as the
   live search did.
+- the net the live search would have handed out had it scored its nets with the figures the
+  replay saw (the table's held-out accuracies and one timing pass, ``seed % passes``): where
+  that is the replay's net, the two chose alike, and what remains between them is the step
+  times the live search measured afresh (the replay's searcher sees one recorded pass, a live
+  one its own measurement).
 
 The live search is the expensive part: ``--rejudge FILE`` judges an earlier result again against
 the table as it is now (a table recorded further since: more seeds for the mean test accuracy
@@ -59,13 +64,19 @@ def pooled_test_spread(table: Table) -> float:
 
 
 def compare(
-    table: Table, seed: int, live: list[dict[str, Any]], replayed: list[Any], method: str
+    table: Table,
+    seed: int,
+    live: list[dict[str, Any]],
+    replayed: list[Any],
+    method: str,
+    timing_pass: int,
 ) -> dict:
     """The live search's trials (``number``, ``hash``, ``state``, ``accuracy``, ``reward``,
     ``step_time_ms``) against the replay's (:class:`nas.search.replay.ReplayTrial`) of
-    ``method``. Also the net the live search would have handed out had it scored its nets with
-    the table's step times (``live_best_on_table_figures``): where that one is the replay's, the
-    two searches differ only by the step times the live one measured."""
+    ``method``, which reported the table's ``seed`` and ``timing_pass``. Also the net the live
+    search would have handed out had it scored its nets with the figures its replay saw
+    (``live_best_on_replay_figures``): where that one is the replay's, the two chose alike and
+    differ only by the step times the live search measured."""
     nets = table.by_hash()
     live_hashes = [t["hash"] for t in live]
     replay_hashes = [t.hash for t in replayed]
@@ -95,13 +106,13 @@ def compare(
     replay_acc = nets[replay_best.hash].test_accuracy
     spread = pooled_test_spread(table)
     scored = [
-        (table_reward(table, METHODS[method], nets[t["hash"]], seed), t["hash"])
+        (table_reward(table, METHODS[method], nets[t["hash"]], seed, timing_pass), t["hash"])
         for t in live
         if t["state"] == "COMPLETE" and t["hash"] in nets
     ]
     # The first of equal rewards, in the order asked, as a search's reward-best is chosen.
-    on_table = max((pair for pair in scored if pair[0] is not None), key=lambda pair: pair[0])[1]
-    on_table_acc = nets[on_table].test_accuracy
+    on_replay = max((pair for pair in scored if pair[0] is not None), key=lambda pair: pair[0])[1]
+    on_replay_acc = nets[on_replay].test_accuracy
     return {
         "live": live_hashes,
         "replay": replay_hashes,
@@ -112,9 +123,10 @@ def compare(
         "replay_best": {"hash": replay_best.hash, "spec": nets[replay_best.hash].spec,
                         "mean_test_accuracy": replay_acc},
         "best_difference": replay_acc - live_acc,
-        "live_best_on_table_figures": {"hash": on_table, "spec": nets[on_table].spec,
-                                       "mean_test_accuracy": on_table_acc},
-        "best_difference_on_table_figures": replay_acc - on_table_acc,
+        "live_best_on_replay_figures": {"hash": on_replay, "spec": nets[on_replay].spec,
+                                        "mean_test_accuracy": on_replay_acc},
+        "best_difference_on_replay_figures": replay_acc - on_replay_acc,
+        "timing_pass": timing_pass,
         "test_seed_spread": spread,
         "within_spread": abs(replay_acc - live_acc) <= spread,
     }  # fmt: skip
@@ -160,10 +172,10 @@ def summary(result: dict[str, Any], budget: int) -> list[str]:
         f"difference {100 * result['best_difference']:+.2f} points, seed spread "
         f"{100 * result['test_seed_spread']:.2f}: "
         + ("within it" if result["within_spread"] else "NOT within it"),
-        f"the live search's nets scored with the table's step times: reward-best "
-        f"{result['live_best_on_table_figures']['spec']} "
-        f"({100 * result['live_best_on_table_figures']['mean_test_accuracy']:.2f}% mean test), "
-        f"{100 * result['best_difference_on_table_figures']:+.2f} points from the replay's",
+        f"the live search's nets scored with the figures the replay saw (timing pass "
+        f"{result['timing_pass']}): reward-best {result['live_best_on_replay_figures']['spec']} "
+        f"({100 * result['live_best_on_replay_figures']['mean_test_accuracy']:.2f}% mean test), "
+        f"{100 * result['best_difference_on_replay_figures']:+.2f} points from the replay's",
     ]
     if result.get("table_missing_runs"):
         lines.append(
@@ -230,10 +242,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"rejudging {args.rejudge} ({name}) against {args.table}", flush=True)
         live, live_seconds, out = earlier["live_trials"], earlier.get("live_seconds"), args.rejudge
-    replayed = replay(
-        table, method, budget=args.budget, seed=args.seed, table_seed=args.seed, workers=1
-    )
-    result = compare(table, args.seed, live, replayed, args.method)
+    timing_pass = args.seed % table.timing_passes
+    replayed = replay(table, method, budget=args.budget, seed=args.seed, table_seed=args.seed,
+                      timing_pass=timing_pass, workers=1)  # fmt: skip
+    result = compare(table, args.seed, live, replayed, args.method, timing_pass)
     result.update(method=args.method, budget=args.budget, seed=args.seed,
                   live_seconds=live_seconds, table=str(args.table),
                   table_seeds=list(table.seeds), table_missing_runs=len(table.missing()),

@@ -225,17 +225,20 @@ class _Records:
     """The figures a table's net reports in one method's search, as ``evaluate_candidate`` puts
     them (and ``run_trial`` adds ``final`` to the closing record)."""
 
-    def __init__(self, table: Table, config: SearchConfig) -> None:
+    def __init__(self, table: Table, config: SearchConfig, timing_pass: int | None) -> None:
         self.config = config
         self.reference = table.reference
+        self.reference_step_ms = table.reference_step_time(timing_pass)
+        self.timing_pass = timing_pass
         self.flops = config.eval_config().reward_cost == "flops"
 
     def figures(self, net: Net) -> dict[str, Any]:
-        step_norm = net.step_time_ms / self.reference["step_time_ms"]
+        step_ms = net.step_time_of_pass(self.timing_pass)
+        step_norm = step_ms / self.reference_step_ms
         return {
             "spec": net.spec,
             "hash": net.hash,
-            "step_time_ms": net.step_time_ms,
+            "step_time_ms": step_ms,
             "step_time_norm": step_norm,
             "params": net.params,
             "params_norm": net.params / self.reference["params"],
@@ -294,11 +297,14 @@ class _Records:
         }
 
 
-def table_reward(table: Table, method: Method, net: Net, seed: int) -> float | None:
+def table_reward(
+    table: Table, method: Method, net: Net, seed: int, timing_pass: int | None = None
+) -> float | None:
     """The reward a search of ``method`` scores ``net``'s run with ``seed`` with, from the
-    table's figures (its held-out accuracy, the table's step time); None for a failed run."""
+    table's figures: its held-out accuracy, and the step times (the net's and the reference's)
+    of timing pass ``timing_pass`` (None: their medians); None for a failed run."""
     config = method_config(table, method, budget=1, seed=seed, workers=1)
-    return _Records(table, config).final(net, seed, 0.0).get("reward")
+    return _Records(table, config, timing_pass).final(net, seed, 0.0).get("reward")
 
 
 def replay(
@@ -308,6 +314,7 @@ def replay(
     budget: int,
     seed: int,
     table_seed: int | None = None,
+    timing_pass: int | None = None,
     workers: int = 2,
     startup: int | None = None,
 ) -> list[ReplayTrial]:
@@ -320,6 +327,9 @@ def replay(
         seed: the sampler's seed (the search config's ``seed``).
         table_seed: which recorded seed's runs the trials report (default: ``seed``'s turn
             among the table's seeds, ``seeds[seed % len(seeds)]``).
+        timing_pass: which timing pass's step times (each net's and the reference's) the
+            trials report, as a live search reports the one measurement it made of each net
+            (default: ``seed``'s turn, ``seed % table.timing_passes``).
         workers: trials at once.
         startup: the sampler's random start-up trials (default: the method config's,
             :func:`startup_trials` of the budget).
@@ -337,6 +347,8 @@ def replay(
 
     if table_seed is None:
         table_seed = table.seeds[seed % len(table.seeds)]
+    if timing_pass is None:
+        timing_pass = seed % table.timing_passes
     config = method_config(table, method, budget=budget, seed=seed, workers=workers)
     storage = optuna.storages.InMemoryStorage()
     create_study(storage, config)
@@ -356,7 +368,7 @@ def replay(
     scheduler = early_stopping(config) or FIFOScheduler()
     per_epoch = config.early_stopping  # as the search's trainable reports (driver._trainable)
     nets = table.by_hash()
-    records = _Records(table, config)
+    records = _Records(table, config, timing_pass)
     controller = _Controller()
     trials: list[ReplayTrial] = []
     by_id: dict[str, tuple[_SimTrial, ReplayTrial]] = {}

@@ -106,6 +106,8 @@ class Net:
     step_time_ms: float
     step_time_proxy_ms: float | None
     runs: Mapping[int, Run]
+    #: Each timing pass's step time at the final size (``step_time_ms`` is their median).
+    step_time_passes_ms: tuple[float, ...] = ()
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Net:
@@ -117,7 +119,12 @@ class Net:
             step_time_ms=float(data["step_time_ms"]),
             step_time_proxy_ms=_float_or_none(data.get("step_time_proxy_ms")),
             runs={int(seed): Run.from_dict(run) for seed, run in data.get("runs", {}).items()},
+            step_time_passes_ms=_passes(data),
         )
+
+    def step_time_of_pass(self, index: int | None) -> float:
+        """The step time timing pass ``index`` measured (None: the median of the passes)."""
+        return self.step_time_ms if index is None else self.step_time_passes_ms[index]
 
     @property
     def test_accuracy(self) -> float | None:
@@ -153,6 +160,13 @@ class Table:
             nets = tuple(Net.from_dict(net) for net in data["nets"])
         except (KeyError, TypeError, ValueError) as error:
             raise ConfigError(f"{source}: a net lacks a figure ({error})") from None
+        passes = len(_passes(reference))
+        for net in nets:
+            if len(net.step_time_passes_ms) != passes:
+                raise ConfigError(
+                    f"{source}: net {net.hash} has {len(net.step_time_passes_ms)} timing "
+                    f"passes, the reference {passes}"
+                )
         return cls(
             config=SearchConfig.from_dict(data["config"], source=f"{source}: config"),
             seeds=tuple(int(seed) for seed in data["seeds"]),
@@ -170,12 +184,30 @@ class Table:
     def epochs(self) -> int:
         return self.config.epochs
 
+    @property
+    def timing_passes(self) -> int:
+        """How many timing passes measured every net and the reference (1 if none is kept)."""
+        return len(_passes(self.reference))
+
+    def reference_step_time(self, index: int | None) -> float:
+        """The reference's step time in timing pass ``index`` (None: the median)."""
+        if index is None:
+            return float(self.reference["step_time_ms"])
+        return _passes(self.reference)[index]
+
     def by_hash(self) -> dict[str, Net]:
         return {net.hash: net for net in self.nets}
 
     def missing(self) -> list[tuple[str, int]]:
         """The (net hash, seed) pairs with no run: empty for a complete table."""
         return [(n.hash, s) for n in self.nets for s in self.seeds if s not in n.runs]
+
+
+def _passes(data: Mapping[str, Any]) -> tuple[float, ...]:
+    """The final-size step time of each timing pass a net's (or the reference's) record keeps,
+    or its one step time where it keeps none."""
+    passes = (data.get("step_time_passes_ms") or {}).get("final")
+    return tuple(float(v) for v in passes) if passes else (float(data["step_time_ms"]),)
 
 
 def _float_or_none(value: Any) -> float | None:
@@ -217,12 +249,20 @@ def synthetic_table_data(
     FLOPs to a power with a per-net factor (so FLOPs rank it imperfectly); each net has a true
     accuracy that grows with its parameters (and a per-net factor), its runs approach it epoch
     by epoch with seed noise; a run's CPU seconds are its steps times its step time, plus a
-    held-out pass per epoch and a setup.
+    held-out pass per epoch and a setup. Three timing passes scatter around each step time
+    (their median) by a few percent, from a generator of their own (the other figures are those
+    of a table made without them).
     """
     from searchspace import load_arch
     from searchspace.profile import spec_flops, spec_parameters
 
     rng = np.random.default_rng(seed)
+    timing_rng = np.random.default_rng([seed, 1])
+
+    def passes(step_ms: float) -> list[float]:
+        factors = timing_rng.lognormal(0.0, 0.1, size=3)
+        return [float(step_ms * f / np.median(factors)) for f in factors]
+
     epochs = config.epochs
     nets = []
     for spec in config.space.all_specs():
@@ -259,6 +299,7 @@ def synthetic_table_data(
                 "flops_proxy": spec_flops(spec, config.image_size),
                 "step_time_ms": step_ms,
                 "step_time_proxy_ms": proxy_ms,
+                "step_time_passes_ms": {"final": passes(step_ms)},
                 "runs": runs,
             }
         )
@@ -275,6 +316,7 @@ def synthetic_table_data(
             "params": spec_parameters(reference),
             "flops": spec_flops(reference, config.timing_size),
             "step_time_ms": 50.0,
+            "step_time_passes_ms": {"final": passes(50.0)},
         },
         "nets": nets,
         "provenance": {"synthetic": True},

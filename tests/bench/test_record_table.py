@@ -152,8 +152,9 @@ def test_every_net_and_seed_is_recorded_and_a_killed_recording_resumes(tmp_path,
     assert check["live"] == check["replay"] and check["same_first"] == 3
     for net in check["trained"]:
         assert net["live_accuracy"] == pytest.approx(net["table_accuracy"], abs=1e-9)
-    assert check["best_difference"] == 0 and check["within_spread"]
-    assert check["best_difference_on_table_figures"] == 0
+    # Scored with the figures the replay saw, the live search's nets give the replay's choice
+    # (the live search's own choice may differ: its step times are measured afresh).
+    assert check["best_difference_on_replay_figures"] == 0
     assert check["table_missing_runs"] == 0 and len(check["live_trials"]) == 3
 
     # Judged again against the table (here unchanged): the same judgement, nothing trained.
@@ -163,7 +164,7 @@ def test_every_net_and_seed_is_recorded_and_a_killed_recording_resumes(tmp_path,
         **run,
     )  # fmt: skip
     assert rejudged.returncode == 0, rejudged.stdout[-3000:] + rejudged.stderr[-3000:]
-    assert "live search" not in rejudged.stdout and "rejudging" in rejudged.stdout
+    assert "live search live-random" not in rejudged.stdout and "rejudging" in rejudged.stdout
     assert json.loads(path.read_text()) == check
 
 

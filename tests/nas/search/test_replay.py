@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import copy
 import itertools
+import statistics
 import sys
 
 import optuna
 import pytest
 from ray import cloudpickle as ray_cloudpickle
 
+from nas.errors import ConfigError
 from nas.evaluate.reward import reward
 from nas.search import run_search
-from nas.search.replay import METHODS, flops_exponent, method_config, prefix, replay
+from nas.search.replay import (
+    METHODS,
+    flops_exponent,
+    method_config,
+    prefix,
+    replay,
+    table_reward,
+)
 from nas.search.table import Run, Table, synthetic_table_data
 from nas.search.trial import TrialSettings
 from searchspace import ArchSpec
@@ -69,9 +78,11 @@ def table_evaluate(spec: ArchSpec, settings: TrialSettings, report) -> dict:
     net = table.by_hash()[spec.hash]
     run = net.runs[seed]
     config = settings.eval_config
+    # The search measures each net once: here, the timing pass its replay reports.
+    step_ms = net.step_time_of_pass(_LIVE["pass"])
     figures = {
-        "step_time_ms": net.step_time_ms,
-        "step_time_norm": net.step_time_ms / table.reference["step_time_ms"],
+        "step_time_ms": step_ms,
+        "step_time_norm": step_ms / table.reference_step_time(_LIVE["pass"]),
         "params": net.params,
         "params_norm": net.params / table.reference["params"],
         "flops": net.flops,
@@ -106,7 +117,7 @@ def test_a_replay_chooses_what_a_live_search_chooses(table, tmp_path, method):
     seed, budget = 1, 14
     config = method_config(table, METHODS[method], budget=budget, seed=seed, workers=1)
     config = config.replace(runs_dir=str(tmp_path / "runs"), dataset="synthetic:100")
-    _LIVE.update(table=table, seed=seed)
+    _LIVE.update(table=table, seed=seed, **{"pass": seed % table.timing_passes})
     run_search(config, evaluate=table_evaluate, log=lambda line: None)
     live = optuna.load_study(study_name=config.study, storage=config.storage_url).get_trials()
     # Both draw the method config's random start-up trials (2 of the 14), then model.
@@ -187,6 +198,30 @@ def test_report_times_follow_the_recorded_cpu_seconds():
     assert run.heldout_cpu_seconds == 2.0
     assert run.report_times(per_epoch=True) == ([12.0, 24.0, 36.0], 40.0)
     assert run.report_times(per_epoch=False) == ([], 36.0)
+
+
+def test_the_searcher_sees_one_timing_pass_the_seed_chooses(table):
+    """A live search times each net once: a replay's trials report one timing pass's step
+    times (the net's and the reference's), pass ``seed % passes``, not their medians."""
+    assert table.timing_passes == 3
+    nets = table.by_hash()
+    for net in table.nets:
+        assert net.step_time_ms == pytest.approx(statistics.median(net.step_time_passes_ms))
+    method = METHODS["random"]
+    trials = replay(table, method, budget=6, seed=4, workers=1)  # table seed 0, pass 1
+    moved = 0
+    for trial in trials:
+        net = nets[trial.hash]
+        assert trial.reward == pytest.approx(table_reward(table, method, net, 0, timing_pass=1))
+        moved += trial.reward != pytest.approx(table_reward(table, method, net, 0))
+    assert moved  # the medians would have scored them otherwise
+
+
+def test_a_table_whose_nets_and_reference_were_timed_apart_is_refused(table):
+    data = synthetic_table_data(table.config, seeds=1)
+    data["nets"][3]["step_time_passes_ms"]["final"].pop()
+    with pytest.raises(ConfigError, match="has 2 timing passes, the reference 3"):
+        Table.from_dict(data)
 
 
 def test_a_budget_is_the_first_trials_of_a_larger_one_without_a_scheduler(table):
