@@ -6,8 +6,9 @@ table's space with budgets of ``--budgets`` trials (12, the quick config's, and 
 replayed by
 :func:`nas.search.replay.replay`: the project's own searcher, samplers and schedulers, each trial
 reporting one recorded seed's figures and costing its recorded CPU seconds. Replay seed ``r``
-seeds the sampler and reports the table's seed ``seeds[r % len(seeds)]``, the same for every
-method, so that methods are compared seed by seed. Start-up trials (random draws before TPE or
+seeds the sampler and reports the table's seed ``seeds[r % len(seeds)]`` and the step times of
+its timing pass ``r % passes`` (a live search measures each net once, with that much noise), the
+same for every method, so that methods are compared seed by seed. Start-up trials (random draws before TPE or
 GP model, NSGA-II's first generation) are a fifth of the budget, at most Optuna's default 10;
 ``tpe-startup10`` is TPE after Optuna's 10 whatever the budget, the rule's comparison.
 
