@@ -8,9 +8,10 @@ replayed by
 reporting one recorded seed's figures and costing its recorded CPU seconds. Replay seed ``r``
 seeds the sampler and reports the table's seed ``seeds[r % len(seeds)]`` and the step times of
 its timing pass ``r % passes`` (a live search measures each net once, with that much noise), the
-same for every method, so that methods are compared seed by seed. Start-up trials (random draws before TPE or
-GP model, NSGA-II's first generation) are a fifth of the budget, at most Optuna's default 10;
-``tpe-startup10`` is TPE after Optuna's 10 whatever the budget, the rule's comparison.
+same for every method, so that methods are compared seed by seed. Start-up trials (random draws
+before TPE or GP model, NSGA-II's first generation) are a fifth of the budget, at most Optuna's
+default 10; ``tpe-startup10`` is TPE after Optuna's 10 whatever the budget, the rule's
+comparison.
 
 What a search found is judged on what no search decision saw, the table's mean over seeds:
 
@@ -725,8 +726,10 @@ def main(argv: list[str] | None = None) -> int:
     result = analyse(runs, truth, args.methods, args.budgets, seeds)
     source = "a synthetic table" if args.synthetic else str(args.table)
     header = (
-        f"Replayed against {source} ({len(table.nets)} nets, seeds {list(table.seeds)}), "
-        f"{args.seeds} seeds per method, {args.workers} workers. Command: `{command}`."
+        f"Replayed against {source} ({len(table.nets)} nets, seeds {list(table.seeds)}, "
+        f"{table.timing_passes} timing passes), {args.seeds} seeds per method (replay seed r: "
+        f"the table's seed r % {len(table.seeds)}, timing pass r % {table.timing_passes}), "
+        f"{args.workers} workers. Command: `{command}`."
     )
     args.out.mkdir(parents=True, exist_ok=True)
     text = markdown(result, header)
