@@ -4,8 +4,9 @@ A replay runs the objects a search runs (:class:`~nas.search.searcher.StudySearc
 Optuna study, and Tune's ASHA or :class:`~nas.search.schedulers.ParetoASHA` as
 :func:`nas.search.driver.early_stopping` builds them) through their Tune interfaces, as Tune's
 controller drives them, without Ray; each trial is looked up in the table instead of trained:
-one seed's record of the net, every epoch's figures with early stopping, the reward scored as
-the method's config scores it (:func:`flops_exponent` for a FLOPs reward). A trial costs the CPU
+one seed's record of the net and one timing pass's step times (a live search measures each
+net once), every epoch's figures with early stopping, the reward scored as the method's config
+scores it (:func:`flops_exponent` for a FLOPs reward). A trial costs the CPU
 seconds its run was recorded with (:meth:`~nas.search.table.Run.report_times`) on a worker of its
 own; the simulated time is the search's wall time with ``workers`` workers. The protocol and the
 clock in full: docs/benchmarks.md, "Many seeds from one recording".
