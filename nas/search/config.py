@@ -28,6 +28,8 @@ __all__ = ["SAMPLERS", "Resources", "SearchConfig"]
 
 #: Every sampler a search may use (:func:`nas.search.searcher.make_sampler` says what each is).
 SAMPLERS = ("tpe", "tpe-univariate", "gp", "nsga2", "random")
+#: The random start-up trials Optuna's TPE and GP samplers draw unless told otherwise.
+OPTUNA_STARTUP_TRIALS = 10
 _STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 #: Evaluation settings a search config gives at its top level; their defaults are EvalConfig's
 #: unless a search wants its own (a reduced image size, brief training).
@@ -211,6 +213,28 @@ class SearchConfig:
     @property
     def run_dir(self) -> Path:
         return Path(self.runs_dir) / self.study
+
+    def sampler_summary(self) -> str:
+        """One line on how the sampler chooses over this config's trials: its random start-up
+        (TPE's and GP's start-up trials, NSGA-II's first generation), and whether the search
+        ends before the sampler models anything."""
+        name = self.sampler
+        if name == "random":
+            return "sampler random"
+        if name == "nsga2":
+            start, what = self.population_size, f"generations of {self.population_size}"
+            then = "bred from earlier generations"
+        else:
+            then = "modelled"
+            start = OPTUNA_STARTUP_TRIALS if self.startup_trials is None else self.startup_trials
+            default = " (Optuna's default)" if self.startup_trials is None else ""
+            what = f"{start} random start-up trials{default}"
+        if start >= self.trials:
+            return (
+                f"sampler {name}: {what}, so all {self.trials} trials are drawn at random "
+                f"(a random search)"
+            )
+        return f"sampler {name}: {what}, then {self.trials - start} trials {then}"
 
     @property
     def storage_url(self) -> str:

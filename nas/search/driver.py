@@ -139,6 +139,7 @@ def run_search(
             f"{config.concurrent} at a time, objective {config.objective}, storage "
             f"{config.storage_url}"
         )
+        log(config.sampler_summary())
         if config.constraints:
             log(f"constraints: {config.constraints.describe()}")
         with ray_session(address):

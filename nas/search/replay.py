@@ -25,7 +25,7 @@ import numpy as np
 
 from nas.errors import ConfigError
 from nas.evaluate.reward import reward
-from nas.search.config import SAMPLERS, SearchConfig
+from nas.search.config import OPTUNA_STARTUP_TRIALS, SAMPLERS, SearchConfig
 from nas.search.table import Net, Table
 from results.schema import OBJECTIVES_BY_MODE
 
@@ -85,7 +85,7 @@ METHODS: dict[str, Method] = {
         Method("tpe", description="multivariate grouped TPE on the reward (the default)"),
         Method(
             "tpe-startup10",
-            startup=10,
+            startup=OPTUNA_STARTUP_TRIALS,
             description="TPE on the reward after Optuna's default 10 random trials, any budget",
         ),
         Method(
@@ -132,7 +132,7 @@ METHODS: dict[str, Method] = {
 def startup_trials(budget: int) -> int:
     """Random start-up trials of a search of ``budget`` trials: Optuna's default 10, at most a
     fifth of the budget (at least 1); NSGA-II's generation is as large."""
-    return max(1, min(10, budget // 5))
+    return max(1, min(OPTUNA_STARTUP_TRIALS, budget // 5))
 
 
 def flops_exponent(table: Table) -> float:

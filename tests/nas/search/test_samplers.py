@@ -40,3 +40,24 @@ def test_every_sampler_models_the_conditional_quick_space_quietly(name, caplog):
     finally:
         optuna.logging.disable_propagation()
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+@pytest.mark.parametrize(
+    ("changes", "line"),
+    [
+        ({}, "sampler tpe: 10 random start-up trials (Optuna's default), then 2 trials modelled"),
+        ({"startup_trials": 3, "sampler": "gp"},
+         "sampler gp: 3 random start-up trials, then 9 trials modelled"),
+        ({"trials": 8}, "sampler tpe: 10 random start-up trials (Optuna's default), so all 8 "
+                        "trials are drawn at random (a random search)"),
+        ({"sampler": "nsga2"}, "sampler nsga2: generations of 50, so all 12 trials are drawn at "
+                               "random (a random search)"),
+        ({"sampler": "nsga2", "population_size": 4},
+         "sampler nsga2: generations of 4, then 8 trials bred from earlier generations"),
+        ({"sampler": "random"}, "sampler random"),
+    ],
+)  # fmt: skip
+def test_the_search_says_how_its_sampler_spends_the_trials(changes, line):
+    """The quick config (12 trials) and variants: what ``nas search`` prints before it starts."""
+    config = SearchConfig.load(REPO / "configs" / "quick.yaml").replace(**changes)
+    assert config.sampler_summary() == line

@@ -238,6 +238,11 @@ def test_quick_search_two_trials_at_once(tmp_path):
         assert attrs["accuracy"] > 0.2  # 10 classes: well above chance after brief training
     lines = PROGRESS.findall(result.stdout)
     assert len(lines) == 2 and lines[-1].startswith("[2/2]")
+    # Two trials never leave TPE's random start-up, and the search says so before it starts.
+    assert (
+        "sampler tpe: 10 random start-up trials (Optuna's default), so all 2 trials are drawn "
+        "at random (a random search)"
+    ) in result.stdout
     show = subprocess.run(
         [*NAS, "show", str(runs / "quick" / "best.yaml"), "--json"], capture_output=True, text=True
     )
