@@ -38,7 +38,8 @@ scheduler replays its largest budget once per start-up setting and the smaller b
 first trials (:func:`nas.search.replay.prefix`: exact). A rerun into the same ``--out`` reuses
 the replays ``replay.json.gz`` holds for the same table, workers, method, replay code (the
 searcher, schedulers and replay modules) and Optuna and Ray versions (``--fresh``: none), so
-that adding a method costs only its own replays: the GP sampler on three objectives costs about
+that adding a method costs only its own replays, and a run killed midway (the replays done so
+far are saved every minute) goes on where it stopped: the GP sampler on three objectives costs about
 two CPU minutes per replay of 100 trials, most of the whole grid's time.
 
     python bench/replay.py                                    # bench/data/table.json.gz
@@ -61,7 +62,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Container, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -269,13 +270,23 @@ def _cost_order(job: Job) -> float:
     return -weight * job.budget**1.5
 
 
+#: Seconds between the saves of the replays done so far, during a run (a killed grid resumes).
+SAVE_EVERY = 60.0
+
+
 def run_jobs(
-    table: Table, jobs: list[Job], workers: int, processes: int, log=print
+    table: Table,
+    jobs: list[Job],
+    workers: int,
+    processes: int,
+    log=print,
+    save: Callable[[dict[tuple[str, int, int], list[dict[str, Any]]]], None] | None = None,
 ) -> dict[tuple[str, int, int], list[dict[str, Any]]]:
-    """Every job's trials, keyed ``(method, budget, seed)`` for every budget it stands for."""
+    """Every job's trials, keyed ``(method, budget, seed)`` for every budget it stands for;
+    ``save`` is given the replays done so far every :data:`SAVE_EVERY` seconds."""
     runs: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
     seconds: dict[str, float] = {}
-    started = time.monotonic()
+    started = saved_at = time.monotonic()
     ordered = sorted(jobs, key=_cost_order)
     if processes <= 1:
         _start_worker(table)
@@ -297,6 +308,9 @@ def run_jobs(
                 runs[(job.method, budget, job.seed)] = [t for t in trials if t["index"] < budget]
             if done % 50 == 0 or done == len(jobs):
                 log(f"  {done}/{len(jobs)} replays, {(time.monotonic() - started) / 60:.1f} min")
+            if save is not None and time.monotonic() - saved_at >= SAVE_EVERY:
+                save(runs)
+                saved_at = time.monotonic()
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
@@ -720,11 +734,31 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.processes} processes ({len(runs)} replays of {saved} reused)",
         flush=True,
     )
+    source = "a synthetic table" if args.synthetic else str(args.table)
+
+    def save(result: dict[str, Any] | None, done: dict) -> None:
+        payload = {
+            "command": command,
+            "table": source,
+            "result": result,  # None while the replays run: a kill leaves those done so far
+            "runs": [
+                {
+                    "method": m,
+                    "budget": b,
+                    "seed": s,
+                    "key": run_key(digest, args.workers, m, b),
+                    "trials": trials,
+                }
+                for (m, b, s), trials in sorted(done.items())
+            ],
+        }
+        atomic_write(saved, gzip.compress(json.dumps(payload).encode(), mtime=0))
+
     runs.update(run_jobs(table, jobs, args.workers, args.processes,
-                         log=lambda line: print(line, flush=True)))  # fmt: skip
+                         log=lambda line: print(line, flush=True),
+                         save=lambda new: save(None, {**runs, **new})))  # fmt: skip
     truth = Truth.of(table)
     result = analyse(runs, truth, args.methods, args.budgets, seeds)
-    source = "a synthetic table" if args.synthetic else str(args.table)
     header = (
         f"Replayed against {source} ({len(table.nets)} nets, seeds {list(table.seeds)}, "
         f"{table.timing_passes} timing passes), {args.seeds} seeds per method (replay seed r: "
@@ -735,22 +769,7 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(result, header)
     (args.out / "replay.md").write_text(text + "\n")
     png = figure(result, args.out / "replay.png", args.workers)
-    payload = {
-        "command": command,
-        "table": source,
-        "result": result,
-        "runs": [
-            {
-                "method": m,
-                "budget": b,
-                "seed": s,
-                "key": run_key(digest, args.workers, m, b),
-                "trials": trials,
-            }
-            for (m, b, s), trials in sorted(runs.items())
-        ],
-    }
-    atomic_write(saved, gzip.compress(json.dumps(payload).encode(), mtime=0))
+    save(result, runs)
     print(f"\n{text}\nwrote {args.out / 'replay.md'}, {png}, {saved}")
     print(f"took {(time.perf_counter() - started) / 60:.1f} min", flush=True)
     return 0

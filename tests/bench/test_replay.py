@@ -158,3 +158,35 @@ def test_the_command_writes_the_tables_and_the_figure(config, tmp_path):
             # mo-tpe is the front's default sampler: nsga2 gains a comparison with it, and no
             # figure it had changes.
             assert {key: after[key] for key in before} == before
+
+
+def test_a_grid_stopped_before_its_report_keeps_the_replays_it_finished(
+    bench, config, tmp_path, monkeypatch
+):
+    """The replays done so far are saved while the grid runs (here after every one): a run that
+    dies before its report leaves them in ``replay.json.gz``, and the rerun reuses them all."""
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(copy.deepcopy(config.to_dict())))
+    out = tmp_path / "out"
+    argv = ["--synthetic", str(path), "--methods", "random,tpe", "--budgets", "6", "--seeds",
+            "2", "--processes", "1", "--out", str(out)]  # fmt: skip
+    monkeypatch.setattr(bench, "SAVE_EVERY", 0.0)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # as Ctrl-C after the last replay, before the report
+
+    monkeypatch.setattr(bench, "analyse", killed)
+    with pytest.raises(KeyboardInterrupt):
+        bench.main(argv)
+    saved = json.loads(gzip.decompress((out / "replay.json.gz").read_bytes()))
+    assert saved["result"] is None and len(saved["runs"]) == 4  # 2 methods x 2 seeds
+    assert not (out / "replay.md").exists()
+
+    monkeypatch.undo()
+    done = subprocess.run(
+        [sys.executable, "bench/replay.py", *argv], cwd=REPO, capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "0 replays in 1 processes (4 replays of" in done.stdout
+    assert (out / "replay.md").exists()
