@@ -156,8 +156,18 @@ def provenance(argv: list[str]) -> dict[str, Any]:
         "torch": torch.__version__,
         "ray": ray.__version__,
         "optuna": optuna.__version__,
+        # Which machine: a new VM (or a reboot) has a new boot id. Runs recorded on machines of
+        # different speeds cost different CPU seconds; each run names its session.
+        "boot_id": _boot_id(),
         "started": _now(),
     }
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
 
 
 def _cpu_model() -> str:
@@ -326,10 +336,10 @@ def timed_evaluate(spec: Any, settings: Any, report: Callable[[Mapping[str, Any]
     return {**record, "cpu_seconds": time.process_time() - started}
 
 
-def _recorder(table: dict[str, Any], seed: int, save, pending: int) -> Any:
+def _recorder(table: dict[str, Any], seed: int, save, pending: int, session: int) -> Any:
     """A Tune callback that files every trial's epochs and closing record as the run of its net
-    with ``seed``, saves the table after each run, and prints a line of progress for it (of
-    ``pending`` runs this Tune run trains)."""
+    with ``seed`` (recorded in provenance session ``session``), saves the table after each run,
+    and prints a line of progress for it (of ``pending`` runs this Tune run trains)."""
     from ray import tune
 
     nets = {net["hash"]: net for net in table["nets"]}
@@ -352,6 +362,7 @@ def _recorder(table: dict[str, Any], seed: int, save, pending: int) -> Any:
             run.update({key: _finite_or_none(result.get(key)) for key in FINAL_KEYS})
             # A trial whose evaluation raised has a failed record without its CPU seconds.
             run["cpu_seconds"] = result.get("cpu_seconds", result.get("duration_s", 0.0))
+            run["session"] = session
             nets[result["hash"]]["runs"][str(seed)] = run
             self.recorded += 1
             save()
@@ -368,7 +379,7 @@ def _recorder(table: dict[str, Any], seed: int, save, pending: int) -> Any:
 
 
 def record_seed(
-    config: SearchConfig, table: dict[str, Any], seed: int, work: Path, save
+    config: SearchConfig, table: dict[str, Any], seed: int, work: Path, save, session: int = 0
 ) -> tuple[int, int]:
     """Train every net without a run for ``seed`` in one Tune run; (recorded, pending)."""
     from ray import tune
@@ -391,7 +402,7 @@ def record_seed(
     )
     resources = {"cpu": config.resources.cpus, "gpu": config.resources.gpus}
     trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings), resources)
-    recorder = _recorder(table, seed, save, len(pending))
+    recorder = _recorder(table, seed, save, len(pending), session)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     tuner = tune.Tuner(
         trainable,
@@ -478,7 +489,9 @@ def main(argv: list[str] | None = None) -> int:
         print("space: " + ", ".join(f"{k} {v:.3g}" for k, v in figures.items()), flush=True)
         if not args.timing_only:
             for seed in seeds:
-                _, left = record_seed(config, table, seed, args.work, save)
+                _, left = record_seed(
+                    config, table, seed, args.work, save, len(table["provenance"]["sessions"]) - 1
+                )
                 pending += left
     save()
     spent = table["provenance"]["cost"]

@@ -51,6 +51,8 @@ class Run:
     cpu_at_epoch: tuple[float, ...]
     epoch_cpu_seconds: tuple[float, ...]
     failure: str = ""
+    #: The index of the recording session (``provenance["sessions"]``) that trained it.
+    session: int | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Run:
@@ -63,6 +65,7 @@ class Run:
             cpu_at_epoch=tuple(float(v) for v in data.get("cpu_at_epoch", ())),
             epoch_cpu_seconds=tuple(float(v) for v in data.get("epoch_cpu_seconds", ())),
             failure=data.get("failure", ""),
+            session=None if data.get("session") is None else int(data["session"]),
         )
 
     @property

@@ -123,6 +123,10 @@ def test_every_net_and_seed_is_recorded_and_a_killed_recording_resumes(tmp_path,
     assert table.reference["step_time_ms"] > 0 and table.timing["space"]["nets"] == 4
     sessions = table.provenance["sessions"]
     assert len(sessions) == 2 and sessions[0]["commit"] and sessions[0]["torch"]
+    assert sessions[0]["boot_id"] and sessions[0]["boot_id"] == sessions[1]["boot_id"]
+    # Each run names the session that trained it: the killed one's runs, the rest the second.
+    for (hash_, seed), run_ in _runs(out).items():
+        assert run_["session"] == (0 if (hash_, seed) in killed else 1)
     assert "bench/record_table.py" in sessions[0]["command"]
     assert table.provenance["cost"]["runs"] == 8
     # The checks the shipped table gets: a fresh evaluation as a search's (no held-out pass
