@@ -692,6 +692,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _clock_line(table: Table) -> str:
+    """How the replay's clock brings runs recorded on several machines to one speed."""
+    scales = sorted({round(f, 3) for f in table.clock_scales.values() if f != 1.0})
+    if not scales:
+        return "Every run's CPU seconds as recorded."
+    return (
+        "CPU seconds of runs recorded on other machines scaled to the speed of the one that "
+        f"trained the most (by {', '.join(f'{f:.2f}' for f in scales)})."
+    )
+
+
 def load_table(args: argparse.Namespace) -> tuple[Table, str]:
     """The table and a digest of its content."""
     from nas.search import SearchConfig
@@ -763,7 +774,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Replayed against {source} ({len(table.nets)} nets, seeds {list(table.seeds)}, "
         f"{table.timing_passes} timing passes), {args.seeds} seeds per method (replay seed r: "
         f"the table's seed r % {len(table.seeds)}, timing pass r % {table.timing_passes}), "
-        f"{args.workers} workers. Command: `{command}`."
+        f"{args.workers} workers. {_clock_line(table)} Command: `{command}`."
     )
     args.out.mkdir(parents=True, exist_ok=True)
     text = markdown(result, header)

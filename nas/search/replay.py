@@ -230,6 +230,7 @@ class _Records:
         self.config = config
         self.reference = table.reference
         self.reference_step_ms = table.reference_step_time(timing_pass)
+        self.clock_scale = table.clock_scale
         self.timing_pass = timing_pass
         self.flops = config.eval_config().reward_cost == "flops"
 
@@ -449,6 +450,9 @@ def _reports(
     net = nets[_spec_hash(trial_config)]
     run = net.runs[seed]
     epoch_times, end = run.report_times(per_epoch)
+    # CPU seconds as one machine would have spent them (a recording spans machines).
+    scale = records.clock_scale(run)
+    epoch_times, end = [t * scale for t in epoch_times], end * scale
     reports = [
         (seconds, records.epoch(net, seed, epoch, seconds))
         for epoch, seconds in enumerate(epoch_times[: len(run.accuracy)], start=1)

@@ -14,8 +14,8 @@ import gzip
 import json
 import math
 import statistics
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ __all__ = [
     "Net",
     "Run",
     "Table",
+    "clock_scales",
     "read_table_data",
     "synthetic_table_data",
     "write_table_data",
@@ -148,6 +149,9 @@ class Table:
     reference: Mapping[str, Any]
     timing: Mapping[str, Any]
     provenance: Mapping[str, Any]
+    #: Per recording session, the factor that brings its runs' CPU seconds to the speed of the
+    #: machine that trained the most runs (:func:`clock_scales`); 1 for an unnamed session.
+    clock_scales: Mapping[int, float] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "table") -> Table:
@@ -170,13 +174,15 @@ class Table:
                     f"{source}: net {net.hash} has {len(net.step_time_passes_ms)} timing "
                     f"passes, the reference {passes}"
                 )
+        provenance = data.get("provenance", {})
         return cls(
             config=SearchConfig.from_dict(data["config"], source=f"{source}: config"),
             seeds=tuple(int(seed) for seed in data["seeds"]),
             nets=nets,
             reference=reference,
             timing=data.get("timing", {}),
-            provenance=data.get("provenance", {}),
+            provenance=provenance,
+            clock_scales=clock_scales(nets, provenance.get("sessions", [])),
         )
 
     @classmethod
@@ -198,12 +204,71 @@ class Table:
             return float(self.reference["step_time_ms"])
         return _passes(self.reference)[index]
 
+    def clock_scale(self, run: Run) -> float:
+        """The factor that brings ``run``'s CPU seconds to the common machine speed."""
+        return self.clock_scales.get(run.session, 1.0) if run.session is not None else 1.0
+
     def by_hash(self) -> dict[str, Net]:
         return {net.hash: net for net in self.nets}
 
     def missing(self) -> list[tuple[str, int]]:
         """The (net hash, seed) pairs with no run: empty for a complete table."""
         return [(n.hash, s) for n in self.nets for s in self.seeds if s not in n.runs]
+
+
+def clock_scales(nets: Sequence[Net], sessions: Sequence[Mapping[str, Any]]) -> dict[int, float]:
+    """Per recording session, the factor by which its runs' CPU seconds are multiplied so that
+    every run costs what it would have on one machine.
+
+    A recording spans sessions, and sessions may run on machines of different speeds (the same
+    net trained on two VMs of one kind took 0.70 of the CPU seconds on one). Sessions are
+    grouped by machine (the ``boot_id`` they note; a session without one is a machine of its
+    own), and ``log cpu_seconds = net + machine`` is fitted by least squares over every finished
+    run that names its session; each machine's factor brings it to the machine that trained the
+    most runs. A machine that shares no net with the others cannot be compared: factor 1.
+    """
+
+    def machine(session: int) -> str:
+        named = sessions[session].get("boot_id") if 0 <= session < len(sessions) else None
+        return named or f"session {session}"
+
+    rows = [
+        (index, machine(run.session), math.log(run.cpu_seconds))
+        for index, net in enumerate(nets)
+        for run in net.runs.values()
+        if run.ok and run.session is not None and run.cpu_seconds > 0
+    ]
+    counts: dict[str, int] = {}
+    for _, m, _ in rows:
+        counts[m] = counts.get(m, 0) + 1
+    machines = sorted(counts, key=lambda m: (-counts[m], m))  # ties: by name, not set order
+    factors = {m: 1.0 for m in machines}
+    if len(machines) > 1:
+        # Machines linked through a net trained on both, from the one with the most runs.
+        on = {}
+        for index, m, _ in rows:
+            on.setdefault(index, set()).add(m)
+        linked, grew = {machines[0]}, True
+        while grew:
+            grew = False
+            for ms in on.values():
+                if ms & linked and not ms <= linked:
+                    linked |= ms
+                    grew = True
+        kept = [r for r in rows if r[1] in linked]
+        net_ids = sorted({r[0] for r in kept})
+        others = [m for m in machines[1:] if m in linked]
+        column = {n: i for i, n in enumerate(net_ids)}
+        design = np.zeros((len(kept), len(net_ids) + len(others)))
+        for row, (index, m, _) in enumerate(kept):
+            design[row, column[index]] = 1.0
+            if m in others:
+                design[row, len(net_ids) + others.index(m)] = 1.0
+        target = np.array([r[2] for r in kept])
+        solution = np.linalg.lstsq(design, target, rcond=None)[0]
+        for k, m in enumerate(others):
+            factors[m] = float(math.exp(-solution[len(net_ids) + k]))
+    return {session: factors.get(machine(session), 1.0) for session in range(len(sessions))}
 
 
 def _passes(data: Mapping[str, Any]) -> tuple[float, ...]:

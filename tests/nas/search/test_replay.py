@@ -260,3 +260,58 @@ def test_the_flops_exponent_is_the_step_time_exponent_times_the_tables_slope(tab
     config = method_config(table, METHODS["flops-tpe"], budget=10, seed=0, workers=2)
     assert config.eval_config().reward_cost == "flops"
     assert config.reward_w == pytest.approx(flops_exponent(table))
+
+
+# -- a recording that spans machines ------------------------------------------------------------
+
+
+def _two_machine_data(table, speed: float) -> dict:
+    """The table's data with seed 0 trained on machine ``a`` and seed 1 on machine ``b``,
+    which spent ``speed`` times the CPU seconds."""
+    data = copy.deepcopy(synthetic_table_data(table.config, seeds=2, seed=1))
+    data["provenance"] = {"sessions": [{"boot_id": "a"}, {"boot_id": "b"}, {"boot_id": "a"}]}
+    for index, net in enumerate(data["nets"]):
+        for seed, run in net["runs"].items():
+            # Machine a's runs over two of its sessions; one run more on a than on b.
+            run["session"] = (2 if index % 2 else 0) if seed == "0" else 1
+            if seed == "1":
+                run["cpu_seconds"] *= speed
+                for key in ("cpu_at_epoch", "epoch_cpu_seconds"):
+                    run[key] = [v * speed for v in run[key]]
+    data["nets"][0]["runs"]["1"]["session"] = 0  # a trained 49 nets' seed 0 and one seed 1
+    return data
+
+
+def test_cpu_seconds_recorded_on_another_machine_are_brought_to_one_speed(table):
+    """A net trained on a machine that takes 0.7 of the time: its runs' clock is scaled by
+    1/0.7 to the machine that trained most runs, whatever the sessions; a replay's trials end
+    when they would have on that machine."""
+    data = _two_machine_data(table, 0.7)
+    data["nets"][0]["runs"]["1"]["cpu_seconds"] /= 0.7  # trained on a: a's speed
+    data["nets"][0]["runs"]["1"]["cpu_at_epoch"] = [
+        v / 0.7 for v in data["nets"][0]["runs"]["1"]["cpu_at_epoch"]
+    ]
+    two = Table.from_dict(data)
+    assert two.clock_scales[0] == two.clock_scales[2] == pytest.approx(1.0)
+    assert two.clock_scales[1] == pytest.approx(1 / 0.7)
+    # The replay of seed 1 on the scaled table ends as the same replay on the unscaled one.
+    same = Table.from_dict(synthetic_table_data(table.config, seeds=2, seed=1))
+    scaled = replay(two, METHODS["random"], budget=8, seed=1, workers=2)
+    plain = replay(same, METHODS["random"], budget=8, seed=1, workers=2)
+    assert [t.hash for t in scaled] == [t.hash for t in plain]
+    assert [t.end for t in scaled] == pytest.approx([t.end for t in plain])
+
+
+def test_a_machine_that_shares_no_net_with_the_others_keeps_its_seconds(table):
+    """Machine b trained only nets that machine a never trained: nothing compares them."""
+    data = _two_machine_data(table, 0.5)
+    for index, net in enumerate(data["nets"]):
+        for run in net["runs"].values():
+            run["session"] = 0 if index < 30 else 1
+    assert Table.from_dict(data).clock_scales == {0: 1.0, 1: 1.0, 2: 1.0}
+    del data["provenance"]
+    for net in data["nets"]:
+        for run in net["runs"].values():
+            del run["session"]  # a table recorded before sessions were noted: no scaling
+    plain = Table.from_dict(data)
+    assert all(plain.clock_scale(r) == 1.0 for n in plain.nets for r in n.runs.values())
