@@ -155,15 +155,23 @@ def live_trials(config) -> list[dict[str, Any]]:
 
 def summary(result: dict[str, Any], budget: int) -> list[str]:
     """The lines the command prints."""
-    trained = result["trained"]
+    from scipy.stats import kendalltau
+
+    # Each net once: a re-asked net repeats its first trial's figures.
+    trained = list({t["hash"]: t for t in result["trained"]}.values())
     exact = sum(abs(t["live_accuracy"] - t["table_accuracy"]) < 1e-9 for t in trained)
     ratios = [t["live_step_time_ms"] / t["table_step_time_ms"] for t in trained]
+    tau = (
+        kendalltau([t["live_step_time_ms"] for t in trained],
+                   [t["table_step_time_ms"] for t in trained])[0]
+        if len(trained) > 1 else math.nan
+    )  # fmt: skip
     live, replay = result["live_best"], result["replay_best"]
     lines = [
         f"the same net in the first {result['same_first']} of {budget} trials",
-        f"{len(trained)} nets trained live: {exact} with the table's held-out accuracy exactly; "
-        f"live step time / table's: median {statistics.median(ratios):.2f} "
-        f"({min(ratios):.2f} - {max(ratios):.2f})"
+        f"{len(trained)} distinct nets trained live: {exact} with the table's held-out accuracy "
+        f"exactly; live step time / table's median: median {statistics.median(ratios):.2f} "
+        f"({min(ratios):.2f} - {max(ratios):.2f}), Kendall's tau {tau:.2f}"
         if trained
         else "no net trained live",
         f"reward-best, live:   {live['spec']} ({100 * live['mean_test_accuracy']:.2f}% mean test)",
